@@ -39,9 +39,11 @@ int size_parse(const char *s, uint64_t *bytes)
 	if (!s || !isdigit((unsigned char)*p))
 		return -EINVAL;
 	for (; isdigit((unsigned char)*p); p++) {
-		if (whole > (UINT64_MAX - 9) / 10)
+		uint64_t digit = (uint64_t)(*p - '0');
+
+		if (whole > (UINT64_MAX - digit) / 10)
 			return -ERANGE;
-		whole = whole * 10 + (uint64_t)(*p - '0');
+		whole = whole * 10 + digit;
 	}
 	if (*p == '.') {
 		p++;

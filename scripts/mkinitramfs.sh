@@ -1,0 +1,97 @@
+#!/bin/sh
+# Build the guest initramfs: OUTDIR/initramfs.cpio.gz.
+#
+#   mkinitramfs.sh [-i INIT] [-b BUSYBOX] [-m MODDIR] OUTDIR [TOOL...]
+#
+#   INIT     the guest's /init script (default: guest/init beside this script)
+#   BUSYBOX  a statically linked busybox (default: busybox on PATH, as
+#            installed by Debian's busybox-static)
+#   MODDIR   the UML kernel's module tree (default: the only directory in
+#            /usr/lib/uml/modules, from Debian's user-mode-linux)
+#   TOOL     static guest programs to put in /bin (meson passes the built
+#            memhog and pagecheck)
+#
+# The image holds busybox with one symlink per applet, the virtio_balloon
+# and virtio_blk modules (flat, in /lib/modules), the tools and /init.
+# The archive is built without root: the kernel's built-in initramfs
+# already provides /dev/console, and devtmpfs supplies the rest.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+init="$here/../guest/init"
+busybox=$(command -v busybox || echo /bin/busybox)
+moddir=
+modules="kernel/drivers/virtio/virtio_balloon.ko kernel/drivers/block/virtio_blk.ko"
+
+die() {
+	echo "mkinitramfs: $*" >&2
+	exit 1
+}
+
+while getopts i:b:m: opt; do
+	case $opt in
+	i) init=$OPTARG ;;
+	b) busybox=$OPTARG ;;
+	m) moddir=$OPTARG ;;
+	*) die "usage: $0 [-i INIT] [-b BUSYBOX] [-m MODDIR] OUTDIR [TOOL...]" ;;
+	esac
+done
+shift $((OPTIND - 1))
+[ $# -ge 1 ] || die "usage: $0 [-i INIT] [-b BUSYBOX] [-m MODDIR] OUTDIR [TOOL...]"
+mkdir -p "$1"
+outdir=$(cd "$1" && pwd)	# absolute: cpio runs inside the staging tree
+shift
+
+if [ -z "$moddir" ]; then
+	for d in /usr/lib/uml/modules/*/; do
+		[ -z "$moddir" ] || die "several UML module trees, pick one with -m"
+		moddir=${d%/}
+	done
+fi
+[ -d "$moddir" ] || die "no UML modules (install user-mode-linux)"
+[ -f "$init" ] || die "no init script at $init"
+[ -x "$busybox" ] || die "no busybox (install busybox-static)"
+
+# The guest has no dynamic loader: every program must be static.  ldd
+# fails on a static binary, which is what we want.
+for prog in "$busybox" "$@"; do
+	[ -f "$prog" ] || die "no such program: $prog"
+	! ldd "$prog" >/dev/null 2>&1 || die "$prog is dynamically linked"
+done
+
+stage=$(mktemp -d "${TMPDIR:-/tmp}/ebb-initramfs.XXXXXX")
+trap 'rm -rf "$stage" "$stage.list"' EXIT
+
+mkdir -p "$stage/bin" "$stage/sbin" "$stage/usr/bin" "$stage/usr/sbin" \
+	"$stage/dev" "$stage/proc" "$stage/sys" "$stage/tmp" "$stage/root" \
+	"$stage/lib/modules"
+cp "$busybox" "$stage/bin/busybox"
+# Links point at /bin/busybox as the guest sees it.  (`busybox --install`
+# would link to this host's path of the binary instead.)
+for applet in $("$busybox" --list-full); do
+	[ -e "$stage/$applet" ] || ln -s /bin/busybox "$stage/$applet"
+done
+
+for m in $modules; do
+	cp "$moddir/$m" "$stage/lib/modules/"
+done
+for prog in "$@"; do
+	cp "$prog" "$stage/bin/"
+done
+cp "$init" "$stage/init"
+chmod 0755 "$stage/init"
+chmod 1777 "$stage/tmp"
+
+# Same inputs, same bytes: fixed mtimes and owners, sorted names, and gzip
+# without a name or time stamp.
+find "$stage" -exec touch -h -d "@${SOURCE_DATE_EPOCH:-0}" {} +
+# Through a file, not a pipe: sh has no pipefail, and a failing cpio must
+# fail the build.
+out="$outdir/initramfs.cpio.gz"
+(cd "$stage" && find . -mindepth 1 | LC_ALL=C sort >"$stage.list")
+(cd "$stage" && cpio --quiet -o -H newc -R 0:0 --reproducible \
+	<"$stage.list" >"$out.cpio")
+rm -f "$stage.list"
+gzip -9n <"$out.cpio" >"$out.tmp"
+rm -f "$out.cpio"
+mv "$out.tmp" "$out"

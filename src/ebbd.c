@@ -1,0 +1,693 @@
+/*
+ * ebbd: the ebb host daemon.
+ *
+ * One event loop serves everything: the control socket, every guest's
+ * vhost-user devices, guest process exits and periodic accounting.  This
+ * file is the glue: it keeps the guest table, turns control requests into
+ * guest/pool calls and guest happenings into control events.
+ *
+ * Admission (claims): a launch first adds the guest to the host pool and
+ * stakes a claim for its memory (or for --min), all under the pool's lock,
+ * before any process exists.  A launch that does not fit is refused in
+ * microseconds with the numbers that made it not fit.
+ *
+ * Accounting from reality: UML guests populate memory by touching it, so
+ * every ACCOUNT_MS (and right after memory is given back) the resident
+ * size of each RAM file is measured and handed to pool_set_resident(),
+ * which consumes the guest's claim first and flags growth that the pool
+ * cannot back.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "control.h"
+#include "guest.h"
+#include "log.h"
+#include "loop.h"
+#include "pool.h"
+#include "size.h"
+
+#define MAX_GUESTS	256
+#define ACCOUNT_MS	500	/* residency measurement period */
+#define STOP_GRACE_MS	10000	/* power-off time before a kill */
+
+#ifndef EBB_DEFAULT_INITRD
+#define EBB_DEFAULT_INITRD "/usr/local/share/ebb/initramfs.cpio.gz"
+#endif
+
+struct slot {
+	struct guest *g;	/* NULL: free slot */
+	uint64_t id;		/* pool guest id; 0 once removed from the pool */
+	bool over_budget;	/* last pool_set_resident verdict */
+};
+
+struct ebbd {
+	struct loop *loop;
+	struct control *ctl;
+	struct pool *pool;
+	struct guest_env env;
+	struct slot slots[MAX_GUESTS];
+	uint64_t next_id;
+	int sigfd;
+	struct loop_watch *sig_w;
+	struct loop_timer *account_timer;
+	bool shutting_down;
+};
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static char *errf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static char *errf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s = NULL;
+
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		s = NULL;
+	va_end(ap);
+	return s;
+}
+
+static struct slot *find_slot(struct ebbd *d, const char *name)
+{
+	for (unsigned i = 0; i < MAX_GUESTS; i++)
+		if (d->slots[i].g && strcmp(guest_name(d->slots[i].g), name) == 0)
+			return &d->slots[i];
+	return NULL;
+}
+
+static struct slot *slot_of(struct ebbd *d, struct guest *g)
+{
+	for (unsigned i = 0; i < MAX_GUESTS; i++)
+		if (d->slots[i].g == g)
+			return &d->slots[i];
+	return NULL;
+}
+
+static int lookup(struct ebbd *d, json_t *args, struct slot **out, char **err)
+{
+	const char *name;
+	int rc = control_arg_str(args, "name", true, &name, err);
+
+	if (rc)
+		return rc;
+	*out = find_slot(d, name);
+	if (!*out) {
+		*err = errf("no guest named '%s'", name);
+		return -ENOENT;
+	}
+	return 0;
+}
+
+static const char *fmt_size(uint64_t bytes, char *buf)
+{
+	return size_format(bytes, buf, 16);
+}
+
+/* Measure one guest and reconcile the pool with what was measured. */
+static void account_guest(struct ebbd *d, struct slot *s)
+{
+	struct pool_guest_info pi;
+	uint64_t res, pages;
+	bool over = false;
+
+	if (!s->id || guest_refresh_resident(s->g, &res) < 0)
+		return;
+	pages = res / POOL_PAGE_SIZE;
+	if (pool_guest_info(d->pool, s->id, &pi) < 0)
+		return;
+	/* The RAM file can hold a little more than mem= (UML's own image
+	 * pages): never report more than the guest's size. */
+	if (pages > pi.max_pages)
+		pages = pi.max_pages;
+	if (pool_set_resident(d->pool, s->id, pages, &over) < 0)
+		return;
+	if (over && !s->over_budget) {
+		json_t *ev = json_pack("{s:s, s:I, s:I}", "name",
+				       guest_name(s->g), "resident",
+				       (json_int_t)res, "claim",
+				       (json_int_t)(pi.claim_pages * POOL_PAGE_SIZE));
+
+		log_warn(guest_name(s->g), "grew beyond what the pool can back");
+		control_event(d->ctl, "GUEST_OVER_BUDGET", ev);
+	}
+	s->over_budget = over;
+}
+
+static void on_account(void *opaque)
+{
+	struct ebbd *d = opaque;
+
+	for (unsigned i = 0; i < MAX_GUESTS; i++)
+		if (d->slots[i].g)
+			account_guest(d, &d->slots[i]);
+}
+
+/* ---- guest events ----------------------------------------------------- */
+
+static void ev_state(void *opaque, struct guest *g, enum guest_state old)
+{
+	struct ebbd *d = opaque;
+	struct slot *s = slot_of(d, g);
+	struct guest_info gi;
+
+	guest_get_info(g, &gi);
+	switch (gi.state) {
+	case GUEST_RUNNING:
+		control_event(d->ctl, "GUEST_READY",
+			      json_pack("{s:s, s:i}", "name", gi.name, "pid",
+					(int)gi.pid));
+		break;
+	case GUEST_STOPPED:
+	case GUEST_FAILED:
+		/* Its memory is gone with its process: so is its account. */
+		if (s && s->id) {
+			pool_guest_remove(d->pool, s->id);
+			s->id = 0;
+		}
+		control_event(d->ctl, "GUEST_STOPPED",
+			      json_pack("{s:s, s:s, s:i}", "name", gi.name,
+					"state", guest_state_name(gi.state),
+					"status", gi.exit_status));
+		break;
+	default:
+		break;
+	}
+}
+
+static void ev_reached(void *opaque, struct guest *g, uint64_t actual)
+{
+	struct ebbd *d = opaque;
+	struct guest_info gi;
+
+	guest_get_info(g, &gi);
+	control_event(d->ctl, "BALLOON_TARGET_REACHED",
+		      json_pack("{s:s, s:I}", "name", gi.name, "actual",
+				(json_int_t)(gi.mem_bytes - actual)));
+}
+
+static void ev_returned(void *opaque, struct guest *g)
+{
+	struct ebbd *d = opaque;
+	struct slot *s = slot_of(d, g);
+
+	if (s)
+		account_guest(d, s);
+}
+
+static void ev_failed(void *opaque, struct guest *g, const char *device,
+		      const char *why)
+{
+	struct ebbd *d = opaque;
+
+	control_event(d->ctl, "DEVICE_FAILED",
+		      json_pack("{s:s, s:s, s:s}", "name", guest_name(g),
+				"device", device, "reason", why));
+}
+
+static const struct guest_events guest_ev = {
+	.state_changed = ev_state,
+	.balloon_reached = ev_reached,
+	.memory_returned = ev_returned,
+	.device_failed = ev_failed,
+};
+
+/* ---- commands --------------------------------------------------------- */
+
+static int claim_refused(struct ebbd *d, const char *name, uint64_t want,
+			 char **err)
+{
+	struct pool_info pi;
+	char a[16], b[16], c[16], e[16], f[16];
+
+	pool_info(d->pool, &pi);
+	*err = errf("cannot claim %s for guest '%s': only %s unclaimed "
+		    "(budget %s, resident %s, claimed %s)",
+		    fmt_size(want, a), name,
+		    fmt_size(pi.unclaimed_pages * POOL_PAGE_SIZE, b),
+		    fmt_size(pi.budget_bytes, c),
+		    fmt_size(pi.tot_pages * POOL_PAGE_SIZE, e),
+		    fmt_size(pi.claim_pages * POOL_PAGE_SIZE, f));
+	return -ENOMEM;
+}
+
+static int cmd_run(void *ctx, json_t *args, json_t **ret, char **err)
+{
+	struct ebbd *d = ctx;
+	struct guest_config cfg = { .cmdline = NULL };
+	const char *name, *cmdline = NULL;
+	uint64_t mem = 0, min = 0;
+	struct slot *s;
+	int rc;
+
+	if ((rc = control_arg_str(args, "name", true, &name, err)) ||
+	    (rc = control_arg_size(args, "mem", true, &mem, err)) ||
+	    (rc = control_arg_size(args, "min", false, &min, err)) ||
+	    (rc = control_arg_str(args, "cmdline", false, &cmdline, err)))
+		return rc;
+	if (!guest_name_valid(name)) {
+		*err = errf("invalid guest name '%s' (1-31 of A-Z a-z 0-9 - _ ., "
+			    "not starting with - or .)", name);
+		return -EINVAL;
+	}
+	if (mem < (32ull << 20) || mem % (1ull << 20) ||
+	    mem > POOL_GUEST_MAX_PAGES * POOL_PAGE_SIZE) {
+		*err = errf("mem must be a whole number of MiB, at least 32M");
+		return -EINVAL;
+	}
+	if (min > mem || (min && min % POOL_PAGE_SIZE)) {
+		*err = errf("min must be whole pages and at most mem");
+		return -EINVAL;
+	}
+	if (d->shutting_down)
+		return -ESHUTDOWN;
+	s = find_slot(d, name);
+	if (s) {
+		enum guest_state st = guest_get_state(s->g);
+
+		if (st != GUEST_STOPPED && st != GUEST_FAILED) {
+			*err = errf("guest '%s' already exists (%s)", name,
+				    guest_state_name(st));
+			return -EEXIST;
+		}
+		/* A stopped guest's record gives way to the new launch. */
+		guest_free(s->g);
+		s->g = NULL;
+	}
+	s = NULL;
+	for (unsigned i = 0; i < MAX_GUESTS && !s; i++)
+		if (!d->slots[i].g)
+			s = &d->slots[i];
+	if (!s) {
+		*err = errf("too many guests (%d)", MAX_GUESTS);
+		return -ENOSPC;
+	}
+
+	/* 1. Admission: stake the claim before anything exists. */
+	s->id = ++d->next_id;
+	rc = pool_guest_add(d->pool, s->id, mem / POOL_PAGE_SIZE);
+	if (rc < 0) {
+		s->id = 0;
+		return rc;
+	}
+	rc = pool_claim(d->pool, s->id, (min ? min : mem) / POOL_PAGE_SIZE);
+	if (rc < 0) {
+		pool_guest_remove(d->pool, s->id);
+		s->id = 0;
+		if (rc == -ENOMEM)
+			return claim_refused(d, name, min ? min : mem, err);
+		return rc;
+	}
+
+	/* 2. Launch. */
+	snprintf(cfg.name, sizeof(cfg.name), "%s", name);
+	cfg.mem_bytes = mem;
+	cfg.cmdline = cmdline;
+	rc = guest_start(&d->env, &cfg, &guest_ev, d, &s->g);
+	if (rc < 0) {
+		pool_guest_remove(d->pool, s->id);
+		s->id = 0;
+		s->g = NULL;
+		*err = errf("cannot start guest '%s': %s", name, strerror(-rc));
+		return rc;
+	}
+	s->over_budget = false;
+	{
+		struct guest_info gi;
+
+		guest_get_info(s->g, &gi);
+		control_event(d->ctl, "GUEST_STARTED",
+			      json_pack("{s:s, s:i}", "name", name, "pid",
+					(int)gi.pid));
+		*ret = json_pack("{s:s, s:i, s:I, s:I}", "name", name, "pid",
+				 (int)gi.pid, "mem", (json_int_t)mem, "claim",
+				 (json_int_t)(min ? min : mem));
+	}
+	return 0;
+}
+
+static json_t *guest_json(struct ebbd *d, struct slot *s)
+{
+	struct pool_guest_info pi = { 0 };
+	struct guest_info gi;
+	uint64_t balloon_bytes;
+
+	guest_get_info(s->g, &gi);
+	if (s->id)
+		pool_guest_info(d->pool, s->id, &pi);
+	balloon_bytes = (uint64_t)gi.balloon.target_pages * BALLOON_PAGE_SIZE;
+	return json_pack("{s:s, s:s, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+			 "s:I, s:I, s:b, s:b}",
+		"name", gi.name,
+		"state", guest_state_name(gi.state),
+		"pid", (int)gi.pid,
+		"mem", (json_int_t)gi.mem_bytes,
+		"balloon_target", (json_int_t)(gi.mem_bytes - balloon_bytes),
+		"balloon_actual", (json_int_t)(gi.mem_bytes -
+			(uint64_t)gi.balloon.actual_pages * BALLOON_PAGE_SIZE),
+		"resident", (json_int_t)gi.resident_bytes,
+		"claim", (json_int_t)(pi.claim_pages * POOL_PAGE_SIZE),
+		"reported", (json_int_t)gi.balloon.reported_bytes,
+		"returned", (json_int_t)gi.balloon.returned_bytes,
+		"inflated", (json_int_t)(gi.balloon.inflated_pages * BALLOON_PAGE_SIZE),
+		"oom_deflated", (json_int_t)(gi.balloon.oom_deflated_pages *
+					     BALLOON_PAGE_SIZE),
+		"over_budget", s->over_budget,
+		"device_failed", gi.balloon.failed);
+}
+
+static int cmd_list(void *ctx, json_t *args, json_t **ret, char **err)
+{
+	struct ebbd *d = ctx;
+	json_t *arr = json_array();
+
+	for (unsigned i = 0; i < MAX_GUESTS; i++)
+		if (d->slots[i].g)
+			json_array_append_new(arr, guest_json(d, &d->slots[i]));
+	*ret = json_pack("{s:o}", "guests", arr);
+	return 0;
+}
+
+static int cmd_balloon(void *ctx, json_t *args, json_t **ret, char **err)
+{
+	struct ebbd *d = ctx;
+	struct guest_info gi;
+	struct slot *s;
+	uint64_t target;
+	int rc;
+
+	if ((rc = lookup(d, args, &s, err)) ||
+	    (rc = control_arg_size(args, "target", true, &target, err)))
+		return rc;
+	guest_get_info(s->g, &gi);
+	if (gi.state != GUEST_RUNNING && gi.state != GUEST_STARTING) {
+		*err = errf("guest '%s' is %s", gi.name,
+			    guest_state_name(gi.state));
+		return -EINVAL;
+	}
+	if (target > gi.mem_bytes || target % BALLOON_PAGE_SIZE) {
+		char a[16];
+
+		*err = errf("balloon target must be whole pages and at most "
+			    "the guest's memory (%s)", fmt_size(gi.mem_bytes, a));
+		return -EINVAL;
+	}
+	rc = guest_balloon(s->g, target);
+	if (rc < 0 && rc != -ENOTCONN) {
+		*err = errf("cannot notify the balloon driver: %s",
+			    strerror(-rc));
+		return rc;
+	}
+	guest_get_info(s->g, &gi);
+	*ret = json_pack("{s:s, s:I, s:I}", "name", gi.name, "target",
+			 (json_int_t)target, "actual",
+			 (json_int_t)(gi.mem_bytes -
+				      (uint64_t)gi.balloon.actual_pages *
+				      BALLOON_PAGE_SIZE));
+	return 0;
+}
+
+static int cmd_stats(void *ctx, json_t *args, json_t **ret, char **err)
+{
+	static const char *const tags[BALLOON_S_NR] = {
+		"swap_in", "swap_out", "major_faults", "minor_faults", "free",
+		"total", "available", "caches", "hugetlb_allocations",
+		"hugetlb_failures",
+	};
+	struct ebbd *d = ctx;
+	struct guest_info gi;
+	struct slot *s;
+	json_t *st;
+	int rc;
+
+	if ((rc = lookup(d, args, &s, err)))
+		return rc;
+	guest_get_info(s->g, &gi);
+	st = json_object();
+	for (unsigned t = 0; t < BALLOON_S_NR; t++)
+		if (gi.balloon.stats_valid & (1u << t))
+			json_object_set_new(st, tags[t],
+					    json_integer((json_int_t)gi.balloon.stats[t]));
+	*ret = json_pack("{s:s, s:o, s:I, s:I, s:I}", "name", gi.name,
+			 "stats", st,
+			 "stats_age_ms", gi.balloon.stats_ms ?
+				(json_int_t)(loop_now_ms() - gi.balloon.stats_ms) :
+				(json_int_t)-1,
+			 "resident", (json_int_t)gi.resident_bytes,
+			 "balloon_actual", (json_int_t)(gi.mem_bytes -
+				(uint64_t)gi.balloon.actual_pages *
+				BALLOON_PAGE_SIZE));
+	return 0;
+}
+
+static int cmd_stop(void *ctx, json_t *args, json_t **ret, char **err)
+{
+	struct ebbd *d = ctx;
+	bool force = false;
+	struct slot *s;
+	int rc;
+
+	if ((rc = lookup(d, args, &s, err)) ||
+	    (rc = control_arg_bool(args, "force", false, &force, err)))
+		return rc;
+	rc = guest_stop(s->g, force ? 0 : STOP_GRACE_MS);
+	if (rc == -EINVAL) {
+		*err = errf("guest '%s' is not running", guest_name(s->g));
+		return rc;
+	}
+	return rc;
+}
+
+static int cmd_exec(void *ctx, json_t *args, json_t **ret, char **err)
+{
+	struct ebbd *d = ctx;
+	const char *command;
+	struct slot *s;
+	int rc;
+
+	if ((rc = lookup(d, args, &s, err)) ||
+	    (rc = control_arg_str(args, "command", true, &command, err)))
+		return rc;
+	rc = guest_exec(s->g, command);
+	if (rc == -EINVAL)
+		*err = errf("command must be one non-empty line");
+	else if (rc == -EPIPE)
+		*err = errf("guest '%s' no longer reads its console",
+			    guest_name(s->g));
+	return rc;
+}
+
+static int cmd_info(void *ctx, json_t *args, json_t **ret, char **err)
+{
+	struct ebbd *d = ctx;
+	struct pool_info pi;
+	int rc = pool_info(d->pool, &pi);
+
+	if (rc < 0)
+		return rc;
+	*ret = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:i}",
+			 "budget", (json_int_t)pi.budget_bytes,
+			 "resident", (json_int_t)(pi.tot_pages * POOL_PAGE_SIZE),
+			 "free", (json_int_t)(pi.free_pages * POOL_PAGE_SIZE),
+			 "claims", (json_int_t)(pi.claim_pages * POOL_PAGE_SIZE),
+			 "unclaimed", (json_int_t)(pi.unclaimed_pages * POOL_PAGE_SIZE),
+			 "over", (json_int_t)(pi.over_pages * POOL_PAGE_SIZE),
+			 "guests", (int)pi.guests);
+	return 0;
+}
+
+static int cmd_claim(void *ctx, json_t *args, json_t **ret, char **err)
+{
+	struct ebbd *d = ctx;
+	struct pool_guest_info gi;
+	uint64_t size;
+	struct slot *s;
+	int rc;
+
+	if ((rc = lookup(d, args, &s, err)) ||
+	    (rc = control_arg_size(args, "size", true, &size, err)))
+		return rc;
+	if (!s->id) {
+		*err = errf("guest '%s' is not running", guest_name(s->g));
+		return -EINVAL;
+	}
+	pool_guest_info(d->pool, s->id, &gi);
+	rc = pool_claim(d->pool, s->id, size / POOL_PAGE_SIZE);
+	if (rc == -ENOMEM)
+		return claim_refused(d, guest_name(s->g),
+				     size - gi.tot_pages * POOL_PAGE_SIZE, err);
+	if (rc == -EINVAL) {
+		char a[16], b[16];
+
+		if (gi.claim_pages)
+			*err = errf("guest '%s' already has a claim outstanding "
+				    "(cancel it with 0 first)", guest_name(s->g));
+		else
+			*err = errf("a claim must be above the guest's resident "
+				    "%s and at most its memory %s",
+				    fmt_size(gi.tot_pages * POOL_PAGE_SIZE, a),
+				    fmt_size(gi.max_pages * POOL_PAGE_SIZE, b));
+		return rc;
+	}
+	if (rc < 0)
+		return rc;
+	pool_guest_info(d->pool, s->id, &gi);
+	*ret = json_pack("{s:s, s:I}", "name", guest_name(s->g), "claim",
+			 (json_int_t)(gi.claim_pages * POOL_PAGE_SIZE));
+	return 0;
+}
+
+static const struct control_cmd commands[] = {
+	{ "guest-run", cmd_run, "name mem min cmdline",
+	  "claim memory for a guest and launch it" },
+	{ "guest-list", cmd_list, "", "list guests" },
+	{ "balloon", cmd_balloon, "name target",
+	  "set the memory a guest keeps (balloon the rest)" },
+	{ "guest-stats", cmd_stats, "name", "a guest's memory statistics" },
+	{ "guest-stop", cmd_stop, "name force", "power a guest off" },
+	{ "guest-exec", cmd_exec, "name command",
+	  "run a shell line in the guest" },
+	{ "info", cmd_info, "", "host pool: budget, resident, free, claims" },
+	{ "claim", cmd_claim, "name size",
+	  "stake (or with 0 cancel) a claim for a guest" },
+	{ NULL, NULL, NULL, NULL },
+};
+
+/* ---- main ------------------------------------------------------------- */
+
+static void on_signal(void *opaque, uint32_t events)
+{
+	struct ebbd *d = opaque;
+	struct signalfd_siginfo si;
+
+	if (read(d->sigfd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+		return;
+	log_info(NULL, "signal %u: stopping every guest and exiting",
+		 si.ssi_signo);
+	d->shutting_down = true;
+	loop_stop(d->loop);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: ebbd [options]\n"
+		"  --socket PATH     control socket (default %s)\n"
+		"  --run-dir DIR     per-guest sockets (default /run/ebb)\n"
+		"  --log-dir DIR     guest console logs (default /var/log/ebb)\n"
+		"  --kernel PATH     UML kernel (default /usr/bin/linux.uml)\n"
+		"  --initrd PATH     guest initramfs (default %s)\n"
+		"  --ram-dir DIR     where guests keep their RAM files (default /dev/shm)\n"
+		"  --budget SIZE     host memory budget (default: memory cgroup\n"
+		"                    limit, else MemTotal minus a reserve)\n",
+		CONTROL_DEFAULT_PATH, EBB_DEFAULT_INITRD);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "socket", required_argument, NULL, 's' },
+		{ "run-dir", required_argument, NULL, 'r' },
+		{ "log-dir", required_argument, NULL, 'l' },
+		{ "kernel", required_argument, NULL, 'k' },
+		{ "initrd", required_argument, NULL, 'i' },
+		{ "ram-dir", required_argument, NULL, 'm' },
+		{ "budget", required_argument, NULL, 'b' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	static struct ebbd d;
+	const char *sock = CONTROL_DEFAULT_PATH;
+	uint64_t budget = 0;
+	sigset_t mask;
+	char buf[16];
+	int c, rc;
+
+	d.env.run_dir = "/run/ebb";
+	d.env.log_dir = "/var/log/ebb";
+	d.env.kernel = "/usr/bin/linux.uml";
+	d.env.initrd = EBB_DEFAULT_INITRD;
+	d.env.ram_dir = "/dev/shm";
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 's': sock = optarg; break;
+		case 'r': d.env.run_dir = optarg; break;
+		case 'l': d.env.log_dir = optarg; break;
+		case 'k': d.env.kernel = optarg; break;
+		case 'i': d.env.initrd = optarg; break;
+		case 'm': d.env.ram_dir = optarg; break;
+		case 'b':
+			if (size_parse(optarg, &budget) < 0 || !budget) {
+				fprintf(stderr, "ebbd: bad --budget '%s'\n", optarg);
+				return 2;
+			}
+			break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (access(d.env.kernel, X_OK) < 0 || access(d.env.initrd, R_OK) < 0) {
+		fprintf(stderr, "ebbd: kernel %s or initrd %s missing: %s\n",
+			d.env.kernel, d.env.initrd, strerror(errno));
+		return 1;
+	}
+	if (!budget) {
+		rc = pool_default_budget_bytes(NULL, &budget, NULL);
+		if (rc < 0) {
+			fprintf(stderr, "ebbd: cannot size the budget: %s\n",
+				strerror(-rc));
+			return 1;
+		}
+	}
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	d.sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+
+	if ((rc = loop_new(&d.loop)) < 0 ||
+	    (rc = pool_create(budget, &d.pool)) < 0) {
+		fprintf(stderr, "ebbd: %s\n", strerror(-rc));
+		return 1;
+	}
+	d.env.loop = d.loop;
+	rc = control_open(d.loop, sock, commands, &d, &d.ctl);
+	if (rc < 0) {
+		fprintf(stderr, "ebbd: control socket %s: %s\n", sock,
+			strerror(-rc));
+		return 1;
+	}
+	loop_watch_add(d.loop, d.sigfd, EPOLLIN, on_signal, &d, &d.sig_w);
+	loop_timer_add(d.loop, ACCOUNT_MS, ACCOUNT_MS, on_account, &d,
+		       &d.account_timer);
+	log_info(NULL, "ebbd ready: control %s, budget %s", sock,
+		 size_format(budget, buf, sizeof(buf)));
+
+	rc = loop_run(d.loop);
+
+	for (unsigned i = 0; i < MAX_GUESTS; i++) {
+		if (d.slots[i].g) {
+			guest_free(d.slots[i].g);	/* kills it if running */
+			d.slots[i].g = NULL;
+		}
+	}
+	control_close(d.ctl);
+	loop_watch_del(d.sig_w);
+	loop_timer_del(d.account_timer);
+	loop_free(d.loop);
+	pool_destroy(d.pool);
+	close(d.sigfd);
+	return rc < 0 ? 1 : 0;
+}

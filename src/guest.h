@@ -1,0 +1,111 @@
+/*
+ * guest: one UML guest launched and served by ebbd.
+ *
+ * Owns the guest's UML process (its own session, so the whole process
+ * group can be killed), the console pipe the guest agent reads commands
+ * from, the console log file, the per-guest run directory with its
+ * vhost-user sockets, and the devices behind those sockets (the balloon).
+ *
+ * States (all transitions in set_state()):
+ *
+ *   starting --driver ready--> running --stop/exit--> stopping --reaped--> stopped
+ *       \------------------------ process died early ------------------> failed
+ *
+ * The UML command line is built here: the kernel connects to its device
+ * sockets while booting, so they listen before the process starts.
+ *
+ * Threading: loop thread only.
+ */
+#ifndef EBB_GUEST_H
+#define EBB_GUEST_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "balloon.h"
+#include "loop.h"
+
+#define GUEST_NAME_MAX 32	/* bytes including the NUL */
+
+enum guest_state {
+	GUEST_STARTING,
+	GUEST_RUNNING,
+	GUEST_STOPPING,
+	GUEST_STOPPED,
+	GUEST_FAILED,
+};
+
+/* Daemon-wide settings every guest launch uses. */
+struct guest_env {
+	struct loop *loop;
+	const char *run_dir;	/* sockets go to <run_dir>/<name>/ */
+	const char *log_dir;	/* console logs go to <log_dir>/<name>.log */
+	const char *kernel;	/* UML kernel binary */
+	const char *initrd;	/* initramfs image */
+	const char *ram_dir;	/* TMPDIR for the guest's RAM file */
+};
+
+struct guest_config {
+	char name[GUEST_NAME_MAX];
+	uint64_t mem_bytes;	/* configured memory */
+	const char *cmdline;	/* extra kernel parameters, may be NULL */
+};
+
+struct guest;
+
+/* Things the daemon wants to hear about; any member may be NULL. */
+struct guest_events {
+	void (*state_changed)(void *opaque, struct guest *g,
+			      enum guest_state old);
+	void (*balloon_reached)(void *opaque, struct guest *g,
+				uint64_t actual_bytes);
+	/* Memory went back to the host: re-measure residency. */
+	void (*memory_returned)(void *opaque, struct guest *g);
+	void (*device_failed)(void *opaque, struct guest *g,
+			      const char *device, const char *why);
+};
+
+struct guest_info {
+	char name[GUEST_NAME_MAX];
+	enum guest_state state;
+	pid_t pid;
+	int exit_status;	/* wait status once stopped, else 0 */
+	uint64_t mem_bytes;
+	uint64_t resident_bytes;	/* RAM file's allocated bytes, 0 unknown */
+	struct balloon_info balloon;
+};
+
+/* Is @name usable as a guest name (and as a file name)? */
+bool guest_name_valid(const char *name);
+const char *guest_state_name(enum guest_state s);
+
+/*
+ * Create the run directory and sockets, then fork and exec the UML kernel.
+ * Returns 0, or -errno (nothing is left behind on failure).
+ */
+int guest_start(const struct guest_env *env, const struct guest_config *cfg,
+		const struct guest_events *ev, void *opaque,
+		struct guest **out);
+/*
+ * Ask the guest to power off (end of console input); after @grace_ms it is
+ * killed.  @grace_ms 0 kills it at once.  Returns 0 or -errno.
+ */
+int guest_stop(struct guest *g, uint64_t grace_ms);
+/* Free a stopped or failed guest (kills it first if it still runs). */
+void guest_free(struct guest *g);
+
+/* Send one shell command line to the guest agent.  -EINVAL if it contains
+ * a newline, -EPIPE if the guest no longer reads its console. */
+int guest_exec(struct guest *g, const char *command);
+/* Set the balloon so the guest keeps @target_bytes of its memory. */
+int guest_balloon(struct guest *g, uint64_t target_bytes);
+/* Refresh and return the resident size of the RAM file. */
+int guest_refresh_resident(struct guest *g, uint64_t *out);
+void guest_get_info(const struct guest *g, struct guest_info *out);
+const char *guest_name(const struct guest *g);
+enum guest_state guest_get_state(const struct guest *g);
+/* The balloon device, e.g. for its statistics. */
+struct balloon *guest_balloon_dev(struct guest *g);
+
+#endif
