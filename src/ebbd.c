@@ -248,13 +248,15 @@ static int cmd_run(void *ctx, json_t *args, json_t **ret, char **err)
 	struct guest_config cfg = { .cmdline = NULL };
 	const char *name, *cmdline = NULL;
 	uint64_t mem = 0, min = 0;
+	bool external = false;
 	struct slot *s;
 	int rc;
 
 	if ((rc = control_arg_str(args, "name", true, &name, err)) ||
 	    (rc = control_arg_size(args, "mem", true, &mem, err)) ||
 	    (rc = control_arg_size(args, "min", false, &min, err)) ||
-	    (rc = control_arg_str(args, "cmdline", false, &cmdline, err)))
+	    (rc = control_arg_str(args, "cmdline", false, &cmdline, err)) ||
+	    (rc = control_arg_bool(args, "external", false, &external, err)))
 		return rc;
 	if (!guest_name_valid(name)) {
 		*err = errf("invalid guest name '%s' (1-31 of A-Z a-z 0-9 - _ ., "
@@ -314,6 +316,7 @@ static int cmd_run(void *ctx, json_t *args, json_t **ret, char **err)
 	snprintf(cfg.name, sizeof(cfg.name), "%s", name);
 	cfg.mem_bytes = mem;
 	cfg.cmdline = cmdline;
+	cfg.external = external;
 	rc = guest_start(&d->env, &cfg, &guest_ev, d, &s->g);
 	if (rc < 0) {
 		pool_guest_remove(d->pool, s->id);
@@ -330,9 +333,11 @@ static int cmd_run(void *ctx, json_t *args, json_t **ret, char **err)
 		control_event(d->ctl, "GUEST_STARTED",
 			      json_pack("{s:s, s:i}", "name", name, "pid",
 					(int)gi.pid));
-		*ret = json_pack("{s:s, s:i, s:I, s:I}", "name", name, "pid",
-				 (int)gi.pid, "mem", (json_int_t)mem, "claim",
-				 (json_int_t)(min ? min : mem));
+		*ret = json_pack("{s:s, s:i, s:I, s:I, s:{s:s}}", "name", name,
+				 "pid", (int)gi.pid, "mem", (json_int_t)mem,
+				 "claim", (json_int_t)(min ? min : mem),
+				 "sockets", "balloon",
+				 guest_balloon_socket(s->g));
 	}
 	return 0;
 }
@@ -549,7 +554,7 @@ static int cmd_claim(void *ctx, json_t *args, json_t **ret, char **err)
 }
 
 static const struct control_cmd commands[] = {
-	{ "guest-run", cmd_run, "name mem min cmdline",
+	{ "guest-run", cmd_run, "name mem min cmdline external",
 	  "claim memory for a guest and launch it" },
 	{ "guest-list", cmd_list, "", "list guests" },
 	{ "balloon", cmd_balloon, "name target",

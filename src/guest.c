@@ -32,6 +32,7 @@ struct guest {
 	int console_fd;		/* write end of the guest's stdin, -1 closed */
 	int exit_status;
 	uint64_t resident_bytes;
+	bool external;		/* no process of ours */
 	struct balloon *balloon;
 	struct loop_timer *tick;	/* residency + boot watch */
 	struct loop_timer *kill_timer;	/* grace period after a stop */
@@ -271,6 +272,18 @@ int guest_start(const struct guest_env *env, const struct guest_config *cfg,
 	if (rc < 0)
 		goto err_rmdir;
 
+	if (cfg->external) {
+		g->external = true;
+		rc = loop_timer_add(env->loop, GUEST_TICK_MS, GUEST_TICK_MS,
+				    on_tick, g, &g->tick);
+		if (rc < 0)
+			goto err_balloon;
+		log_info(g->name, "serving devices for an external VMM at %s",
+			 g->dir);
+		*out = g;
+		return 0;
+	}
+
 	/* 1. The UML command line. */
 	snprintf(a_mem, sizeof(a_mem), "mem=%lluM",
 		 (unsigned long long)(cfg->mem_bytes >> 20));
@@ -392,8 +405,18 @@ int guest_stop(struct guest *g, uint64_t grace_ms)
 {
 	if (g->state == GUEST_STOPPED || g->state == GUEST_FAILED)
 		return -EINVAL;
+	if (g->external) {
+		loop_timer_del(g->tick);
+		g->tick = NULL;
+		set_state(g, GUEST_STOPPING);
+		set_state(g, GUEST_STOPPED);
+		return 0;
+	}
 	set_state(g, GUEST_STOPPING);
-	/* The agent powers off when its console input ends. */
+	/* UML does not pass end-of-input on its console on to the guest's
+	 * reader, so tell the agent in words, then close the console. */
+	if (grace_ms)
+		guest_exec(g, "poweroff -f");
 	close_console(g);
 	if (grace_ms == 0) {
 		kill(-g->pid, SIGKILL);
@@ -476,6 +499,11 @@ const char *guest_name(const struct guest *g)
 enum guest_state guest_get_state(const struct guest *g)
 {
 	return g->state;
+}
+
+const char *guest_balloon_socket(const struct guest *g)
+{
+	return g->balloon_sock;
 }
 
 struct balloon *guest_balloon_dev(struct guest *g)

@@ -11,6 +11,9 @@
  *   starting --driver ready--> running --stop/exit--> stopping --reaped--> stopped
  *       \------------------------ process died early ------------------> failed
  *
+ * An external guest has no process: ebbd only serves its device sockets
+ * to whatever VMM connects, and stopping it just ends that service.
+ *
  * The UML command line is built here: the kernel connects to its device
  * sockets while booting, so they listen before the process starts.
  *
@@ -50,6 +53,8 @@ struct guest_config {
 	char name[GUEST_NAME_MAX];
 	uint64_t mem_bytes;	/* configured memory */
 	const char *cmdline;	/* extra kernel parameters, may be NULL */
+	bool external;		/* no process: another VMM connects to the
+				 * device sockets (and owns the guest) */
 };
 
 struct guest;
@@ -105,6 +110,8 @@ int guest_refresh_resident(struct guest *g, uint64_t *out);
 void guest_get_info(const struct guest *g, struct guest_info *out);
 const char *guest_name(const struct guest *g);
 enum guest_state guest_get_state(const struct guest *g);
+/* The balloon device's vhost-user socket path. */
+const char *guest_balloon_socket(const struct guest *g);
 /* The balloon device, e.g. for its statistics. */
 struct balloon *guest_balloon_dev(struct guest *g);
 

@@ -333,7 +333,7 @@ static void stress(void **state)
 		}
 	}
 	/* Not vacuous: things succeeded, and the budget really ran out. */
-	print_message("%lu ops succeeded, %lu refused ENOMEM\n", ok, enomem);
+	print_message("# %lu ops succeeded, %lu refused ENOMEM\n", ok, enomem);
 	assert_true(ok > NR_THREADS * OPS_PER_THREAD / 4);
 	assert_true(enomem > 100);
 	assert_true(grows_ok > 1000);
