@@ -129,17 +129,22 @@ def boot_agent(args, uml_dir):
 
         g.wait_for("ebb-guest: exit 0 echo run: ok")
 
+        # UML takes a host fault round trip per 4 KiB page: on a busy
+        # two-CPU host 100 MiB can take 10 s or more.
+        t = time.monotonic()
         g.send("memhog 100M")
-        g.wait_for("memhog: touched 100M")
+        g.wait_for("memhog: touched 100M", timeout=120)
         g.wait_for("memhog: done")
         g.wait_for("ebb-guest: exit 0 memhog 100M")
         grown = g.ram_file_bytes() - boot_bytes
-        print("boot-test: RAM file grew %.1f MiB for memhog 100M"
-              % (grown / MIB))
-        check(grown >= 100 * MIB, "RAM file grew by at least 100 MiB")
+        print("boot-test: memhog 100M took %.2f s, RAM file grew %.1f MiB"
+              % (time.monotonic() - t, grown / MIB))
+        # Not all 100 MiB: the guest reuses pages it already dirtied while
+        # booting (the unpacked initramfs, freed init memory).
+        check(grown >= 90 * MIB, "RAM file grew by at least 90 MiB")
 
         g.send("pagecheck write 32M 7 --passes 2")
-        g.wait_for("pagecheck: 8192 pages, 0 mismatches")
+        g.wait_for("pagecheck: 8192 pages, 0 mismatches", timeout=120)
         g.wait_for("ebb-guest: exit 0 pagecheck")
 
         g.send("false")

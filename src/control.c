@@ -659,7 +659,7 @@ static void client_process(struct client *cl)
 	size_t start = 0, scan = cl->in_scanned;
 	bool more = false;
 
-	while (!cl->dead && !cl->closing) {
+	while (cl->in_len > scan && !cl->dead && !cl->closing) {
 		char *nl;
 
 		if (out_pending(cl) >= CONTROL_OUT_HIGH) {
@@ -674,8 +674,10 @@ static void client_process(struct client *cl)
 	}
 	if (cl->dead)
 		return;
-	memmove(cl->in, cl->in + start, cl->in_len - start);
-	cl->in_len -= start;
+	if (start) {
+		memmove(cl->in, cl->in + start, cl->in_len - start);
+		cl->in_len -= start;
+	}
 	/* Backpressure stopped us: what is left may hold lines; rescan. */
 	cl->in_scanned = more ? 0 : cl->in_len;
 	if (more || cl->closing)
