@@ -39,6 +39,7 @@ struct balloon {
 	uint16_t stats_head;	/* its chain head, valid if stats_held */
 	struct loop_timer *stats_timer;
 	uint64_t stats_interval_ms;
+	struct vu_dev_ops ops;	/* balloon_ops, less what this guest is not offered */
 	struct vq_elem elem;	/* scratch for vq_pop: large, keep off stack */
 };
 
@@ -353,7 +354,7 @@ static const struct vu_dev_ops balloon_ops = {
 };
 
 int balloon_new(struct loop *loop, const char *sock_path, const char *name,
-		const struct balloon_events *ev, void *opaque,
+		bool reporting, const struct balloon_events *ev, void *opaque,
 		struct balloon **out)
 {
 	struct balloon *b = calloc(1, sizeof(*b));
@@ -366,7 +367,10 @@ int balloon_new(struct loop *loop, const char *sock_path, const char *name,
 	b->opaque = opaque;
 	b->reached_sent = true;	/* target 0 == actual 0: nothing to say */
 	snprintf(b->name, sizeof(b->name), "%s", name);
-	rc = vu_dev_new(loop, sock_path, name, &balloon_ops, b, &b->vu);
+	b->ops = balloon_ops;
+	if (!reporting)
+		b->ops.features &= ~(1ull << F_REPORTING);
+	rc = vu_dev_new(loop, sock_path, name, &b->ops, b, &b->vu);
 	if (rc < 0)
 		goto err_free;
 	b->stats_interval_ms = 1000;

@@ -77,9 +77,13 @@ struct balloon_events {
 
 struct balloon;
 
-/* Listen on @sock_path; @name tags log lines; @ev may have NULL members. */
+/*
+ * Listen on @sock_path; @name tags log lines; @ev may have NULL members.
+ * @reporting false leaves REPORTING out of the offered features (for
+ * comparisons: the guest then keeps its free pages).
+ */
 int balloon_new(struct loop *loop, const char *sock_path, const char *name,
-		const struct balloon_events *ev, void *opaque,
+		bool reporting, const struct balloon_events *ev, void *opaque,
 		struct balloon **out);
 void balloon_free(struct balloon *b);
 

@@ -248,7 +248,7 @@ static int cmd_run(void *ctx, json_t *args, json_t **ret, char **err)
 	struct guest_config cfg = { .cmdline = NULL };
 	const char *name, *cmdline = NULL;
 	uint64_t mem = 0, min = 0;
-	bool external = false;
+	bool external = false, reporting = true;
 	struct slot *s;
 	int rc;
 
@@ -256,7 +256,8 @@ static int cmd_run(void *ctx, json_t *args, json_t **ret, char **err)
 	    (rc = control_arg_size(args, "mem", true, &mem, err)) ||
 	    (rc = control_arg_size(args, "min", false, &min, err)) ||
 	    (rc = control_arg_str(args, "cmdline", false, &cmdline, err)) ||
-	    (rc = control_arg_bool(args, "external", false, &external, err)))
+	    (rc = control_arg_bool(args, "external", false, &external, err)) ||
+	    (rc = control_arg_bool(args, "reporting", false, &reporting, err)))
 		return rc;
 	if (!guest_name_valid(name)) {
 		*err = errf("invalid guest name '%s' (1-31 of A-Z a-z 0-9 - _ ., "
@@ -317,6 +318,7 @@ static int cmd_run(void *ctx, json_t *args, json_t **ret, char **err)
 	cfg.mem_bytes = mem;
 	cfg.cmdline = cmdline;
 	cfg.external = external;
+	cfg.no_reporting = !reporting;
 	rc = guest_start(&d->env, &cfg, &guest_ev, d, &s->g);
 	if (rc < 0) {
 		pool_guest_remove(d->pool, s->id);
@@ -554,7 +556,7 @@ static int cmd_claim(void *ctx, json_t *args, json_t **ret, char **err)
 }
 
 static const struct control_cmd commands[] = {
-	{ "guest-run", cmd_run, "name mem min cmdline external",
+	{ "guest-run", cmd_run, "name mem min cmdline external reporting",
 	  "claim memory for a guest and launch it" },
 	{ "guest-list", cmd_list, "", "list guests" },
 	{ "balloon", cmd_balloon, "name target",

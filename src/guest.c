@@ -267,7 +267,8 @@ int guest_start(const struct guest_env *env, const struct guest_config *cfg,
 
 		snprintf(bname, sizeof(bname), "%s/balloon", g->name);
 		rc = balloon_new(env->loop, g->balloon_sock, bname,
-				 &balloon_ev, g, &g->balloon);
+				 !cfg->no_reporting, &balloon_ev, g,
+				 &g->balloon);
 	}
 	if (rc < 0)
 		goto err_rmdir;

@@ -53,6 +53,7 @@ struct guest_config {
 	char name[GUEST_NAME_MAX];
 	uint64_t mem_bytes;	/* configured memory */
 	const char *cmdline;	/* extra kernel parameters, may be NULL */
+	bool no_reporting;	/* do not offer free page reporting */
 	bool external;		/* no process: another VMM connects to the
 				 * device sockets (and owns the guest) */
 };

@@ -134,8 +134,11 @@ void vq_push(struct vq *vq, uint16_t head, uint32_t len)
 	e->id = head;
 	e->len = len;
 	vq->used_idx++;
-	/* Publish the element before the index that makes it visible. */
-	__atomic_store_n(&vq->used->idx, vq->used_idx, __ATOMIC_RELEASE);
+	/* Publish the element before the index that makes it visible.
+	 * Sequentially consistent, not just release: vq_notify() then loads
+	 * the driver's flags, and that load must not move before this store
+	 * (the driver's mirror image is store flags, load used->idx). */
+	__atomic_store_n(&vq->used->idx, vq->used_idx, __ATOMIC_SEQ_CST);
 }
 
 int vq_notify(struct vq *vq)
@@ -145,9 +148,8 @@ int vq_notify(struct vq *vq)
 
 	if (vq->call_fd < 0 || !vq->avail)
 		return 0;
-	/* Order our used->idx store before reading the driver's flags. */
-	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	flags = __atomic_load_n(&vq->avail->flags, __ATOMIC_RELAXED);
+	/* Seq-cst pairs with the store in vq_push(). */
+	flags = __atomic_load_n(&vq->avail->flags, __ATOMIC_SEQ_CST);
 	if (flags & VRING_AVAIL_F_NO_INTERRUPT)
 		return 0;
 	/* UML's call fd is a pipe: a full pipe already means "interrupt

@@ -16,8 +16,9 @@
  *
  * Memory ordering: the driver writes ring entries then avail->idx; we load
  * avail->idx with acquire so the entries read after it are the ones it
- * published.  We write used entries then used->idx with release so the
- * driver, reading idx first, sees complete entries.
+ * published.  We write used entries then used->idx (seq-cst, which also
+ * orders it before vq_notify's load of the driver's flags) so the driver,
+ * reading idx first, sees complete entries.
  *
  * Threading: owned by the loop thread.
  */
