@@ -23,6 +23,8 @@ busybox=$(command -v busybox || echo /bin/busybox)
 moddir=
 modules="kernel/drivers/virtio/virtio_balloon.ko kernel/drivers/block/virtio_blk.ko"
 
+usage="usage: $0 [-i INIT] [-b BUSYBOX] [-m MODDIR] OUTDIR [TOOL...]"
+
 die() {
 	echo "mkinitramfs: $*" >&2
 	exit 1
@@ -33,13 +35,12 @@ while getopts i:b:m: opt; do
 	i) init=$OPTARG ;;
 	b) busybox=$OPTARG ;;
 	m) moddir=$OPTARG ;;
-	*) die "usage: $0 [-i INIT] [-b BUSYBOX] [-m MODDIR] OUTDIR [TOOL...]" ;;
+	*) die "$usage" ;;
 	esac
 done
 shift $((OPTIND - 1))
-[ $# -ge 1 ] || die "usage: $0 [-i INIT] [-b BUSYBOX] [-m MODDIR] OUTDIR [TOOL...]"
-mkdir -p "$1"
-outdir=$(cd "$1" && pwd)	# absolute: cpio runs inside the staging tree
+[ $# -ge 1 ] || die "$usage"
+outdir=$1
 shift
 
 if [ -z "$moddir" ]; then
@@ -59,8 +60,12 @@ for prog in "$busybox" "$@"; do
 	! ldd "$prog" >/dev/null 2>&1 || die "$prog is dynamically linked"
 done
 
+mkdir -p "$outdir"
+outdir=$(cd "$outdir" && pwd)	# absolute: cpio runs inside the stage
+out="$outdir/initramfs.cpio.gz"
+
 stage=$(mktemp -d "${TMPDIR:-/tmp}/ebb-initramfs.XXXXXX")
-trap 'rm -rf "$stage" "$stage.list"' EXIT
+trap 'rm -rf "$stage" "$stage.list" "$out.cpio" "$out.tmp"' EXIT
 
 mkdir -p "$stage/bin" "$stage/sbin" "$stage/usr/bin" "$stage/usr/sbin" \
 	"$stage/dev" "$stage/proc" "$stage/sys" "$stage/tmp" "$stage/root" \
@@ -85,13 +90,10 @@ chmod 1777 "$stage/tmp"
 # Same inputs, same bytes: fixed mtimes and owners, sorted names, and gzip
 # without a name or time stamp.
 find "$stage" -exec touch -h -d "@${SOURCE_DATE_EPOCH:-0}" {} +
-# Through a file, not a pipe: sh has no pipefail, and a failing cpio must
-# fail the build.
-out="$outdir/initramfs.cpio.gz"
+# Through files, not pipes: sh has no pipefail, and a failing cpio must
+# fail the build.  The rename makes the result appear whole or not at all.
 (cd "$stage" && find . -mindepth 1 | LC_ALL=C sort >"$stage.list")
 (cd "$stage" && cpio --quiet -o -H newc -R 0:0 --reproducible \
 	<"$stage.list" >"$out.cpio")
-rm -f "$stage.list"
 gzip -9n <"$out.cpio" >"$out.tmp"
-rm -f "$out.cpio"
 mv "$out.tmp" "$out"

@@ -247,6 +247,7 @@ static int conn_open(struct conn *cn)
 	int rc;
 
 	memset(cn, 0, sizeof(*cn));
+	cn->fd = -1;
 	cn->next_id = 1;
 	if (strlen(opt.socket) >= sizeof(sa.sun_path)) {
 		errmsg("socket path too long: %s", opt.socket);
@@ -368,6 +369,14 @@ static int conn_call(struct conn *cn, const char *cmd, json_t *args,
 
 /* ---- formatting ---- */
 
+/* @obj's string member @key, or "?" when missing. */
+static const char *jstr(json_t *obj, const char *key)
+{
+	const char *s = json_string_value(json_object_get(obj, key));
+
+	return s ? s : "?";
+}
+
 /* A size in bytes for people: "512M"; "-" when missing. */
 static const char *fmt_size(json_t *v, char *buf, size_t len)
 {
@@ -422,7 +431,7 @@ static const char *const size_keys[] = {
 	"mem", "min", "target", "actual", "resident", "claim", "claims",
 	"budget", "free", "balloon_target", "balloon_actual", "reported",
 	"returned", "size", "total", "available", "caches", "swap_in",
-	"swap_out", NULL,
+	"swap_out", "unclaimed", "over", "inflated", "oom_deflated", NULL,
 };
 
 static bool is_size_key(const char *key)
@@ -683,11 +692,17 @@ static int simple_opts(int argc, char **argv)
 
 /* Connect, call, and hand the return value to @print (or print it as JSON
  * with --json).  The common shape of most commands. */
-static int call_and_print(const char *cmd, json_t *args, void (*print)(json_t *))
+static int call_and_print(const char *cmd, json_t *args, bool need_args,
+			  void (*print)(json_t *))
 {
 	struct conn cn;
 	json_t *ret = NULL;
-	int rc = conn_open(&cn);
+	int rc;
+
+	/* json_pack() fails only on invalid UTF-8 (or out of memory). */
+	if (need_args && !args)
+		return usage_err("%s: arguments must be valid UTF-8", cmd);
+	rc = conn_open(&cn);
 
 	if (rc) {
 		json_decref(args);
@@ -738,7 +753,7 @@ static void print_run(json_t *r)
 	char b1[32], b2[32], b3[32];
 
 	printf("%s: started, pid %s, mem %s, claim %s\n",
-	       json_string_value(json_object_get(r, "name")) ?: "?",
+	       jstr(r, "name"),
 	       fmt_value(json_object_get(r, "pid"), b1, sizeof(b1)),
 	       fmt_size(json_object_get(r, "mem"), b2, sizeof(b2)),
 	       fmt_size(json_object_get(r, "claim"), b3, sizeof(b3)));
@@ -766,14 +781,21 @@ static int cmd_run(int argc, char **argv)
 		return usage_err("run: missing --mem SIZE");
 	args = json_pack("{s:s, s:I}", "name", argv[optind], "mem", (json_int_t)r.mem);
 	if (!args)
-		return usage_err("run: NAME is not valid UTF-8");
+		return usage_err("run: NAME must be valid UTF-8");
 	if (r.have_min)
 		json_object_set_new(args, "min", json_integer((json_int_t)r.min));
 	if (r.prealloc)
 		json_object_set_new(args, "prealloc", json_true());
-	if (r.cmdline)
-		json_object_set_new(args, "cmdline", json_string(r.cmdline));
-	return call_and_print("guest-run", args, print_run);
+	if (r.cmdline) {
+		json_t *cl = json_string(r.cmdline);
+
+		if (!cl) {
+			json_decref(args);
+			return usage_err("run: --cmdline must be valid UTF-8");
+		}
+		json_object_set_new(args, "cmdline", cl);
+	}
+	return call_and_print("guest-run", args, true, print_run);
 }
 
 static void print_list(json_t *r)
@@ -825,7 +847,7 @@ static int cmd_list(int argc, char **argv)
 
 	if (!rc)
 		rc = want_args(argc, argv, 0, "");
-	return rc ? rc : call_and_print("guest-list", NULL, print_list);
+	return rc ? rc : call_and_print("guest-list", NULL, false, print_list);
 }
 
 static void print_info(json_t *r)
@@ -839,7 +861,7 @@ static int cmd_info(int argc, char **argv)
 
 	if (!rc)
 		rc = want_args(argc, argv, 0, "");
-	return rc ? rc : call_and_print("info", NULL, print_info);
+	return rc ? rc : call_and_print("info", NULL, false, print_info);
 }
 
 static void print_stats(json_t *r)
@@ -859,7 +881,12 @@ static void print_stats(json_t *r)
 	if (json_is_integer(age)) {
 		char buf[64];
 
-		snprintf(buf, sizeof(buf), "%.1f s", (double)json_integer_value(age) / 1000.0);
+		/* Negative: the guest has not sent statistics yet. */
+		if (json_integer_value(age) < 0)
+			snprintf(buf, sizeof(buf), "none received yet");
+		else
+			snprintf(buf, sizeof(buf), "%.1f s",
+				 (double)json_integer_value(age) / 1000.0);
 		json_object_set_new(all, "stats_age", json_string(buf));
 	}
 	json_object_foreach(stats, key, v)
@@ -877,7 +904,8 @@ static int one_name_cmd(int argc, char **argv, const char *cmd,
 		rc = want_args(argc, argv, 1, "NAME");
 	if (rc)
 		return rc;
-	return call_and_print(cmd, json_pack("{s:s}", "name", argv[optind]), print);
+	return call_and_print(cmd, json_pack("{s:s}", "name", argv[optind]), true,
+			      print);
 }
 
 static int cmd_stats(int argc, char **argv)
@@ -906,9 +934,9 @@ static int cmd_stop(int argc, char **argv)
 	if (rc)
 		return rc;
 	args = json_pack("{s:s}", "name", argv[optind]);
-	if (force)
+	if (args && force)
 		json_object_set_new(args, "force", json_true());
-	return call_and_print("guest-stop", args, NULL);
+	return call_and_print("guest-stop", args, true, NULL);
 }
 
 static int cmd_exec(int argc, char **argv)
@@ -936,13 +964,13 @@ static int cmd_exec(int argc, char **argv)
 	}
 	args = json_pack("{s:s, s:s}", "name", argv[optind], "command", line);
 	free(line);
-	return call_and_print("guest-exec", args, NULL);
+	return call_and_print("guest-exec", args, true, NULL);
 }
 
 static void print_claim(json_t *r)
 {
 	json_t *claim = json_object_get(r, "claim");
-	const char *name = json_string_value(json_object_get(r, "name")) ?: "?";
+	const char *name = jstr(r, "name");
 	char buf[32];
 
 	if (json_is_integer(claim) && json_integer_value(claim) == 0)
@@ -964,7 +992,7 @@ static int cmd_claim(int argc, char **argv)
 		return rc;
 	return call_and_print("claim", json_pack("{s:s, s:I}", "name", argv[optind],
 						 "size", (json_int_t)size),
-			      print_claim);
+			      true, print_claim);
 }
 
 /* Add @obj's numbers to @row, creating columns as they appear; nested
@@ -1023,7 +1051,7 @@ static void print_tmem(json_t *r)
 		row = table_row(&t);
 		if (row < 0)
 			break;
-		table_set(&t, row, 0, json_string_value(json_object_get(g, "name")) ?: "?");
+		table_set(&t, row, 0, jstr(g, "name"));
 		tmem_fill(&t, row, "", g, 0);
 	}
 	if (json_is_object(json_object_get(r, "total"))) {
@@ -1043,7 +1071,7 @@ static int cmd_tmem(int argc, char **argv)
 
 	if (!rc)
 		rc = want_args(argc, argv, 0, "");
-	return rc ? rc : call_and_print("tmem", NULL, print_tmem);
+	return rc ? rc : call_and_print("tmem", NULL, false, print_tmem);
 }
 
 /* "2024-05-01 12:00:00.123456 GUEST_STARTED name=web1 pid=1234" */
@@ -1066,7 +1094,7 @@ static void print_event(json_t *ev)
 	if (!localtime_r(&sec, &tm) || !strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm))
 		snprintf(when, sizeof(when), "%lld", (long long)sec);
 	printf("%s.%06ld %s", when, usec,
-	       json_string_value(json_object_get(ev, "event")) ?: "?");
+	       jstr(ev, "event"));
 	json_object_foreach(data, key, v) {
 		char buf[256];
 		const char *s = fmt_keyed(key, v, buf, sizeof(buf));
@@ -1175,8 +1203,7 @@ static void balloon_event(void *ctx, json_t *ev)
 	const char *name = json_string_value(json_object_get(data, "name"));
 
 	if (name && strcmp(name, bw->name) == 0 &&
-	    strcmp(json_string_value(json_object_get(ev, "event")) ?: "",
-		   "BALLOON_TARGET_REACHED") == 0) {
+	    strcmp(jstr(ev, "event"), "BALLOON_TARGET_REACHED") == 0) {
 		bw->reached = true;
 		if (json_is_integer(json_object_get(data, "actual")))
 			bw->actual = json_integer_value(json_object_get(data, "actual"));
@@ -1206,7 +1233,7 @@ static void print_balloon(json_t *r, bool done)
 		return;
 	}
 	printf("%s: balloon target %s%s, actual %s\n",
-	       json_string_value(json_object_get(r, "name")) ?: "?",
+	       jstr(r, "name"),
 	       fmt_size(json_object_get(r, "target"), b1, sizeof(b1)),
 	       done ? " reached" : "",
 	       fmt_size(json_object_get(r, "actual"), b2, sizeof(b2)));
@@ -1237,7 +1264,7 @@ static int balloon_wait(struct conn *cn, json_t *ret, const char *name,
 			errmsg("%s: guest is gone", name);
 			return EXIT_FAIL;
 		}
-		state = json_string_value(json_object_get(g, "state")) ?: "";
+		state = jstr(g, "state");
 		json_object_set(ret, "actual", json_object_get(g, "balloon_actual"));
 		if (json_is_integer(json_object_get(g, "balloon_target")))
 			target = json_object_get(g, "balloon_target");
@@ -1299,7 +1326,7 @@ static int cmd_balloon(int argc, char **argv)
 	int64_t wait_ms = -1;
 	uint64_t size;
 	struct conn cn;
-	json_t *ret;
+	json_t *args, *ret;
 	int rc = parse_opts(argc, argv, ":", lo, balloon_opt, &wait_ms);
 
 	if (!rc)
@@ -1308,11 +1335,15 @@ static int cmd_balloon(int argc, char **argv)
 		rc = parse_size("balloon", argv[optind + 1], &size);
 	if (rc)
 		return rc;
+	args = json_pack("{s:s, s:I}", "name", argv[optind], "target",
+			 (json_int_t)size);
+	if (!args)
+		return usage_err("balloon: NAME must be valid UTF-8");
 	rc = conn_open(&cn);
 	if (!rc)
-		rc = conn_call(&cn, "balloon", json_pack("{s:s, s:I}", "name",
-			       argv[optind], "target", (json_int_t)size),
-			       NULL, NULL, &ret);
+		rc = conn_call(&cn, "balloon", args, NULL, NULL, &ret);
+	else
+		json_decref(args);
 	if (!rc) {
 		if (wait_ms >= 0)
 			rc = balloon_wait(&cn, ret, argv[optind], wait_ms);

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zstd.h>
+#include <zstd_errors.h>
 
 #define PAGECOMP_LZ4_ACCEL	1	/* 1 = LZ4_compress_default's ratio */
 #define PAGECOMP_ZSTD_LEVEL	1	/* denser than lz4, still ~200 MB/s */
