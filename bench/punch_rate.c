@@ -225,9 +225,10 @@ int main(int argc, char **argv)
 					return 1;
 			}
 			res[mapped][u] = median(samples, runs);
-			fprintf(stderr, "  %-16s %-8s median %.1f ms\n",
-				units[u].name, mapped ? "mapped" : "unmapped",
-				res[mapped][u] / 1e6);
+			fprintf(stderr, "  %-16s %-8s ms: min %.1f median %.1f "
+				"max %.1f\n", units[u].name,
+				mapped ? "mapped" : "unmapped", samples[0] / 1e6,
+				res[mapped][u] / 1e6, samples[runs - 1] / 1e6);
 		}
 	}
 

@@ -17,7 +17,7 @@
  */
 int tool_parse_size(const char *s, uint64_t *bytes);
 
-/* Parse an unsigned integer (decimal, or hex with 0x).  0 or -EINVAL/-ERANGE. */
+/* Parse an unsigned integer (decimal, or hex with 0x): 0 or -EINVAL/-ERANGE. */
 int tool_parse_u64(const char *s, uint64_t *out);
 
 /* Monotonic clock in nanoseconds. */

@@ -21,7 +21,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 init="$here/../guest/init"
 busybox=$(command -v busybox || echo /bin/busybox)
 moddir=
-modules="kernel/drivers/virtio/virtio_balloon.ko kernel/drivers/block/virtio_blk.ko"
+modules="kernel/drivers/virtio/virtio_balloon.ko
+	kernel/drivers/block/virtio_blk.ko"
 
 usage="usage: $0 [-i INIT] [-b BUSYBOX] [-m MODDIR] OUTDIR [TOOL...]"
 

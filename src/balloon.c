@@ -70,13 +70,16 @@ static void check_reached(struct balloon *b)
 }
 
 /*
- * Inflate: the guest gives up pages; punch them out, coalescing runs of
- * consecutive pfns (the driver hands them over in runs more often than
- * not, and one fallocate per run is far cheaper than one per page).
+ * Walk the pfns of an inflate or deflate buffer, checking each against
+ * guest memory.  Inflate (@punch) gives the pages back to the host at once,
+ * coalescing runs of consecutive pfns: the driver hands them over in runs
+ * more often than not, and one fallocate per run is far cheaper than one
+ * per page.  Deflate needs nothing punched: the guest's next touch faults
+ * in a fresh zero page.
  */
-static int do_inflate(struct balloon *b, struct guestmem *gm,
-		      const struct vq_elem *e, uint64_t *pages,
-		      const char **why)
+static int walk_pfns(struct balloon *b, struct guestmem *gm,
+		     const struct vq_elem *e, bool punch, uint64_t *pages,
+		     const char **why)
 {
 	uint64_t run_start = 0, run_len = 0;
 	uint64_t n = 0;
@@ -85,7 +88,7 @@ static int do_inflate(struct balloon *b, struct guestmem *gm,
 		const struct vq_buf *buf = &e->bufs[i];
 
 		if (buf->write || buf->len % 4) {
-			*why = "inflate buffer writable or not whole pfns";
+			*why = "pfn buffer writable or not whole pfns";
 			return -EINVAL;
 		}
 		for (uint32_t off = 0; off < buf->len; off += 4) {
@@ -95,10 +98,12 @@ static int do_inflate(struct balloon *b, struct guestmem *gm,
 			memcpy(&pfn, (uint8_t *)buf->hva + off, 4);
 			gpa = (uint64_t)pfn * BALLOON_PAGE_SIZE;
 			if (!gm_translate(gm, gpa, BALLOON_PAGE_SIZE)) {
-				*why = "inflated pfn outside guest memory";
+				*why = "pfn outside guest memory";
 				return -EFAULT;
 			}
 			n++;
+			if (!punch)
+				continue;
 			if (run_len && gpa == run_start + run_len) {
 				run_len += BALLOON_PAGE_SIZE;
 				continue;
@@ -111,35 +116,6 @@ static int do_inflate(struct balloon *b, struct guestmem *gm,
 	}
 	if (run_len && gm_discard(gm, run_start, run_len) == 0)
 		b->info.returned_bytes += run_len;
-	*pages = n;
-	return 0;
-}
-
-static int do_deflate(struct balloon *b, struct guestmem *gm,
-		      const struct vq_elem *e, uint64_t *pages,
-		      const char **why)
-{
-	uint64_t n = 0;
-
-	for (unsigned i = 0; i < e->nbufs; i++) {
-		const struct vq_buf *buf = &e->bufs[i];
-
-		if (buf->write || buf->len % 4) {
-			*why = "deflate buffer writable or not whole pfns";
-			return -EINVAL;
-		}
-		for (uint32_t off = 0; off < buf->len; off += 4) {
-			uint32_t pfn;
-
-			memcpy(&pfn, (uint8_t *)buf->hva + off, 4);
-			if (!gm_translate(gm, (uint64_t)pfn * BALLOON_PAGE_SIZE,
-					  BALLOON_PAGE_SIZE)) {
-				*why = "deflated pfn outside guest memory";
-				return -EFAULT;
-			}
-			n++;
-		}
-	}
 	*pages = n;
 	return 0;
 }
@@ -227,13 +203,13 @@ static void queue_kick(void *opaque, struct vu_dev *dev, unsigned q)
 		if (rc < 0)
 			goto fail;
 		if (q == Q_INFLATE) {
-			rc = do_inflate(b, gm, &b->elem, &pages, &why);
+			rc = walk_pfns(b, gm, &b->elem, true, &pages, &why);
 			b->info.inflated_pages += pages;
 		} else if (q == Q_DEFLATE) {
 			uint64_t in_balloon = b->info.inflated_pages -
 					      b->info.deflated_pages;
 
-			rc = do_deflate(b, gm, &b->elem, &pages, &why);
+			rc = walk_pfns(b, gm, &b->elem, false, &pages, &why);
 			/* Shrinking below a target we did not lower is the
 			 * driver's OOM notifier at work (DEFLATE_ON_OOM). */
 			if (rc == 0 && in_balloon <= b->info.target_pages)

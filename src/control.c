@@ -15,8 +15,9 @@
  *      so the kernel socket buffer fills and a flooding client blocks on its
  *      own writes instead of growing our memory;
  *   3. when output drains below the mark, step 2 resumes from in[] before
- *      EPOLLIN is unmasked (level-triggered epoll would not re-report bytes
- *      that are already out of the socket).
+ *      EPOLLIN is unmasked.  Level-triggered epoll will not report bytes
+ *      already taken out of the socket, so while unprocessed lines remain
+ *      the client keeps EPOLLOUT armed: its writable socket is the wakeup.
  * Events cannot wait for a client, so one that would push its unsent output
  * past CONTROL_OUT_MAX disconnects that client instead.
  *
@@ -585,7 +586,9 @@ static void client_kick(struct client *cl)
 	}
 	if (client_may_read(cl))
 		want |= EPOLLIN;
-	if (out_pending(cl))
+	/* Lines left in in[] by backpressure need a wakeup that new socket
+	 * bytes will not give: a writable socket is one (step 3 above). */
+	if (out_pending(cl) || (!cl->closing && cl->in_scanned < cl->in_len))
 		want |= EPOLLOUT;
 	if (want != cl->events) {
 		if (loop_watch_mod(cl->watch, want) < 0) {

@@ -12,6 +12,7 @@
  * 2 the command line was wrong.  Every failure is one "ebbctl: ..." line on
  * stderr.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -174,8 +175,8 @@ static int conn_read_line(struct conn *cn, int64_t deadline, char **line)
 static void report_read_error(int rc)
 {
 	if (rc == -ETIMEDOUT)
-		errmsg("no reply from ebbd within %" PRId64 " s (see --timeout)",
-		       opt.timeout_ms / 1000);
+		errmsg("no reply from ebbd within %g s (see --timeout)",
+		       (double)opt.timeout_ms / 1000.0);
 	else if (rc == -EPIPE)
 		errmsg("ebbd closed the connection");
 	else if (rc == -EMSGSIZE)
@@ -1008,6 +1009,8 @@ static void tmem_fill(struct table *t, long row, const char *prefix, json_t *obj
 		int col;
 
 		snprintf(name, sizeof(name), "%s%s", prefix, key);
+		for (char *p = name; *p; p++)
+			*p = (char)toupper((unsigned char)*p);
 		if (json_is_object(v) && depth < 2) {
 			char sub[130];
 

@@ -1910,6 +1910,7 @@ int tmem_store_stats(struct tmem_store *s, struct tmem_store_stats *out)
 	out->objects = s->nobjs;
 	out->blobs = s->nblobs;
 	out->meta_bytes = s->meta_bytes;
+	out->slabs = zst.slabs;
 	out->slab_bytes = zst.slab_bytes;
 	out->slab_used_bytes = s->slab_used_bytes;
 	if (zst.slab_bytes)

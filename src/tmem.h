@@ -175,6 +175,7 @@ struct tmem_store_stats {
 	uint64_t objects;
 	uint64_t blobs;			/* distinct stored blobs */
 	uint64_t meta_bytes;		/* page, object and radix-node records */
+	uint64_t slabs;			/* blob slabs held (empty spares too) */
 	uint64_t slab_bytes;		/* memory held in blob slabs */
 	uint64_t slab_used_bytes;	/* bytes of it holding blobs + headers */
 	double slab_frag_pct;		/* 100 * (slab - used) / slab; 0: empty */

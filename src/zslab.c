@@ -159,6 +159,8 @@ static void class_shape(uint32_t obj, uint32_t chunk, struct zslab_class *c)
 	c->nobj = (uint16_t)(c->slab_bytes / obj);
 }
 
+static int tab_reserve(struct zslab *zs);
+
 int zslab_new(const struct zslab_params *p, struct zslab **out)
 {
 	struct zslab_params q = *p;
@@ -190,6 +192,13 @@ int zslab_new(const struct zslab_params *p, struct zslab **out)
 	memset(zs->cls, 0, zs->nclasses * sizeof(*zs->cls));
 	for (i = 0; i < zs->nclasses; i++)
 		class_shape((i + 1) * q.class_step_bytes, q.chunk_bytes, &zs->cls[i]);
+	/* The id tables exist from the start, so that the number of the
+	 * allocator's own allocations only changes with slabs. */
+	if (tab_reserve(zs)) {
+		zs_free(zs, zs->cls);
+		zs_free(zs, zs);
+		return -ENOMEM;
+	}
 	zs->tab_len = 1;	/* id 0 is never used: handle 0 means "none" */
 	*out = zs;
 	return 0;
@@ -245,9 +254,11 @@ static int tab_reserve(struct zslab *zs)
 		zs_free(zs, tab);
 		return -ENOMEM;
 	}
-	if (zs->tab_len)
+	memset(tab, 0, cap * sizeof(*tab));
+	if (zs->tab)
 		memcpy(tab, zs->tab, zs->tab_len * sizeof(*tab));
-	memcpy(ids, zs->free_ids, zs->nfree_ids * sizeof(*ids));
+	if (zs->nfree_ids)
+		memcpy(ids, zs->free_ids, zs->nfree_ids * sizeof(*ids));
 	zs_free(zs, zs->tab);
 	zs_free(zs, zs->free_ids);
 	zs->tab = tab;

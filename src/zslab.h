@@ -8,7 +8,7 @@
  * multiples of class_step_bytes (64) up to max_obj_bytes.  For each class the
  * number of chunks per slab is picked once, at creation, to keep the unused
  * tail of a slab under ~1.6% where possible (e.g. a 4160-byte class uses
- * 4 chunks = 63 objects, not 1 chunk = 15).
+ * 3 chunks = 47 objects, 0.6% tail, not 1 chunk = 15 objects, 4.8%).
  *
  * Handles: an allocation is named by a 64-bit handle, never 0, that stays
  * valid until zslab_free().  Objects never move (there is no compaction), so

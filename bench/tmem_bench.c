@@ -1,0 +1,482 @@
+/*
+ * tmem_bench: what a tmem put and get cost per 4 KiB page, next to the
+ * physical limits for the same pages (memcpy of 4 KiB, raw LZ4 compress and
+ * decompress), and how densely the store keeps them (compression ratio,
+ * dedup ratio, slab fragmentation).
+ *
+ * Per page mix (synthetic, deterministic; or real pages from a file):
+ *   1. warm-up: fill and destroy a store once, so the measured pass does
+ *      not pay first-touch page faults of the process heap;
+ *   2. put every page to its own handle in a persistent pool, each call
+ *      timed alone (CLOCK_MONOTONIC); then get every page back in a
+ *      shuffled order, timed alone, and compare with the original;
+ *   3. report p50/p99, the store's ratios, and slab fragmentation after the
+ *      fill and again after flushing a random half of the pages (churn);
+ *   4. time memcpy / LZ4_compress_default / LZ4_decompress_safe of the
+ *      same pages the same way.
+ * One thread, pinned to one CPU.
+ *
+ * Usage: tmem_bench [-n pages] [-c lz4|zstd] [-C cpu] [--pages FILE]
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <lz4.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tmem.h"
+
+#define PG		TMEM_PAGE_SIZE
+#define VOCAB		1024	/* distinct words in text pages */
+#define DUP_SOURCES	32	/* distinct pages behind the "dup" mix */
+
+enum kind { K_TEXT, K_HEAP, K_RANDOM, K_ZERO, K_DUP, K_NKINDS };
+
+struct mix {
+	const char *name;
+	unsigned weight[K_NKINDS];	/* relative share of each kind */
+};
+
+static const struct mix mixes[] = {
+	{ "text",   { [K_TEXT] = 1 } },
+	{ "heap",   { [K_HEAP] = 1 } },
+	{ "random", { [K_RANDOM] = 1 } },
+	{ "zero",   { [K_ZERO] = 1 } },
+	{ "dup",    { [K_DUP] = 1 } },
+	/* A guess at an idle guest's swap: mostly anonymous heap, some page
+	 * cache text, zero pages, shared library-like duplicates, and a
+	 * slice of already-compressed data. */
+	{ "mixed",  { [K_HEAP] = 40, [K_TEXT] = 25, [K_ZERO] = 15,
+		      [K_DUP] = 10, [K_RANDOM] = 10 } },
+};
+#define NR_MIXES (sizeof(mixes) / sizeof(mixes[0]))
+
+struct result {
+	const char *name;
+	size_t pages;
+	uint64_t put_p50, put_p99, get_p50, get_p99;
+	uint64_t cpy_p50, lz4c_p50, lz4d_p50;
+	double comp_ratio, dedup_ratio, total_ratio;
+	double frag_fill, frag_churn;
+	double bytes_per_page;		/* charged bytes / page */
+};
+
+static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+
+static uint64_t rng(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Sorts @v. */
+static uint64_t percentile(uint64_t *v, size_t n, unsigned pct)
+{
+	qsort(v, n, sizeof(*v), cmp_u64);
+	return v[(n - 1) * pct / 100];
+}
+
+/* ---- page generators ---- */
+
+static char vocab[VOCAB][12];
+
+static void vocab_init(void)
+{
+	unsigned i, j, len;
+
+	for (i = 0; i < VOCAB; i++) {
+		len = 1 + (unsigned)(rng() % 4) + (unsigned)(i / 128);
+		for (j = 0; j < len; j++)
+			vocab[i][j] = (char)('a' + rng() % 26);
+		vocab[i][len] = '\0';
+	}
+}
+
+/* English-like: skewed word frequencies, spaces, some punctuation and
+ * line breaks.  LZ4 gets about 2x on it, like on real prose. */
+static void text_page(uint8_t *p)
+{
+	size_t off = 0;
+
+	while (off < PG) {
+		/* The product of three uniforms leans to small ranks:
+		 * common words recur, rare ones do not. */
+		uint64_t a = rng() % VOCAB, b = rng() % VOCAB, c = rng() % VOCAB;
+		unsigned rank = (unsigned)(a * b * c / ((uint64_t)VOCAB * VOCAB));
+		const char *w = vocab[rank];
+		size_t n = strlen(w);
+		uint64_t r = rng();
+
+		if (n > PG - off)
+			n = PG - off;
+		memcpy(p + off, w, n);
+		off += n;
+		if (off < PG)
+			p[off++] = (r % 17 == 0) ? '\n' : (r % 11 == 0) ? ',' : ' ';
+	}
+}
+
+/* Anonymous memory of a C program: 8-byte words that are pointers into a
+ * few MiB of heap, small integers, zeros, and the odd float/hash. */
+static void heap_page(uint8_t *p)
+{
+	const uint64_t heap = 0x00005581a3c00000ull;
+	size_t i;
+
+	for (i = 0; i < PG; i += 8) {
+		uint64_t r = rng(), w;
+
+		switch (r % 10) {
+		case 0: case 1: case 2: case 3:
+			w = heap + ((r >> 8) % (8u << 20) & ~15ull);
+			break;
+		case 4: case 5: case 6:
+			w = (r >> 8) % 1000;
+			break;
+		case 7: case 8:
+			w = 0;
+			break;
+		default:
+			w = rng();
+			break;
+		}
+		memcpy(p + i, &w, 8);
+	}
+}
+
+static void random_page(uint8_t *p)
+{
+	size_t i;
+
+	for (i = 0; i < PG; i += 8) {
+		uint64_t r = rng();
+
+		memcpy(p + i, &r, 8);
+	}
+}
+
+static void make_pages(const struct mix *m, uint8_t *pages, size_t n)
+{
+	static uint8_t dup_src[DUP_SOURCES][PG];
+	unsigned total = 0, k;
+	size_t i;
+
+	for (i = 0; i < DUP_SOURCES; i++)
+		text_page(dup_src[i]);
+	for (k = 0; k < K_NKINDS; k++)
+		total += m->weight[k];
+	for (i = 0; i < n; i++) {
+		uint8_t *p = pages + i * PG;
+		unsigned pick = (unsigned)(rng() % total);
+
+		for (k = 0; pick >= m->weight[k]; k++)
+			pick -= m->weight[k];
+		switch (k) {
+		case K_TEXT:
+			text_page(p);
+			break;
+		case K_HEAP:
+			heap_page(p);
+			break;
+		case K_RANDOM:
+			random_page(p);
+			break;
+		case K_ZERO:
+			memset(p, 0, PG);
+			break;
+		default:
+			memcpy(p, dup_src[rng() % DUP_SOURCES], PG);
+			break;
+		}
+	}
+}
+
+static size_t load_pages(const char *path, uint8_t *pages, size_t max)
+{
+	FILE *f = fopen(path, "rb");
+	size_t n = 0;
+
+	if (!f) {
+		perror(path);
+		exit(1);
+	}
+	while (n < max && fread(pages + n * PG, PG, 1, f) == 1)
+		n++;
+	fclose(f);
+	return n;
+}
+
+/* ---- measurement ---- */
+
+static void die(const char *what, int rc)
+{
+	fprintf(stderr, "tmem_bench: %s: %s\n", what, strerror(-rc));
+	exit(1);
+}
+
+static struct tmem_store *store_fill(const struct tmem_store_config *cfg,
+				     const uint8_t *pages, size_t n,
+				     uint64_t *lat, uint32_t *pool)
+{
+	struct tmem_store *s;
+	size_t i;
+	int rc;
+
+	rc = tmem_store_new(cfg, &s);
+	if (rc)
+		die("store", rc);
+	rc = tmem_client_new(s, 1, "bench", NULL);
+	if (!rc)
+		rc = tmem_pool_new(s, 1, TMEM_POOL_PERSISTENT, NULL, pool);
+	if (rc)
+		die("pool", rc);
+	for (i = 0; i < n; i++) {
+		/* 64 pages per object, like a file or a swap area's cluster. */
+		struct tmem_oid oid = { { i / 64, 0, 0 } };
+		uint64_t t0 = now_ns();
+
+		rc = tmem_put(s, 1, *pool, &oid, (uint32_t)(i % 64), pages + i * PG, PG);
+		if (lat)
+			lat[i] = now_ns() - t0;
+		if (rc)
+			die("put", rc);
+	}
+	return s;
+}
+
+static void run(const char *name, const struct tmem_store_config *cfg,
+		const uint8_t *pages, size_t n, struct result *r)
+{
+	uint64_t *lat = malloc(n * sizeof(*lat));
+	size_t *order = malloc(n * sizeof(*order));
+	uint8_t *out = aligned_alloc(64, PG);
+	uint8_t *cbuf = malloc((size_t)LZ4_compressBound(PG));
+	uint8_t **comp = malloc(n * sizeof(*comp));
+	int *clen = malloc(n * sizeof(*clen));
+	struct tmem_store_stats ss;
+	struct tmem_store *s;
+	uint32_t pool;
+	size_t i, j;
+	int rc;
+
+	if (!lat || !order || !out || !cbuf || !comp || !clen) {
+		fprintf(stderr, "tmem_bench: out of memory\n");
+		exit(1);
+	}
+	memset(r, 0, sizeof(*r));
+	r->name = name;
+	r->pages = n;
+
+	/* 1. */
+	s = store_fill(cfg, pages, n, NULL, &pool);
+	tmem_store_free(s);
+
+	/* 2. */
+	s = store_fill(cfg, pages, n, lat, &pool);
+	r->put_p50 = percentile(lat, n, 50);
+	r->put_p99 = percentile(lat, n, 99);
+	for (i = 0; i < n; i++)
+		order[i] = i;
+	for (i = n - 1; i > 0; i--) {
+		j = (size_t)(rng() % (i + 1));
+		size_t t = order[i];
+
+		order[i] = order[j];
+		order[j] = t;
+	}
+	for (i = 0; i < n; i++) {
+		size_t k = order[i];
+		struct tmem_oid oid = { { k / 64, 0, 0 } };
+		uint64_t t0 = now_ns();
+
+		rc = tmem_get(s, 1, pool, &oid, (uint32_t)(k % 64), out, PG);
+		lat[i] = now_ns() - t0;
+		if (rc)
+			die("get", rc);
+		if (memcmp(out, pages + k * PG, PG)) {
+			fprintf(stderr, "tmem_bench: page %zu came back wrong\n", k);
+			exit(1);
+		}
+	}
+	r->get_p50 = percentile(lat, n, 50);
+	r->get_p99 = percentile(lat, n, 99);
+
+	/* 3. */
+	rc = tmem_store_stats(s, &ss);
+	if (rc)
+		die("stats", rc);
+	r->comp_ratio = ss.total.compression_ratio;
+	r->dedup_ratio = ss.total.dedup_ratio;
+	r->total_ratio = ss.total.stored_bytes ?
+		(double)ss.total.logical_bytes / (double)ss.total.stored_bytes : 0;
+	r->frag_fill = ss.slab_frag_pct;
+	r->bytes_per_page = (double)ss.total.charged_bytes / (double)n;
+	for (i = 0; i < n / 2; i++) {
+		size_t k = order[i];
+		struct tmem_oid oid = { { k / 64, 0, 0 } };
+
+		rc = tmem_flush_page(s, 1, pool, &oid, (uint32_t)(k % 64));
+		if (rc)
+			die("flush", rc);
+	}
+	rc = tmem_store_stats(s, &ss);
+	if (rc)
+		die("stats", rc);
+	r->frag_churn = ss.slab_frag_pct;
+	rc = tmem_check(s);
+	if (rc)
+		die("check", rc);
+	tmem_store_free(s);
+
+	/* 4. */
+	for (i = 0; i < n; i++) {
+		uint64_t t0 = now_ns();
+
+		memcpy(out, pages + i * PG, PG);
+		lat[i] = now_ns() - t0;
+		__asm__ volatile("" : : "r"(out) : "memory");
+	}
+	r->cpy_p50 = percentile(lat, n, 50);
+	for (i = 0; i < n; i++) {
+		uint64_t t0 = now_ns();
+
+		clen[i] = LZ4_compress_default((const char *)pages + i * PG,
+					       (char *)cbuf, PG,
+					       LZ4_compressBound(PG));
+		lat[i] = now_ns() - t0;
+		comp[i] = malloc((size_t)clen[i]);
+		if (!comp[i] || clen[i] <= 0)
+			die("lz4", -ENOMEM);
+		memcpy(comp[i], cbuf, (size_t)clen[i]);
+	}
+	r->lz4c_p50 = percentile(lat, n, 50);
+	for (i = 0; i < n; i++) {
+		uint64_t t0 = now_ns();
+
+		rc = LZ4_decompress_safe((const char *)comp[i], (char *)out,
+					 clen[i], PG);
+		lat[i] = now_ns() - t0;
+		if (rc != PG)
+			die("lz4 decompress", -EBADMSG);
+	}
+	r->lz4d_p50 = percentile(lat, n, 50);
+	for (i = 0; i < n; i++)
+		free(comp[i]);
+
+	free(clen);
+	free(comp);
+	free(cbuf);
+	free(out);
+	free(order);
+	free(lat);
+}
+
+static void print_table(const struct result *r, size_t nr, const char *comp)
+{
+	size_t i;
+
+	printf("| mix | pages | put p50 | put p99 | get p50 | get p99 | "
+	       "memcpy p50 | lz4 comp p50 | lz4 dec p50 | %s ratio | dedup ratio | "
+	       "logical/stored | charged B/page | slab frag, full | slab frag, half flushed |\n",
+	       comp);
+	printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+	for (i = 0; i < nr; i++)
+		printf("| %s | %zu | %" PRIu64 " | %" PRIu64 " | %" PRIu64 " | %"
+		       PRIu64 " | %" PRIu64 " | %" PRIu64 " | %" PRIu64
+		       " | %.2f | %.2f | %.2f | %.0f | %.1f%% | %.1f%% |\n",
+		       r[i].name, r[i].pages, r[i].put_p50, r[i].put_p99,
+		       r[i].get_p50, r[i].get_p99, r[i].cpy_p50, r[i].lz4c_p50,
+		       r[i].lz4d_p50, r[i].comp_ratio, r[i].dedup_ratio,
+		       r[i].total_ratio, r[i].bytes_per_page, r[i].frag_fill,
+		       r[i].frag_churn);
+}
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: tmem_bench [-n pages] [-c lz4|zstd] [-C cpu] "
+		"[--pages FILE]\n");
+	exit(2);
+}
+
+int main(int argc, char **argv)
+{
+	struct tmem_store_config cfg = { .comp = &pagecomp_lz4 };
+	struct result res[NR_MIXES + 1];
+	const char *file = NULL;
+	size_t n = 8192, nr = 0, i;
+	uint8_t *pages;
+	int cpu = 0, a;
+	cpu_set_t set;
+
+	for (a = 1; a < argc; a++) {
+		if (!strcmp(argv[a], "-n") && a + 1 < argc)
+			n = strtoul(argv[++a], NULL, 0);
+		else if (!strcmp(argv[a], "-c") && a + 1 < argc) {
+			if (pagecomp_find(argv[++a], &cfg.comp))
+				usage();
+		} else if (!strcmp(argv[a], "-C") && a + 1 < argc)
+			cpu = atoi(argv[++a]);
+		else if (!strcmp(argv[a], "--pages") && a + 1 < argc)
+			file = argv[++a];
+		else
+			usage();
+	}
+	if (n < 2)
+		usage();
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	if (sched_setaffinity(0, sizeof(set), &set))
+		perror("sched_setaffinity (continuing unpinned)");
+
+	pages = aligned_alloc(PG, n * PG);
+	if (!pages) {
+		fprintf(stderr, "tmem_bench: out of memory\n");
+		return 1;
+	}
+	vocab_init();
+	if (file) {
+		size_t got = load_pages(file, pages, n);
+
+		if (got < 2) {
+			fprintf(stderr, "tmem_bench: %s: fewer than 2 pages\n", file);
+			return 1;
+		}
+		run(file, &cfg, pages, got, &res[nr++]);
+	} else {
+		for (i = 0; i < NR_MIXES; i++) {
+			make_pages(&mixes[i], pages, n);
+			run(mixes[i].name, &cfg, pages, n, &res[nr++]);
+		}
+	}
+
+	printf("tmem_bench: %zu pages per mix, compressor %s, CPU %d; "
+	       "latencies in ns per 4 KiB page\n\n", file ? res[0].pages : n,
+	       cfg.comp->name, cpu);
+	print_table(res, nr, cfg.comp->name);
+	printf("\nReproduce: ");
+	for (a = 0; a < argc; a++)
+		printf("%s%s", a ? " " : "", argv[a]);
+	printf("\n");
+	free(pages);
+	return 0;
+}

@@ -1,0 +1,133 @@
+#!/bin/sh
+# Build every libFuzzer target (fuzz/meson.build) with clang in build-fuzz
+# and run each for SECONDS (default 60), one after the other.
+#
+#   scripts/fuzz.sh [SECONDS] [TARGET...]      (make fuzz runs all, 60 s)
+#
+# Corpora grow in build-fuzz/corpus/<target>/ and persist between runs;
+# crashing inputs land in build-fuzz/artifacts/.  Reproduce one with
+#   build-fuzz/fuzz/<target> build-fuzz/artifacts/<target>-crash-...
+# Ends with one line per target (runs, exec/s, result) and exits non-zero
+# if any target crashed or failed to build.
+set -u
+cd "$(dirname "$0")/.."
+
+secs=${1:-60}
+[ $# -gt 0 ] && shift
+dir=build-fuzz
+
+if [ ! -f "$dir/build.ninja" ]; then
+	CC=clang meson setup "$dir" -Dfuzz=true -Dtests=false \
+		>"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; exit 1; }
+fi
+
+# The fuzz targets are the executables defined in fuzz/meson.build.
+all=$(meson introspect --targets "$dir" | python3 -c '
+import json, os, sys
+for t in json.load(sys.stdin):
+    if t["type"] == "executable" and \
+       os.path.dirname(t["defined_in"]).endswith("fuzz"):
+        print(t["name"])
+') || exit 1
+targets=${*:-$all}
+[ -n "$targets" ] || { echo "fuzz: no targets"; exit 1; }
+
+# Build only the fuzz targets: the rest of a clang build is not our job.
+paths=""
+for t in $targets; do
+	paths="$paths fuzz/$t"
+done
+# shellcheck disable=SC2086
+ninja -C "$dir" $paths || exit 1
+
+mkdir -p "$dir/corpus" "$dir/artifacts"
+
+# Seed inputs (written once, into an empty corpus) so the fuzzers start
+# from well-formed traffic instead of rediscovering the handshake: the
+# input formats are described at the top of each fuzz/<target>.c.
+python3 - "$dir/corpus" <<'PY'
+import os, struct, sys
+top = sys.argv[1]
+
+def seed(target, name, data):
+    d = os.path.join(top, target)
+    os.makedirs(d, exist_ok=True)
+    if any(not f.startswith(".") for f in os.listdir(d)) and \
+       not os.path.exists(os.path.join(d, "seed-" + name)):
+        return                          # a grown corpus: leave it alone
+    with open(os.path.join(d, "seed-" + name), "wb") as f:
+        f.write(data)
+
+# fuzz_vhost_user: [mode][u16 ram_len][ram][messages]
+GPA, RAM, V, NEED = 0x100000, 256 * 1024, 1, 1 | 8
+def msg(req, payload=b"", flags=NEED):
+    return struct.pack("<III", req, flags, len(payload)) + payload
+def u64(v):
+    return struct.pack("<Q", v)
+def state(i, n):
+    return struct.pack("<II", i, n)
+def ring_base(q):
+    return GPA + q * 0x2000
+def addr(q):
+    b = ring_base(q)
+    return struct.pack("<IIQQQQ", q, 0, b, b + 0x1000, b + 0x800, 0)
+feat = (1 << 32) | 0x27
+uml = (msg(3, flags=V) + msg(1, flags=V) + msg(15, flags=V) +
+       msg(16, u64(0x228)) + msg(21) +
+       msg(24, struct.pack("<III", 0, 16, 0) + bytes(16), V) +
+       msg(2, u64(feat)) +
+       msg(5, struct.pack("<II", 1, 0) + struct.pack("<QQQQ", GPA, RAM, GPA, 0)))
+for q in range(4):
+    uml += msg(13, u64(q)) + msg(8, state(q, 16)) + msg(10, state(q, 0)) + msg(9, addr(q))
+for q in range(4):
+    uml += msg(12, u64(q)) + msg(18, state(q, 1))
+uml += msg(25, struct.pack("<III", 4, 4, 0) + struct.pack("<I", 64))
+uml += msg(11, state(0, 0), V)
+seed("fuzz_vhost_user", "uml-handshake", bytes([0]) + struct.pack("<H", 0) + uml)
+
+# Live rings (mode 3) and an inflate of four pfns waiting on queue 0.
+ram = bytearray(0x900)
+struct.pack_into("<QIHH", ram, 0, GPA + 0x400, 16, 0, 0)
+struct.pack_into("<IIII", ram, 0x400, *[GPA // 4096 + 40 + i for i in range(4)])
+struct.pack_into("<HHH", ram, 0x800, 0, 1, 0)
+seed("fuzz_vhost_user", "inflate", bytes([3]) + struct.pack("<H", len(ram)) +
+     bytes(ram) + msg(18, state(0, 1)) + msg(11, state(0, 0), V))
+seed("fuzz_vhost_user", "mem-only", bytes([1]) + struct.pack("<H", 0) +
+     msg(8, state(1, 16)) + msg(9, addr(1)) + msg(12, u64(1)) + msg(18, state(1, 1)))
+
+# fuzz_virtq: [size][u16][u16 last_avail][layout][3 x u16][ram]
+ram = bytearray(0x200)
+struct.pack_into("<QIHH", ram, 0, 0x100000 + 0x1000, 64, 1, 1)
+struct.pack_into("<QIHH", ram, 16, 0x100000 + 0x2000, 64, 2, 0)
+struct.pack_into("<HHH", ram, 128, 0, 1, 0)
+seed("fuzz_virtq", "two-buffer-chain", bytes([3, 0, 0, 0, 0, 0]) + bytes(6) + bytes(ram))
+PY
+status=0
+summary=""
+for t in $targets; do
+	corpus="$dir/corpus/$t"
+	log="$dir/$t.log"
+	mkdir -p "$corpus"
+	echo "== $t for ${secs}s (corpus $corpus)"
+	"$dir/fuzz/$t" -max_total_time="$secs" -print_final_stats=1 \
+		-timeout=10 -rss_limit_mb=2048 \
+		-artifact_prefix="$dir/artifacts/$t-" "$corpus" >"$log" 2>&1
+	rc=$?
+	runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+	eps=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
+	cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1)
+	if [ "$rc" -eq 0 ]; then
+		result="ok"
+	else
+		result="CRASH (exit $rc), see $log"
+		status=1
+		grep -E -A12 '^==[0-9]+==ERROR|runtime error|^fuzz_' "$log" | head -40
+	fi
+	line="$t: ${runs:-?} runs, ${eps:-?} exec/s, ${cov:-cov: ?}, $result"
+	echo "$line"
+	summary="$summary$line
+"
+done
+echo "== summary"
+printf '%s' "$summary"
+exit $status
