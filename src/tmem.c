@@ -25,10 +25,11 @@
  *
  * Put, in numbered steps (referred to below):
  *   1. Resolve client and pool; classify the page (zero? hash).
- *   2. Find the page slot.  An existing page's content is released now:
- *      from here on there is no old copy, so any failure leaves nothing
- *      stale.  A new slot is created (object, radix path, descriptor),
- *      after the persistent quota check.
+ *   2. Find the page slot.  If it holds exactly this content already,
+ *      done.  Otherwise an existing page's content is released now: from
+ *      here on there is no old copy, so any failure leaves nothing stale.
+ *      A new slot is created (object, radix path, descriptor), after the
+ *      persistent quota check.
  *   3. Content: zero flag; or a byte-verified dedup hit (one more
  *      reference); or compress and store a new blob.
  *   4. Charge: every charged allocation and release so far has been netted
@@ -578,7 +579,9 @@ static int blob_new(struct tmem_store *s, struct tmem_dom *d, const void *page,
 	if (rc)
 		return rc;
 	b = blob_at(s, h);
-	b->hash = hash;
+	/* Without dedup the page was not hashed; the handle spreads the
+	 * blobs over the index instead (which then only serves tmem_check). */
+	b->hash = s->dedup ? hash : h * 0x9e3779b97f4a7c15ull;
 	b->next = 0;
 	b->dom = d;
 	b->more = NULL;
@@ -1560,6 +1563,23 @@ int tmem_pool_destroy(struct tmem_store *s, uint32_t client_id,
 
 /* ---- public: pages ---- */
 
+/* A put of what the page already holds (re-swapping an unchanged page is
+ * common) costs a compare, not a release and a recompression. */
+static bool page_unchanged(struct tmem_store *s, const struct tmem_page *pg,
+			   uint8_t state, uint64_t hash, const void *page)
+{
+	const struct blob *b;
+
+	if (pg->state != state)
+		return false;
+	if (state == PG_ZERO)
+		return true;
+	if (!s->dedup)
+		return false;	/* not hashed: not worth a full compare */
+	b = blob_at(s, pg->blob);
+	return b->hash == hash && blob_equals(s, b, page);
+}
+
 static int put_locked(struct tmem_store *s, struct tmem_client *c,
 		      uint32_t pool_id, const struct tmem_oid *oid,
 		      uint32_t index, const void *page)
@@ -1581,13 +1601,20 @@ static int put_locked(struct tmem_store *s, struct tmem_client *c,
 	owner = d->owner;
 	kind = pool_kind(pool);
 	state = page_is_zero(page) ? PG_ZERO : PG_BLOB;
-	if (state == PG_BLOB)
+	if (state == PG_BLOB && s->dedup)
 		hash = page_hash(s, page);
 
 	/* 2. */
 	oh = oid_hash(s, oid);
 	o = obj_find(pool, oid, oh);
 	pg = o ? rt_lookup(o, index) : NULL;
+	if (pg && page_unchanged(s, pg, state, hash, page)) {
+		if (kind == KIND_EPH) {
+			lru_unlink(owner, pg);
+			lru_push_mru(owner, pg);
+		}
+		return 0;
+	}
 	if (pg) {
 		page_drop_content(s, pg);
 	} else {

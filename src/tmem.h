@@ -74,7 +74,8 @@
  * refused.  Decreases, and the increase a new owner receives when a shared
  * pool changes hands, cannot be refused (the return is ignored).  The hook
  * runs with the store lock held and must not call back into the store.
- * Sum of all deltas told for a client == its stats.charged_bytes.
+ * Sum of all deltas told for a client == its stats.charged_bytes, provided
+ * the hook counts the unrefusable ones even when it returns nonzero.
  *
  * Threading: one mutex per store serialises every call (compression
  * included), so any thread may call any function.  Simple and correct;

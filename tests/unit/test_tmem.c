@@ -87,6 +87,7 @@ struct hook {
 	bool refuse_all;		/* refuse every growth */
 	unsigned calls;
 	unsigned refusals;
+	int64_t last_delta;		/* last delta seen, accepted or not */
 };
 
 static int hook_fn(void *opaque, uint32_t id, int64_t delta)
@@ -97,6 +98,7 @@ static int hook_fn(void *opaque, uint32_t id, int64_t delta)
 
 	assert_true(id < NCLIENTS);
 	h->calls++;
+	h->last_delta = delta;
 	if (delta > 0) {
 		for (i = 0; i < NCLIENTS; i++)
 			sum += h->total[i];
@@ -925,6 +927,36 @@ static void dedup_within_client(void **state)
 	fx_check(f);
 }
 
+static void no_dedup_store(void **state)
+{
+	struct tmem_store_config cfg = { .flags = TMEM_STORE_NO_DEDUP };
+	struct tmem_store_stats ss;
+	struct tmem_oid oid = oid_of(1);
+	struct tmem_store *s;
+	uint8_t in[PG], out[PG];
+	uint32_t p, i;
+
+	(void)state;
+	text_page(in, 9);
+	assert_int_equal(tmem_store_new(&cfg, &s), 0);
+	assert_int_equal(tmem_client_new(s, A, "a", NULL), 0);
+	assert_int_equal(tmem_pool_new(s, A, TMEM_POOL_PERSISTENT, NULL, &p), 0);
+	for (i = 0; i < 3000; i++)
+		assert_int_equal(tmem_put(s, A, p, &oid, i, in, PG), 0);
+	assert_int_equal(tmem_put(s, A, p, &oid, 0, in, PG), 0);	/* replace */
+	assert_int_equal(tmem_store_stats(s, &ss), 0);
+	assert_int_equal(ss.blobs, 3000);
+	assert_int_equal(tmem_check(s), 0);
+	for (i = 0; i < 3000; i += 7) {
+		assert_int_equal(tmem_get(s, A, p, &oid, i, out, PG), 0);
+		assert_memory_equal(out, in, PG);
+	}
+	assert_int_equal(tmem_flush_object(s, A, p, &oid), 0);
+	assert_int_equal(tmem_store_stats(s, &ss), 0);
+	assert_int_equal(ss.blobs, 0);
+	tmem_store_free(s);
+}
+
 static void no_cross_client_dedup_by_default(void **state)
 {
 	struct fx *f = *state;
@@ -1231,6 +1263,45 @@ static void client_destroy_releases_charge(void **state)
 	assert_int_equal(cstats(f, B).ephemeral_pages, 10);	/* inherited */
 	assert_true(f->hook.total[B] > 0);
 	assert_int_equal(sstats(f).clients, 1);
+	fx_check(f);
+}
+
+/* One netted delta per client per call; a shrinking replace reports less. */
+static void hook_sees_net_deltas(void **state)
+{
+	struct fx *f = *state;
+	uint32_t p = pool(f, A, TMEM_POOL_PERSISTENT);
+	struct tmem_store_stats ss;
+	unsigned calls;
+	int64_t blob;
+
+	text_page(f->in, 1);
+	calls = f->hook.calls;
+	assert_int_equal(put(f, A, p, 1, 0, f->in), 0);
+	assert_int_equal(f->hook.calls, calls + 1);
+	ss = sstats(f);
+	/* Blob object + descriptor + object + one radix node, in one delta. */
+	assert_int_equal(f->hook.last_delta, (int64_t)ss.total.charged_bytes);
+	blob = (int64_t)(ss.total.charged_bytes - ss.meta_bytes);
+	assert_int_equal(blob, (int64_t)((ss.total.stored_bytes + 40 + 63) / 64 * 64));
+	/* Replace by a zero page: only the blob goes. */
+	memset(f->in, 0, PG);
+	calls = f->hook.calls;
+	assert_int_equal(put(f, A, p, 1, 0, f->in), 0);
+	assert_int_equal(f->hook.calls, calls + 1);
+	assert_int_equal(f->hook.last_delta, -blob);
+	/* Same content again: no change, no call. */
+	calls = f->hook.calls;
+	assert_int_equal(put(f, A, p, 1, 0, f->in), 0);
+	assert_int_equal(f->hook.calls, calls);
+	/* Reads do not charge. */
+	assert_int_equal(get(f, A, p, 1, 0), 0);
+	assert_int_equal(f->hook.calls, calls);
+	/* A flush returns everything at once. */
+	assert_int_equal(flush(f, A, p, 1, 0), 0);
+	assert_int_equal(f->hook.calls, calls + 1);
+	assert_int_equal(f->hook.last_delta, -(int64_t)ss.meta_bytes);
+	assert_int_equal(f->hook.total[A], 0);
 	fx_check(f);
 }
 
@@ -1624,6 +1695,7 @@ int main(void)
 		T(incompressible_stored_raw),
 		cmocka_unit_test(raw_threshold_and_zstd),
 		T(dedup_within_client),
+		cmocka_unit_test(no_dedup_store),
 		T(no_cross_client_dedup_by_default),
 		TX(cross_client_dedup_when_enabled),
 		T(eviction_is_lru),
@@ -1635,6 +1707,7 @@ int main(void)
 		T(ephemeral_put_evicts_to_fit),
 		T(eviction_per_put_is_bounded),
 		T(client_destroy_releases_charge),
+		T(hook_sees_net_deltas),
 		T(alloc_failure_put),
 		TX(alloc_failure_cross_share),
 		T(alloc_failure_other_ops),
