@@ -1,7 +1,7 @@
 /*
  * tmem_bench: what a tmem put and get cost per 4 KiB page, next to the
- * physical limits for the same pages (memcpy of 4 KiB, raw LZ4 compress and
- * decompress), and how densely the store keeps them (compression ratio,
+ * physical limits for the same pages (memcpy of 4 KiB, the bare compressor's
+ * compress and decompress: lz4, or zstd with -c zstd), and how densely the store keeps them (compression ratio,
  * dedup ratio, slab fragmentation).
  *
  * Per page mix (synthetic, deterministic; or real pages from a file):
@@ -12,15 +12,17 @@
  *      shuffled order, timed alone, and compare with the original;
  *   3. report p50/p99, the store's ratios, and slab fragmentation after the
  *      fill and again after flushing a random half of the pages (churn);
- *   4. time memcpy / LZ4_compress_default / LZ4_decompress_safe of the
- *      same pages the same way.
- * One thread, pinned to one CPU.
+ *   4. time memcpy, compress and decompress (the same pagecomp ops the
+ *      store uses, no size cap) of the same pages, in the same orders.
+ * One thread, pinned to one CPU.  Steps 1-4 run -r times (default 3) and
+ * each latency statistic is the median over the runs.
  *
- * Usage: tmem_bench [-n pages] [-c lz4|zstd] [-C cpu] [--pages FILE]
+ * Usage: tmem_bench [-n pages] [-r runs] [-c lz4|zstd] [-m mix] [-C cpu]
+ *                   [--pages FILE]
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <lz4.h>
+#include <malloc.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +34,7 @@
 #define PG		TMEM_PAGE_SIZE
 #define VOCAB		512	/* rare words in text pages */
 #define DUP_SOURCES	32	/* distinct pages behind the "dup" mix */
+#define MAX_RUNS	15
 
 enum kind { K_TEXT, K_HEAP, K_RANDOM, K_ZERO, K_DUP, K_NKINDS };
 
@@ -319,9 +322,10 @@ static void run(const char *name, const struct tmem_store_config *cfg,
 	uint64_t *lat = malloc(n * sizeof(*lat));
 	size_t *order = malloc(n * sizeof(*order));
 	uint8_t *out = aligned_alloc(64, PG);
-	uint8_t *cbuf = malloc((size_t)LZ4_compressBound(PG));
+	uint8_t *cbuf = malloc(2 * PG);
 	uint8_t **comp = malloc(n * sizeof(*comp));
-	int *clen = malloc(n * sizeof(*clen));
+	size_t *clen = malloc(n * sizeof(*clen));
+	void *ctx;
 	struct tmem_store_stats ss;
 	struct tmem_store *s;
 	uint32_t pool;
@@ -420,29 +424,34 @@ static void run(const char *name, const struct tmem_store_config *cfg,
 		__asm__ volatile("" : : "r"(out) : "memory");
 	}
 	r->cpy_p50 = percentile(lat, n, 50);
+	rc = cfg->comp->ctx_new(&ctx);
+	if (rc)
+		die("compressor", rc);
 	for (i = 0; i < n; i++) {
+		size_t len;
 		uint64_t t0 = now_ns();
 
-		clen[i] = LZ4_compress_default((const char *)pages + i * PG,
-					       (char *)cbuf, PG,
-					       LZ4_compressBound(PG));
+		rc = cfg->comp->compress(ctx, pages + i * PG, PG, cbuf, 2 * PG, &len);
 		lat[i] = now_ns() - t0;
-		comp[i] = malloc((size_t)clen[i]);
-		if (!comp[i] || clen[i] <= 0)
-			die("lz4", -ENOMEM);
-		memcpy(comp[i], cbuf, (size_t)clen[i]);
+		if (rc)
+			die("compress", rc);
+		clen[i] = len;
+		comp[i] = malloc(len);
+		if (!comp[i])
+			die("compress", -ENOMEM);
+		memcpy(comp[i], cbuf, len);
 	}
 	r->lz4c_p50 = percentile(lat, n, 50);
 	for (i = 0; i < n; i++) {
 		size_t k = order[i];	/* the order the gets used */
 		uint64_t t0 = now_ns();
 
-		rc = LZ4_decompress_safe((const char *)comp[k], (char *)out,
-					 clen[k], PG);
+		rc = cfg->comp->decompress(ctx, comp[k], clen[k], out, PG);
 		lat[i] = now_ns() - t0;
-		if (rc != PG)
-			die("lz4 decompress", -EBADMSG);
+		if (rc)
+			die("decompress", rc);
 	}
+	cfg->comp->ctx_free(ctx);
 	r->lz4d_p50 = percentile(lat, n, 50);
 	for (i = 0; i < n; i++)
 		free(comp[i]);
@@ -455,14 +464,49 @@ static void run(const char *name, const struct tmem_store_config *cfg,
 	free(lat);
 }
 
+static uint64_t median_of(uint64_t *v, unsigned n)
+{
+	return percentile(v, n, 50);
+}
+
+/* Measure @runs times; latencies are the median over runs of each
+ * statistic (this VM has noisy neighbours), the rest is deterministic. */
+static void run_median(const char *name, const struct tmem_store_config *cfg,
+		       const uint8_t *pages, size_t n, unsigned runs,
+		       struct result *r)
+{
+	struct result t[MAX_RUNS];
+	uint64_t v[MAX_RUNS];
+	unsigned i;
+
+	memset(t, 0, sizeof(t));
+	for (i = 0; i < runs; i++)
+		run(name, cfg, pages, n, &t[i]);
+	*r = t[0];
+#define MEDIAN(field)						\
+	do {							\
+		for (i = 0; i < runs; i++)			\
+			v[i] = t[i].field;			\
+		r->field = median_of(v, runs);			\
+	} while (0)
+	MEDIAN(put_p50);
+	MEDIAN(put_p99);
+	MEDIAN(get_p50);
+	MEDIAN(get_p99);
+	MEDIAN(cpy_p50);
+	MEDIAN(lz4c_p50);
+	MEDIAN(lz4d_p50);
+#undef MEDIAN
+}
+
 static void print_table(const struct result *r, size_t nr, const char *comp)
 {
 	size_t i;
 
 	printf("| mix | pages | put p50 | put p99 | get p50 | get p99 | "
-	       "memcpy p50 | lz4 comp p50 | lz4 dec p50 | %s ratio | dedup ratio | "
+	       "memcpy p50 | %s comp p50 | %s dec p50 | %s ratio | dedup ratio | "
 	       "logical/stored | charged B/page | slab frag: full | half flushed | refilled |\n",
-	       comp);
+	       comp, comp, comp);
 	printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
 	for (i = 0; i < nr; i++)
 		printf("| %s | %zu | %" PRIu64 " | %" PRIu64 " | %" PRIu64 " | %"
@@ -477,8 +521,8 @@ static void print_table(const struct result *r, size_t nr, const char *comp)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: tmem_bench [-n pages] [-c lz4|zstd] [-C cpu] "
-		"[--pages FILE]\n");
+	fprintf(stderr, "usage: tmem_bench [-n pages] [-r runs] [-c lz4|zstd] "
+		"[-m mix] [-C cpu] [--pages FILE]\n");
 	exit(2);
 }
 
@@ -486,8 +530,9 @@ int main(int argc, char **argv)
 {
 	struct tmem_store_config cfg = { .comp = &pagecomp_lz4 };
 	struct result res[NR_MIXES + 1];
-	const char *file = NULL;
+	const char *file = NULL, *only = NULL;
 	size_t n = 8192, nr = 0, i;
+	unsigned runs = 3;
 	uint8_t *pages;
 	int cpu = 0, a;
 	cpu_set_t set;
@@ -498,15 +543,26 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[a], "-c") && a + 1 < argc) {
 			if (pagecomp_find(argv[++a], &cfg.comp))
 				usage();
-		} else if (!strcmp(argv[a], "-C") && a + 1 < argc)
+		} else if (!strcmp(argv[a], "-r") && a + 1 < argc)
+			runs = (unsigned)atoi(argv[++a]);
+		else if (!strcmp(argv[a], "-C") && a + 1 < argc)
 			cpu = atoi(argv[++a]);
+		else if (!strcmp(argv[a], "-m") && a + 1 < argc)
+			only = argv[++a];
 		else if (!strcmp(argv[a], "--pages") && a + 1 < argc)
 			file = argv[++a];
 		else
 			usage();
 	}
-	if (n < 2)
+	if (n < 2 || runs < 1 || runs > MAX_RUNS)
 		usage();
+	/* Keep freed memory in the process: the measured pass then reuses
+	 * what the warm-up faulted in.  Without this, glibc may hand slabs
+	 * (64-192 KiB) back to the kernel between passes and the put
+	 * latencies measure first-touch page faults (5-20 us each on this
+	 * nested VM), a cost of growing the heap, not of the store. */
+	mallopt(M_MMAP_THRESHOLD, 64 << 20);
+	mallopt(M_TRIM_THRESHOLD, 1 << 30);
 	CPU_ZERO(&set);
 	CPU_SET(cpu, &set);
 	if (sched_setaffinity(0, sizeof(set), &set))
@@ -526,17 +582,19 @@ int main(int argc, char **argv)
 			fprintf(stderr, "tmem_bench: %s: fewer than 2 pages\n", file);
 			return 1;
 		}
-		run(file, &cfg, pages, got, &res[nr++]);
+		run_median(file, &cfg, pages, got, runs, &res[nr++]);
 	} else {
 		for (i = 0; i < NR_MIXES; i++) {
+			if (only && strcmp(only, mixes[i].name))
+				continue;
 			make_pages(&mixes[i], pages, n);
-			run(mixes[i].name, &cfg, pages, n, &res[nr++]);
+			run_median(mixes[i].name, &cfg, pages, n, runs, &res[nr++]);
 		}
 	}
 
 	printf("tmem_bench: %zu pages per mix, compressor %s, CPU %d; "
-	       "latencies in ns per 4 KiB page\n\n", file ? res[0].pages : n,
-	       cfg.comp->name, cpu);
+	       "latencies in ns per 4 KiB page, median of %u runs\n\n",
+	       file ? res[0].pages : n, cfg.comp->name, cpu, runs);
 	print_table(res, nr, cfg.comp->name);
 	printf("\nReproduce: ");
 	for (a = 0; a < argc; a++)

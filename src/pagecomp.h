@@ -14,7 +14,8 @@
  *   - decompress() succeeds only if the blob expands to exactly @dst_len
  *     bytes; anything else (corrupt or truncated blob) is -EBADMSG and
  *     @dst holds garbage.
- *   - Output is deterministic for a given input, level and library version.
+ *   - Output is deterministic for a given input, level and library version
+ *     (the store does not rely on it: dedup compares decompressed bytes).
  *
  * Threading: a context is used by one thread at a time (the caller locks).
  * The ops tables themselves are immutable and shared.
@@ -43,9 +44,9 @@ struct pagecomp_ops {
  * ~3.6 GB/s decompress per 4 KiB page on the reference host.  Default. */
 extern const struct pagecomp_ops pagecomp_lz4;
 
-/* zstd level 1: roughly 20-30% denser than lz4 on text-like pages at
- * about half the compress speed and a third of the decompress speed.
- * The optional denser tier. */
+/* zstd level 1: 1.2-1.5x denser than lz4 on heap- and text-like pages, at
+ * about half the compress speed and a quarter of the decompress speed
+ * (bench/README.md).  The optional denser tier, for cold pages. */
 extern const struct pagecomp_ops pagecomp_zstd;
 
 /* Look up "lz4" or "zstd".  0 or -ENOENT. */
