@@ -2,10 +2,13 @@
  * libFuzzer target: the split-virtqueue walker (vq_map, vq_pop, vq_push)
  * on guest memory whose every byte comes from the input.
  *
- * Guest RAM is a 64 KiB memfd mapped as two regions, [GPA, +32K) and
+ * Guest RAM is a 64 KiB memfd mapped as two regions, [GPA, +32K-16) and
  * [GPA+32K, +32K), so they are adjacent in guest-physical terms but two
  * separate mappings on the host: a buffer that straddles them must be
- * rejected, and the harness checks that it is.
+ * rejected, and the harness checks that it is.  The first region starts
+ * at a file offset the input picks (0-15 bytes): a frontend may offset its
+ * regions so, and guest-aligned rings must still be safe to use.
+ * EBB_FUZZ_ALIGNED=1 pins that offset to 0 (to fuzz past a finding there).
  *
  * Input:
  *   byte 0     ring size: 1 << (b % 11), or with bit 7 set the raw u16 of
@@ -13,7 +16,8 @@
  *   bytes 3-4  the device's starting avail index (u16 LE)
  *   byte 5     0: rings packed from GPA (desc, avail, used); otherwise the
  *              three u16 offsets from GPA in bytes 6-11
- *   bytes 12-  guest RAM, from GPA on (the rest of RAM is zero)
+ *   byte 12    file offset of the first region (low 4 bits)
+ *   bytes 13-  guest RAM, from file offset 0 on (the rest is zero)
  *
  * Oracle, beyond ASan/UBSan: every pointer the walker hands out lies
  * wholly inside one region's mapping (ASan does not see mmap bounds) and
@@ -36,9 +40,12 @@
 #define RAM_BYTES (64 * 1024)
 #define HALF (RAM_BYTES / 2)
 #define GPA 0x100000ull
-#define HDR_BYTES 12
+#define HDR_BYTES 13
 
+static int ram_fd = -1;
 static struct guestmem gm;
+static unsigned skew = ~0u;	/* file offset of region 0 in gm */
+static bool aligned_only;	/* EBB_FUZZ_ALIGNED: skew always 0 */
 static uint8_t *view;		/* our own mapping of the file: the guest */
 static struct vq_elem elem;	/* large: off the stack */
 
@@ -51,30 +58,38 @@ __attribute__((noreturn)) static void die(const char *what)
 	abort();
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv)
+/* (Re)build the two-region table with region 0 at file offset @s. */
+static void set_table(unsigned s)
 {
 	struct gm_region_desc d[2] = {
-		{ .guest_addr = GPA, .size = HALF, .user_addr = GPA,
-		  .mmap_offset = 0 },
+		{ .guest_addr = GPA, .size = HALF - 16, .user_addr = GPA,
+		  .mmap_offset = s },
 		{ .guest_addr = GPA + HALF, .size = HALF,
 		  .user_addr = GPA + HALF, .mmap_offset = HALF },
 	};
-	int fd = memfd_create("fuzz-virtq-ram", MFD_CLOEXEC);
-	int fds[2];
+	int fds[2] = { dup(ram_fd), dup(ram_fd) };
+
+	if (fds[0] < 0 || fds[1] < 0 || gm_set_table(&gm, d, fds, 2) < 0)
+		die("gm_set_table");
+	skew = s;
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	const char *a = getenv("EBB_FUZZ_ALIGNED");
 
 	(void)argc;
 	(void)argv;
-	if (fd < 0 || ftruncate(fd, RAM_BYTES) < 0)
+	aligned_only = a && *a && *a != '0';
+	ram_fd = memfd_create("fuzz-virtq-ram", MFD_CLOEXEC);
+	if (ram_fd < 0 || ftruncate(ram_fd, RAM_BYTES) < 0)
 		die("memfd");
-	view = mmap(NULL, RAM_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	view = mmap(NULL, RAM_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED,
+		    ram_fd, 0);
 	if (view == MAP_FAILED)
 		die("mmap");
-	fds[0] = dup(fd);
-	fds[1] = dup(fd);
-	close(fd);
 	gm_init(&gm);
-	if (gm_set_table(&gm, d, fds, 2) < 0)
-		die("gm_set_table");
+	set_table(0);
 	return 0;
 }
 
@@ -156,6 +171,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		avail = GPA + u16_at(data + 8);
 		used = GPA + u16_at(data + 10);
 	}
+	if ((aligned_only ? 0 : data[12] & 15u) != skew)
+		set_table(aligned_only ? 0 : data[12] & 15u);
 	memset(view, 0, RAM_BYTES);
 	memcpy(view, data + HDR_BYTES,
 	       size - HDR_BYTES < RAM_BYTES ? size - HDR_BYTES : RAM_BYTES);

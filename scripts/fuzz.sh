@@ -8,7 +8,9 @@
 # crashing inputs land in build-fuzz/artifacts/.  Reproduce one with
 #   build-fuzz/fuzz/<target> build-fuzz/artifacts/<target>-crash-...
 # Ends with one line per target (runs, exec/s, result) and exits non-zero
-# if any target crashed or failed to build.
+# if any target crashed or failed to build.  Targets may read settings from
+# the environment (see the top of fuzz/<target>.c), e.g. EBB_FUZZ_ALIGNED=1
+# keeps fuzz_virtq's regions aligned to fuzz past a misalignment finding.
 set -u
 cd "$(dirname "$0")/.."
 
@@ -17,8 +19,10 @@ secs=${1:-60}
 dir=build-fuzz
 
 if [ ! -f "$dir/build.ninja" ]; then
+	setup_log=$(mktemp)
 	CC=clang meson setup "$dir" -Dfuzz=true -Dtests=false \
-		>"$dir.setup.log" 2>&1 || { cat "$dir.setup.log"; exit 1; }
+		>"$setup_log" 2>&1 || { cat "$setup_log"; rm -f "$setup_log"; exit 1; }
+	rm -f "$setup_log"
 fi
 
 # The fuzz targets are the executables defined in fuzz/meson.build.
@@ -49,12 +53,14 @@ python3 - "$dir/corpus" <<'PY'
 import os, struct, sys
 top = sys.argv[1]
 
+fresh = {}
 def seed(target, name, data):
     d = os.path.join(top, target)
+    if target not in fresh:             # a grown corpus is left alone
+        fresh[target] = not os.path.isdir(d) or not os.listdir(d)
+    if not fresh[target]:
+        return
     os.makedirs(d, exist_ok=True)
-    if any(not f.startswith(".") for f in os.listdir(d)) and \
-       not os.path.exists(os.path.join(d, "seed-" + name)):
-        return                          # a grown corpus: leave it alone
     with open(os.path.join(d, "seed-" + name), "wb") as f:
         f.write(data)
 
@@ -95,12 +101,12 @@ seed("fuzz_vhost_user", "inflate", bytes([3]) + struct.pack("<H", len(ram)) +
 seed("fuzz_vhost_user", "mem-only", bytes([1]) + struct.pack("<H", 0) +
      msg(8, state(1, 16)) + msg(9, addr(1)) + msg(12, u64(1)) + msg(18, state(1, 1)))
 
-# fuzz_virtq: [size][u16][u16 last_avail][layout][3 x u16][ram]
+# fuzz_virtq: [size][u16][u16 last_avail][layout][3 x u16][skew][ram]
 ram = bytearray(0x200)
 struct.pack_into("<QIHH", ram, 0, 0x100000 + 0x1000, 64, 1, 1)
 struct.pack_into("<QIHH", ram, 16, 0x100000 + 0x2000, 64, 2, 0)
 struct.pack_into("<HHH", ram, 128, 0, 1, 0)
-seed("fuzz_virtq", "two-buffer-chain", bytes([3, 0, 0, 0, 0, 0]) + bytes(6) + bytes(ram))
+seed("fuzz_virtq", "two-buffer-chain", bytes([3, 0, 0, 0, 0, 0]) + bytes(7) + bytes(ram))
 PY
 status=0
 summary=""

@@ -158,7 +158,8 @@ static int do_stats(struct balloon *b, const struct vq_elem *e,
 			*why = "stats buffer writable or too large";
 			return -EINVAL;
 		}
-		memcpy(raw + len, buf->hva, buf->len);
+		if (buf->len)
+			memcpy(raw + len, buf->hva, buf->len);
 		len += buf->len;
 	}
 	if (len % STATS_ENTRY) {

@@ -100,7 +100,7 @@ int gm_set_table(struct guestmem *gm, const struct gm_region_desc *d,
 	return 0;
 
 err_close_fds:
-	for (unsigned i = 0; i < n && i < GM_MAX_REGIONS; i++)
+	for (unsigned i = 0; i < n; i++)
 		close(fds[i]);
 	return rc;
 }

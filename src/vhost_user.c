@@ -320,8 +320,16 @@ static int set_mem_table(struct vu_dev *dev, const uint8_t *p, uint32_t size,
 	}
 	rc = gm_set_table(&dev->mem, d, fds, n);
 	if (rc < 0) {
-		*why = "invalid memory region (overlap, overflow or short file)";
-		return rc;
+		/* The old table is gone and the rings pointed into it: whatever
+		 * the reason (bad region, unmappable fd), the device cannot go
+		 * on, so this is a violation that fails it. */
+		for (unsigned q = 0; q < dev->ops->nqueues; q++) {
+			dev->vqs[q].desc = NULL;
+			dev->vqs[q].avail = NULL;
+			dev->vqs[q].used = NULL;
+		}
+		*why = "invalid memory region (overlap, overflow, short or unmappable file)";
+		return -EINVAL;
 	}
 	/* Rings live in guest memory: re-translate them. */
 	for (unsigned q = 0; q < dev->ops->nqueues; q++) {

@@ -46,6 +46,15 @@ int vq_map(struct vq *vq, const struct guestmem *gm)
 		vq->used = NULL;
 		return -EFAULT;
 	}
+	/* The guest addresses are aligned, but a region's file offset may
+	 * not be: check what we will actually dereference atomically. */
+	if (((uintptr_t)vq->desc & 15) || ((uintptr_t)vq->avail & 1) ||
+	    ((uintptr_t)vq->used & 3)) {
+		vq->desc = NULL;
+		vq->avail = NULL;
+		vq->used = NULL;
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -165,9 +174,17 @@ int vq_drain_kick(struct vq *vq)
 
 	if (vq->kick_fd < 0)
 		return 0;
-	while (read(vq->kick_fd, &v, sizeof(v)) == (ssize_t)sizeof(v))
-		;
-	if (errno != EAGAIN && errno != EWOULDBLOCK)
-		return -errno;
-	return 0;
+	for (;;) {
+		ssize_t n = read(vq->kick_fd, &v, sizeof(v));
+
+		if (n == (ssize_t)sizeof(v))
+			continue;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return 0;
+		/* End of file or a short read: the fd would stay readable
+		 * and spin the loop. */
+		return n < 0 ? -errno : -EPIPE;
+	}
 }

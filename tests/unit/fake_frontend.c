@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -161,29 +162,23 @@ uint16_t ff_ring_used_idx(struct ff_ring *r)
 
 /* ---- the loop ------------------------------------------------------------ */
 
-struct pump {
-	struct loop *loop;
-	unsigned fired;
-};
-
-static void pump_tick(void *opaque)
+static void pump_stop(void *opaque, uint32_t events)
 {
-	struct pump *p = opaque;
-
-	/* First firing is immediate; the second comes after one epoll_wait
-	 * of up to a millisecond. */
-	if (++p->fired == 2)
-		loop_stop(p->loop);
+	loop_stop(opaque);
 }
 
 void ff_pump(struct loop *loop)
 {
-	struct pump p = { .loop = loop };
-	struct loop_timer *t = NULL;
+	/* An always-readable fd makes epoll_wait return at once with every
+	 * event that is ready; its callback stops the loop after that batch. */
+	int fd = eventfd(1, EFD_CLOEXEC);
+	struct loop_watch *w = NULL;
 
-	assert_int_equal(loop_timer_add(loop, 0, 1, pump_tick, &p, &t), 0);
+	assert_true(fd >= 0);
+	assert_int_equal(loop_watch_add(loop, fd, EPOLLIN, pump_stop, loop, &w), 0);
 	assert_int_equal(loop_run(loop), 0);
-	loop_timer_del(t);
+	loop_watch_del(w);
+	close(fd);
 }
 
 bool ff_pump_until(struct loop *loop, bool (*done)(void *), void *arg,

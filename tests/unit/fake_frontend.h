@@ -95,7 +95,7 @@ struct ff {
 	int backend_peer;	/* our end of the backend request channel */
 };
 
-/* Run the backend's loop for one pass (at least one epoll batch). */
+/* Run the backend's loop for one pass: every event ready now, no wait. */
 void ff_pump(struct loop *loop);
 /* Pump until @done(@arg) or @ms pass; returns done(arg). */
 bool ff_pump_until(struct loop *loop, bool (*done)(void *), void *arg,

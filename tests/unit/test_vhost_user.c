@@ -311,7 +311,7 @@ static void hostile_msg(struct env *e, uint32_t req, uint32_t flags,
 	expect_failed(e, why);
 }
 
-/* The same after the protocol features (REPLY_ACK) and a memory table. */
+/* A fresh evil connection, negotiated up to a memory table (acks on). */
 static void prepare_mem(struct env *e)
 {
 	uint64_t pf = (1ull << VU_PF_REPLY_ACK) | (1ull << VU_PF_BACKEND_REQ) |
