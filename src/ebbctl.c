@@ -1247,14 +1247,13 @@ static int balloon_wait(struct conn *cn, json_t *ret, const char *name,
 {
 	struct balloon_wait bw = { .name = name, .actual = -1 };
 	int64_t deadline = now_ms() + wait_ms;
-	json_t *target = json_object_get(ret, "target");
 	char b1[32], b2[32];
 
-	if (json_equal(target, json_object_get(ret, "actual")))
+	if (json_equal(json_object_get(ret, "target"), json_object_get(ret, "actual")))
 		goto done;
 	for (;;) {
 		json_t *list, *g, *msg;
-		const char *state;
+		char state[32];
 		int64_t until;
 		int rc;
 
@@ -1267,14 +1266,14 @@ static int balloon_wait(struct conn *cn, json_t *ret, const char *name,
 			errmsg("%s: guest is gone", name);
 			return EXIT_FAIL;
 		}
-		state = jstr(g, "state");
+		/* Copy what we need: @list goes away below. The daemon's
+		 * balloon_target is the effective one (it may round). */
+		snprintf(state, sizeof(state), "%s", jstr(g, "state"));
 		json_object_set(ret, "actual", json_object_get(g, "balloon_actual"));
 		if (json_is_integer(json_object_get(g, "balloon_target")))
-			target = json_object_get(g, "balloon_target");
-		if (json_equal(target, json_object_get(g, "balloon_actual"))) {
-			json_object_set(ret, "target", target);
+			json_object_set(ret, "target", json_object_get(g, "balloon_target"));
+		if (json_equal(json_object_get(ret, "target"), json_object_get(ret, "actual")))
 			bw.reached = true;
-		}
 		json_decref(list);
 		if (bw.reached)
 			break;
@@ -1299,17 +1298,16 @@ static int balloon_wait(struct conn *cn, json_t *ret, const char *name,
 				balloon_event(&bw, msg);
 			json_decref(msg);
 		}
-		if (bw.reached) {
-			if (bw.actual >= 0)
-				json_object_set_new(ret, "actual", json_integer(bw.actual));
+		if (bw.reached)
 			break;
-		}
 		if (rc != -ETIMEDOUT) {
 			if (rc != -EBADMSG)
 				report_read_error(rc);
 			return EXIT_FAIL;
 		}
 	}
+	if (bw.actual >= 0)
+		json_object_set_new(ret, "actual", json_integer(bw.actual));
 done:
 	print_balloon(ret, true);
 	return 0;

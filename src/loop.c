@@ -236,7 +236,8 @@ int loop_run(struct loop *loop)
 {
 	struct epoll_event evs[LOOP_MAX_EVENTS];
 
-	loop->stop = 0;
+	/* A loop_stop() that came before loop_run() still counts: the flag
+	 * is cleared on the way out, not on the way in. */
 	while (!loop->stop) {
 		int timeout = run_timers(loop);
 		int n;
@@ -265,5 +266,6 @@ int loop_run(struct loop *loop)
 		}
 	}
 	reap(loop);
+	loop->stop = 0;
 	return 0;
 }

@@ -314,6 +314,21 @@ static int setup(void **state)
 	assert_int_equal(loop_new(&fx->loop), 0);
 	assert_int_equal(control_open(fx->loop, fx->path, test_cmds, fx, &fx->ctl), 0);
 	assert_int_equal(pthread_create(&fx->thread, NULL, loop_thread, fx), 0);
+	/* loop_run() clears a loop_stop() that came before it: make sure it
+	 * runs (a greeting proves it) before any teardown can stop it. */
+	{
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		struct timeval tv = { .tv_sec = RECV_TIMEOUT_S };
+		char c = 0;
+		int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", fx->path);
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+		while (c != '\n')
+			assert_int_equal(recv(fd, &c, 1, 0), 1);
+		close(fd);
+	}
 	*state = fx;
 	return 0;
 }
@@ -1058,10 +1073,11 @@ static void own_event_overflow(void **state)
 	cli_open(fx, &c);
 	cli_sends(&c, "{\"execute\":\"emit\",\"arguments\":"
 		  "{\"count\":400,\"size\":8192}}\n");
-	usleep(300000);		/* not reading while the handler runs */
+	/* Not reading until the server has dropped us: the count comes from
+	 * a request served only after the emitting handler returned. */
+	wait_clients(fx, 0);
 	assert_true(cli_eof(&c, NULL));
 	cli_close(&c);
-	wait_clients(fx, 0);
 }
 
 static void backpressure_keeps_client(void **state)
@@ -1230,7 +1246,7 @@ struct run {
 
 /* Run ebbctl with --socket pointing at the fixture (unless @env_socket),
  * argv ending in NULL; capture stdout and stderr. */
-static void ebbctl(struct fx *fx, struct run *r, bool env_socket, ...)
+static void ebbctl(struct fx *fx, struct run *r, int env_socket, ...)
 {
 	const char *argv[32];
 	char **envp;
