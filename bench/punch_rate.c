@@ -7,9 +7,11 @@
  * reporting hands it 2 MiB blocks, a balloon inflate hands it 4 KiB pfns
  * that it coalesces into runs.  This measures the cost of that syscall per
  * unit: a file of SIZE (default 1 GiB) in /dev/shm is populated with
- * fallocate, then punched out completely in units of 2 MiB, 64 KiB and
- * 4 KiB (in file order), and 4 KiB again in a shuffled order (scattered
- * pfns, no two neighbours in a row).  Each is timed alone (populating is
+ * fallocate, then punched out completely in units of 2 MiB, 256, 128 and
+ * 64 KiB and 4 KiB (in file order), and 4 KiB again in a shuffled order
+ * (scattered pfns, as a balloon inflate may hand them over).  128 and
+ * 256 KiB straddle x86's tlb_single_page_flush_ceiling (33 pages): up to
+ * it a punch of a mapped range flushes the TLB page by page, above it once.  Each is timed alone (populating is
  * not timed), repeated RUNS times (default 5), and the median reported as
  * GiB/s of memory returned and µs per fallocate call.
  *
@@ -46,6 +48,8 @@ struct unit {
 
 static const struct unit units[] = {
 	{ "2 MiB", 2ull << 20, 0 },
+	{ "256 KiB", 256ull << 10, 0 },
+	{ "128 KiB", 128ull << 10, 0 },
 	{ "64 KiB", 64ull << 10, 0 },
 	{ "4 KiB", 4ull << 10, 0 },
 	{ "4 KiB, shuffled", 4ull << 10, 1 },
@@ -168,7 +172,8 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-	uint64_t size = 1ull << 30, res[2][NR_UNITS], samples[MAX_RUNS];
+	uint64_t size = 1ull << 30, samples[MAX_RUNS];
+	uint64_t res[2][NR_UNITS], lo[2][NR_UNITS], hi[2][NR_UNITS];
 	const char *dir = "/dev/shm";
 	unsigned runs = 5;
 	uint32_t *order;
@@ -224,33 +229,38 @@ int main(int argc, char **argv)
 				if (!samples[r])
 					return 1;
 			}
-			res[mapped][u] = median(samples, runs);
+			res[mapped][u] = median(samples, runs);	/* sorts */
+			lo[mapped][u] = samples[0];
+			hi[mapped][u] = samples[runs - 1];
 			fprintf(stderr, "  %-16s %-8s ms: min %.1f median %.1f "
 				"max %.1f\n", units[u].name,
-				mapped ? "mapped" : "unmapped", samples[0] / 1e6,
-				res[mapped][u] / 1e6, samples[runs - 1] / 1e6);
+				mapped ? "mapped" : "unmapped", lo[mapped][u] / 1e6,
+				res[mapped][u] / 1e6, hi[mapped][u] / 1e6);
 		}
 	}
 
-	printf("punch_rate: %s file in %s, fallocate(PUNCH_HOLE|KEEP_SIZE), "
-	       "median of %u runs\n\n", size_format(size, buf, sizeof(buf)),
-	       dir, runs);
-	printf("| punch unit | calls | unmapped: ms | unmapped: GiB/s | "
-	       "unmapped: µs/call | mapped+faulted: ms | mapped+faulted: GiB/s | "
-	       "mapped+faulted: µs/call |\n");
-	printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
-	for (unsigned u = 0; u < NR_UNITS; u++) {
-		uint64_t calls = size / units[u].bytes;
+	printf("punch_rate: %s file in %s, fallocate(PUNCH_HOLE|KEEP_SIZE) over "
+	       "all of it, %u runs per row\n\n",
+	       size_format(size, buf, sizeof(buf)), dir, runs);
+	printf("Reproduce: `ninja -C build bench/punch_rate && ./build/bench/punch_rate");
+	for (int i = 1; i < argc; i++)
+		printf(" %s", argv[i]);
+	printf("`\n\n");
+	printf("| punch unit | file | calls | median ms (min–max) | GiB/s (median) | "
+	       "µs per call (median) |\n");
+	printf("|---|---|---:|---:|---:|---:|\n");
+	for (int m = 0; m < 2; m++) {
+		for (unsigned u = 0; u < NR_UNITS; u++) {
+			uint64_t calls = size / units[u].bytes;
+			double sec = res[m][u] / 1e9;
 
-		printf("| %s | %" PRIu64 " ", units[u].name, calls);
-		for (int m = 0; m < 2; m++) {
-			double s = res[m][u] / 1e9;
-
-			printf("| %.1f | %.2f | %.2f ", res[m][u] / 1e6,
-			       (double)size / (1ull << 30) / s,
+			printf("| %s | %s | %" PRIu64 " | %.1f (%.1f–%.1f) | %.2f | "
+			       "%.2f |\n", units[u].name,
+			       m ? "mapped, faulted in" : "not mapped", calls,
+			       res[m][u] / 1e6, lo[m][u] / 1e6, hi[m][u] / 1e6,
+			       (double)size / (1ull << 30) / sec,
 			       res[m][u] / 1e3 / (double)calls);
 		}
-		printf("|\n");
 	}
 	free(order);
 	close(fd);
