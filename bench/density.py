@@ -116,6 +116,7 @@ def density_run(reporting, a):
     print("\n== reporting %s: budget %s, guests %s, memhog %s ==" %
           (tag, a.budget_s, a.guest_mem_s, a.hog_s), flush=True)
     t_run = time.time()
+    t_last = t_run
     with ebbtest.Ebbd(budget=a.budget_s) as d:
         for i in range(1, a.max_guests + 1):
             name = "%s%d" % (tag, i)
@@ -181,6 +182,7 @@ def density_run(reporting, a):
             step["sum"] = sum(x["resident"] for x in gs.values())
             step["pool"] = d.c.call("info")["resident"]
             step["over"] = step["sum"] > a.budget
+            t_last = t_done
             res["steps"].append(step)
             print("  %-5s boot %4.1fs res %4s MiB | memhog %5.1fs peak %4s MiB | "
                   "idle %4s MiB%s | sum %5s MiB%s" % (
@@ -197,10 +199,19 @@ def density_run(reporting, a):
                 break
             res["fit"] = i
         else:
-            res["stop"] = "cap (%d guests)" % a.max_guests
+            res["stop"] = "cap (%d guests), Σ %s MiB" % (
+                a.max_guests, mib(res["steps"][-1]["sum"]))
             res["capped"] = True
+        # Let the last guest's reporting finish too (it comes in passes
+        # 2 s apart) before the end-of-run snapshot.
+        left = t_last + a.final_settle - time.time()
+        if res["steps"] and left > 0:
+            time.sleep(left)
+        res["tail_s"] = time.time() - t_last if res["steps"] else 0
         gs = residents(d)
         res["final"] = [(n, gs[n]["resident"]) for n in sorted(gs, key=lambda n: int(n[len(tag):]))]
+        for s in res["steps"]:
+            s["end_res"] = gs[s["name"]]["resident"]
         for n, g in gs.items():
             if g["state"] not in ("running", "starting"):
                 res["failed"].append((n, "state %s at the end" % g["state"]))
@@ -272,6 +283,8 @@ def main():
     p.add_argument("--min", default="64M", help="claim per launch (guest-run min)")
     p.add_argument("--settle", type=float, default=3.0,
                    help="seconds after boot / after memhog exit before measuring")
+    p.add_argument("--final-settle", type=float, default=8.0,
+                   help="seconds after the last memhog exit before the end snapshot")
     p.add_argument("--drop-timeout", type=float, default=20.0)
     p.add_argument("--hog-timeout", type=float, default=240.0)
     p.add_argument("--balloon-mem", default="256M")
@@ -309,16 +322,17 @@ def main():
               "if Σ resident ≤ budget %.0f s after its memhog exits.\n"
               % (a.budget_s, a.guest_mem_s, a.hog_s, a.settle))
         print("| free page reporting | guests that fit | stopped because | "
-              "resident per idle guest (MiB, median) | boot footprint (MiB, median) | "
-              "memhog %s (s, median) |" % a.hog_s)
-        print("|---|---:|---|---:|---:|---:|")
+              "boot footprint (MiB, median) | resident after settle (MiB, median) | "
+              "resident at the end (MiB, median) | memhog %s (s, median) |" % a.hog_s)
+        print("|---|---:|---|---:|---:|---:|---:|")
         for part, r in results.items():
             st = r["steps"]
             fitting = st[:r["fit"]] or st
-            print("| %s | %s | %s | %s | %s | %s |" % (
+            print("| %s | %s | %s | %s | %s | %s | %s |" % (
                 part, fit_str(r, a), r["stop"],
-                mib(statistics.median(s["idle_res"] for s in fitting)) if st else "-",
                 mib(statistics.median(s["boot_res"] for s in st)) if st else "-",
+                mib(statistics.median(s["idle_res"] for s in fitting)) if st else "-",
+                mib(statistics.median(s["end_res"] for s in fitting)) if st else "-",
                 "%.1f" % statistics.median(s["hog_s"] for s in st) if st else "-"))
         if "off" in results and "on" in results:
             off, on = results["off"]["fit"], results["on"]["fit"]
@@ -327,24 +341,26 @@ def main():
                 ratio = "≥ " + ratio
             print("\nratio on/off: %s (the issue asks for ≥ 3×)" % ratio)
         for part, r in results.items():
-            print("\nPer guest, reporting %s (MiB; Σ = all guests' resident "
-                  "after this guest idled; pool = ebbd's accounted total):\n" % part)
-            print("| guest | boot resident | resident at `touched` | resident idle | "
-                  "reported | returned | %sΣ resident | pool |"
+            print("\nPer guest, reporting %s (MiB).  After settle: %.0f s after "
+                  "`memhog: done`, or when the drop was seen if later; Σ = all "
+                  "guests' resident then; pool = ebbd's accounted total then; "
+                  "at the end: before the guests were stopped (%.0f s after the "
+                  "last launch's memhog).\n" % (part, a.settle, r["tail_s"]))
+            print("| guest | boot resident | resident at `touched` | resident after settle | "
+                  "reported | returned | %sΣ resident | pool | resident at the end |"
                   % ("drop after `done` (s) | " if part == "on" else ""))
-            print("|---|---:|---:|---:|---:|---:|%s---:|---:|"
+            print("|---|---:|---:|---:|---:|---:|%s---:|---:|---:|"
                   % ("---:|" if part == "on" else ""))
             for s in r["steps"]:
                 drop = ""
                 if part == "on":
                     drop = ("%.2f | " % s["drop_s"]) if s["drop_s"] is not None \
                         else "> %.0f | " % a.drop_timeout
-                print("| %s | %s | %s | %s | %s | %s | %s%s%s | %s |" % (
+                print("| %s | %s | %s | %s | %s | %s | %s%s%s | %s | %s |" % (
                     s["name"], mib(s["boot_res"]), mib(s["peak_res"]),
                     mib(s["idle_res"]), mib(s["reported"]), mib(s["returned"]),
                     drop, mib(s["sum"]), " (> budget)" if s["over"] else "",
-                    mib(s["pool"])))
-            print("\nat the end: " + ", ".join("%s %s" % (n, mib(b)) for n, b in r["final"]))
+                    mib(s["pool"]), mib(s["end_res"])))
             if r["failed"]:
                 print("failed: " + "; ".join("%s: %s" % f for f in r["failed"]))
         if "on" in results and results["on"]["drops"]:
