@@ -316,6 +316,17 @@ static void failed(void *opaque, const char *why)
 		b->ev->failed(b->opaque, why);
 }
 
+/* A frontend sent its memory table: a (re)connected driver is starting,
+ * so an earlier failure no longer describes the device. */
+static void mem_table_set(void *opaque)
+{
+	struct balloon *b = opaque;
+
+	b->info.failed = false;
+	if (b->ev && b->ev->mem_table)
+		b->ev->mem_table(b->opaque);
+}
+
 static const struct vu_dev_ops balloon_ops = {
 	.type = "balloon",
 	.features = (1ull << F_MUST_TELL_HOST) | (1ull << F_STATS_VQ) |
@@ -328,6 +339,7 @@ static const struct vu_dev_ops balloon_ops = {
 	.queue_kick = queue_kick,
 	.disconnected = disconnected,
 	.failed = failed,
+	.mem_table_set = mem_table_set,
 };
 
 int balloon_new(struct loop *loop, const char *sock_path, const char *name,

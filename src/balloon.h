@@ -73,6 +73,10 @@ struct balloon_events {
 	void (*returned)(void *opaque, uint64_t bytes);
 	/* The device failed on hostile input. */
 	void (*failed)(void *opaque, const char *why);
+	/* The frontend sent its memory table (the guest's RAM file is known:
+	 * vu_dev_mem(balloon_vu())).  May call vu_dev_hold() to keep the
+	 * guest waiting. */
+	void (*mem_table)(void *opaque);
 };
 
 struct balloon;

@@ -724,7 +724,7 @@ static int call_and_print(const char *cmd, json_t *args, bool need_args,
 
 struct run_opts {
 	uint64_t mem, min;
-	bool have_mem, have_min, prealloc;
+	bool have_mem, have_min, prealloc, no_claim, no_reporting, external;
 	const char *cmdline;
 };
 
@@ -745,8 +745,106 @@ static int run_opt(int c, const char *arg, void *ctx)
 	case 'c':
 		r->cmdline = arg;
 		return 0;
+	case 'N':
+		r->no_claim = true;
+		return 0;
+	case 'R':
+		r->no_reporting = true;
+		return 0;
+	case 'x':
+		r->external = true;
+		return 0;
 	}
 	return EXIT_USAGE;
+}
+
+/* run --prealloc: follow the daemon's PREALLOC_* events for @name until
+ * the guest's memory is populated (exit 0) or the launch failed late. */
+struct prealloc_wait {
+	const char *name;
+	bool tty;		/* draw a bar on stderr */
+	enum { PW_RUNNING, PW_DONE, PW_FAILED } state;
+	json_t *last;		/* the final event's data */
+};
+
+static void prealloc_bar(const struct prealloc_wait *pw, json_t *data)
+{
+	double done = (double)json_integer_value(json_object_get(data, "done"));
+	double total = (double)json_integer_value(json_object_get(data, "total"));
+	double frac = total > 0 ? done / total : 0;
+	char bar[41];
+	int n = (int)(frac * 40);
+
+	if (!pw->tty)
+		return;
+	memset(bar, '#', (size_t)n);
+	memset(bar + n, '.', (size_t)(40 - n));
+	bar[40] = 0;
+	fprintf(stderr, "\r%s: prealloc [%s] %3.0f%% %.0f/%.0f MiB", pw->name,
+		bar, frac * 100, done / (1 << 20), total / (1 << 20));
+	fflush(stderr);
+}
+
+static void prealloc_event(void *ctx, json_t *ev)
+{
+	struct prealloc_wait *pw = ctx;
+	json_t *data = json_object_get(ev, "data");
+	const char *name = json_string_value(json_object_get(data, "name"));
+	const char *what = jstr(ev, "event");
+
+	if (!name || strcmp(name, pw->name) != 0 || pw->state != PW_RUNNING)
+		return;
+	if (strcmp(what, "PREALLOC_PROGRESS") == 0) {
+		prealloc_bar(pw, data);
+	} else if (strcmp(what, "PREALLOC_DONE") == 0) {
+		prealloc_bar(pw, data);
+		pw->state = PW_DONE;
+		pw->last = json_incref(data);
+	} else if (strcmp(what, "PREALLOC_FAILED") == 0 ||
+		   strcmp(what, "GUEST_STOPPED") == 0) {
+		pw->state = PW_FAILED;
+		pw->last = json_incref(data);
+	}
+}
+
+static int prealloc_wait(struct conn *cn, const char *name)
+{
+	struct prealloc_wait pw = { .name = name, .tty = isatty(2) };
+	char b1[32], b2[32], b3[32];
+	int rc = 0;
+
+	while (pw.state == PW_RUNNING) {
+		json_t *msg;
+
+		/* Progress events come every half second while it runs; the
+		 * per-reply timeout bounds a daemon that has gone quiet. */
+		rc = conn_read_msg(cn, deadline_in(opt.timeout_ms), &msg);
+		if (rc) {
+			if (rc != -EBADMSG)
+				report_read_error(rc);
+			return EXIT_FAIL;
+		}
+		if (json_object_get(msg, "event"))
+			prealloc_event(&pw, msg);
+		json_decref(msg);
+	}
+	if (pw.tty)
+		fputc('\n', stderr);
+	if (pw.state == PW_DONE) {
+		printf("%s: preallocated %s in %.2f s (%s chunks of 2 MiB or less, "
+		       "%s pages by 4 KiB)\n", name,
+		       fmt_size(json_object_get(pw.last, "done"), b1, sizeof(b1)),
+		       json_number_value(json_object_get(pw.last, "seconds")),
+		       fmt_value(json_object_get(pw.last, "chunks"), b2, sizeof(b2)),
+		       fmt_value(json_object_get(pw.last, "fallback_pages"), b3,
+				 sizeof(b3)));
+	} else {
+		const char *why = json_string_value(json_object_get(pw.last, "reason"));
+
+		errmsg("%s: %s", name, why ? why : "guest stopped during prealloc");
+	}
+	json_decref(pw.last);
+	return pw.state == PW_DONE ? 0 : EXIT_FAIL;
 }
 
 static void print_run(json_t *r)
@@ -767,10 +865,14 @@ static int cmd_run(int argc, char **argv)
 		{ "min", required_argument, NULL, 'n' },
 		{ "prealloc", no_argument, NULL, 'p' },
 		{ "cmdline", required_argument, NULL, 'c' },
+		{ "no-claim", no_argument, NULL, 'N' },
+		{ "no-reporting", no_argument, NULL, 'R' },
+		{ "external", no_argument, NULL, 'x' },
 		GLOBAL_OPTIONS, { 0 },
 	};
 	struct run_opts r = { 0 };
-	json_t *args;
+	struct conn cn;
+	json_t *args, *ret = NULL;
 	int rc;
 
 	rc = parse_opts(argc, argv, ":", lo, run_opt, &r);
@@ -787,6 +889,12 @@ static int cmd_run(int argc, char **argv)
 		json_object_set_new(args, "min", json_integer((json_int_t)r.min));
 	if (r.prealloc)
 		json_object_set_new(args, "prealloc", json_true());
+	if (r.no_claim)
+		json_object_set_new(args, "claim", json_false());
+	if (r.no_reporting)
+		json_object_set_new(args, "reporting", json_false());
+	if (r.external)
+		json_object_set_new(args, "external", json_true());
 	if (r.cmdline) {
 		json_t *cl = json_string(r.cmdline);
 
@@ -796,7 +904,29 @@ static int cmd_run(int argc, char **argv)
 		}
 		json_object_set_new(args, "cmdline", cl);
 	}
-	return call_and_print("guest-run", args, true, print_run);
+	if (!r.prealloc)
+		return call_and_print("guest-run", args, true, print_run);
+	/* With --prealloc the launch is not over when the reply comes: stay
+	 * on the same connection (events are already flowing) until the
+	 * memory is there or the launch failed late. */
+	rc = conn_open(&cn);
+	if (rc) {
+		json_decref(args);
+		conn_close(&cn);
+		return rc;
+	}
+	rc = conn_call(&cn, "guest-run", args, NULL, NULL, &ret);
+	if (!rc) {
+		if (opt.json)
+			print_json(ret);
+		else
+			print_run(ret);
+		fflush(stdout);
+		rc = prealloc_wait(&cn, argv[optind]);
+	}
+	json_decref(ret);
+	conn_close(&cn);
+	return rc;
 }
 
 static void print_list(json_t *r)
@@ -1386,7 +1516,11 @@ static void usage(FILE *f)
 "usage: ebbctl [--socket PATH] [--json] [--timeout SECONDS] COMMAND ...\n"
 "\n"
 "  run NAME --mem SIZE [--min SIZE] [--prealloc] [--cmdline STR]\n"
-"                              launch a guest\n"
+"      [--no-reporting] [--external] [--no-claim]\n"
+"                              launch a guest; --prealloc populates its\n"
+"                              memory before it boots (progress bar on a\n"
+"                              terminal); --no-claim skips admission (the\n"
+"                              naive toolstack, for benchmarks only)\n"
 "  list                        guests and their memory\n"
 "  balloon NAME SIZE [--wait SECONDS]\n"
 "                              set the guest's memory left after ballooning;\n"

@@ -34,6 +34,7 @@
 #include "log.h"
 #include "loop.h"
 #include "pool.h"
+#include "prealloc.h"
 #include "size.h"
 
 #define MAX_GUESTS	256
@@ -45,9 +46,18 @@
 #endif
 
 struct slot {
+	struct ebbd *d;
 	struct guest *g;	/* NULL: free slot */
 	uint64_t id;		/* pool guest id; 0 once removed from the pool */
 	bool over_budget;	/* last pool_set_resident verdict */
+	/* --prealloc: populate this much when the RAM file arrives, holding
+	 * the guest's boot meanwhile.  The worker owns the pool entry's
+	 * growth while it runs (account_guest skips the guest). */
+	uint64_t prealloc_bytes;
+	struct prealloc *pre;
+	uint64_t hold_token;
+	bool prealloc_started;
+	struct prealloc_status pre_last;	/* final status, for guest-list */
 };
 
 struct ebbd {
@@ -122,7 +132,7 @@ static void account_guest(struct ebbd *d, struct slot *s)
 	uint64_t res, pages;
 	bool over = false;
 
-	if (!s->id || guest_refresh_resident(s->g, &res) < 0)
+	if (!s->id || s->pre || guest_refresh_resident(s->g, &res) < 0)
 		return;
 	pages = res / POOL_PAGE_SIZE;
 	if (pool_guest_info(d->pool, s->id, &pi) < 0)
@@ -145,13 +155,120 @@ static void account_guest(struct ebbd *d, struct slot *s)
 	s->over_budget = over;
 }
 
+static json_t *prealloc_json(const struct prealloc_status *st)
+{
+	return json_pack("{s:I, s:I, s:I, s:I, s:f}",
+			 "done", (json_int_t)st->done_bytes,
+			 "total", (json_int_t)st->len_bytes,
+			 "chunks", (json_int_t)st->chunks,
+			 "fallback_pages", (json_int_t)st->fallback_pages,
+			 "seconds", st->elapsed_ms / 1000.0);
+}
+
 static void on_account(void *opaque)
 {
 	struct ebbd *d = opaque;
 
-	for (unsigned i = 0; i < MAX_GUESTS; i++)
-		if (d->slots[i].g)
-			account_guest(d, &d->slots[i]);
+	for (unsigned i = 0; i < MAX_GUESTS; i++) {
+		struct slot *s = &d->slots[i];
+
+		if (!s->g)
+			continue;
+		if (s->pre) {
+			struct prealloc_status st;
+			json_t *ev;
+
+			prealloc_status(s->pre, &st);
+			ev = prealloc_json(&st);
+			json_object_set_new(ev, "name",
+					    json_string(guest_name(s->g)));
+			control_event(d->ctl, "PREALLOC_PROGRESS", ev);
+		}
+		account_guest(d, s);
+	}
+}
+
+/* ---- preallocation ---------------------------------------------------- */
+
+static void prealloc_done(void *opaque, int result)
+{
+	struct slot *s = opaque;
+	struct ebbd *d = s->d;
+	const char *name = guest_name(s->g);
+	json_t *ev;
+
+	prealloc_status(s->pre, &s->pre_last);
+	prealloc_free(s->pre);
+	s->pre = NULL;
+	ev = prealloc_json(&s->pre_last);
+	json_object_set_new(ev, "name", json_string(name));
+	if (result == 0) {
+		log_info(name, "preallocated %llu MiB in %.2f s (%llu chunks, "
+			 "%llu pages by 4 KiB)",
+			 (unsigned long long)(s->pre_last.done_bytes >> 20),
+			 s->pre_last.elapsed_ms / 1000.0,
+			 (unsigned long long)s->pre_last.chunks,
+			 (unsigned long long)s->pre_last.fallback_pages);
+		control_event(d->ctl, "PREALLOC_DONE", ev);
+		guest_release_boot(s->g, s->hold_token, 0);
+		account_guest(d, s);
+		return;
+	}
+	/* A late failure: the guest cannot have the memory it was promised
+	 * to start with.  It is killed; its pages go back with its process. */
+	{
+		struct pool_info pi;
+		char a[16], b[16], c[16];
+		char *why;
+
+		pool_info(d->pool, &pi);
+		why = errf("prealloc failed after %s of %s: %s (pool free %s)",
+			   fmt_size(s->pre_last.done_bytes, a),
+			   fmt_size(s->pre_last.len_bytes, b),
+			   result == -ENOMEM ? "the host pool cannot back it" :
+			   strerror(-result),
+			   fmt_size(pi.unclaimed_pages * POOL_PAGE_SIZE, c));
+		log_warn(name, "%s; killing the guest", why ? why : "prealloc failed");
+		json_object_set_new(ev, "reason", json_string(why ? why : "?"));
+		free(why);
+	}
+	control_event(d->ctl, "PREALLOC_FAILED", ev);
+	guest_stop(s->g, 0);
+}
+
+static void ev_ram_ready(void *opaque, struct guest *g)
+{
+	struct ebbd *d = opaque;
+	struct slot *s = slot_of(d, g);
+	uint64_t off, size, len;
+	int fd, rc;
+
+	if (!s || !s->prealloc_bytes || s->prealloc_started || !s->id)
+		return;
+	s->prealloc_started = true;
+	rc = guest_ram_file(g, &fd, &off, &size);
+	if (rc < 0)
+		goto fail;
+	len = s->prealloc_bytes < size ? s->prealloc_bytes : size;
+	len -= len % POOL_PAGE_SIZE;
+	rc = guest_hold_boot(g, &s->hold_token);
+	if (rc < 0)
+		goto fail;
+	rc = prealloc_start(d->loop, fd, off, len, d->pool, s->id,
+			    prealloc_done, s, &s->pre);
+	if (rc < 0) {
+		guest_release_boot(g, s->hold_token, 0);
+		goto fail;
+	}
+	log_info(guest_name(g), "holding boot to preallocate %llu MiB",
+		 (unsigned long long)(len >> 20));
+	return;
+fail:
+	log_warn(guest_name(g), "cannot preallocate: %s", strerror(-rc));
+	control_event(d->ctl, "PREALLOC_FAILED",
+		      json_pack("{s:s, s:s}", "name", guest_name(g), "reason",
+				strerror(-rc)));
+	guest_stop(g, 0);
 }
 
 /* ---- guest events ----------------------------------------------------- */
@@ -172,6 +289,10 @@ static void ev_state(void *opaque, struct guest *g, enum guest_state old)
 	case GUEST_STOPPED:
 	case GUEST_FAILED:
 		/* Its memory is gone with its process: so is its account. */
+		if (s && s->pre) {
+			prealloc_free(s->pre);
+			s->pre = NULL;
+		}
 		if (s && s->id) {
 			pool_guest_remove(d->pool, s->id);
 			s->id = 0;
@@ -221,6 +342,7 @@ static const struct guest_events guest_ev = {
 	.balloon_reached = ev_reached,
 	.memory_returned = ev_returned,
 	.device_failed = ev_failed,
+	.ram_ready = ev_ram_ready,
 };
 
 /* ---- commands --------------------------------------------------------- */
@@ -248,7 +370,7 @@ static int cmd_run(void *ctx, json_t *args, json_t **ret, char **err)
 	struct guest_config cfg = { .cmdline = NULL };
 	const char *name, *cmdline = NULL;
 	uint64_t mem = 0, min = 0;
-	bool external = false, reporting = true;
+	bool external = false, reporting = true, prealloc = false, claim = true;
 	struct slot *s;
 	int rc;
 
@@ -257,7 +379,9 @@ static int cmd_run(void *ctx, json_t *args, json_t **ret, char **err)
 	    (rc = control_arg_size(args, "min", false, &min, err)) ||
 	    (rc = control_arg_str(args, "cmdline", false, &cmdline, err)) ||
 	    (rc = control_arg_bool(args, "external", false, &external, err)) ||
-	    (rc = control_arg_bool(args, "reporting", false, &reporting, err)))
+	    (rc = control_arg_bool(args, "reporting", false, &reporting, err)) ||
+	    (rc = control_arg_bool(args, "prealloc", false, &prealloc, err)) ||
+	    (rc = control_arg_bool(args, "claim", false, &claim, err)))
 		return rc;
 	if (!guest_name_valid(name)) {
 		*err = errf("invalid guest name '%s' (1-31 of A-Z a-z 0-9 - _ ., "
@@ -304,7 +428,9 @@ static int cmd_run(void *ctx, json_t *args, json_t **ret, char **err)
 		s->id = 0;
 		return rc;
 	}
-	rc = pool_claim(d->pool, s->id, (min ? min : mem) / POOL_PAGE_SIZE);
+	/* claim=false is the naive toolstack the race benchmark compares
+	 * against: no stake, growth simply has to fit when it happens. */
+	rc = claim ? pool_claim(d->pool, s->id, (min ? min : mem) / POOL_PAGE_SIZE) : 0;
 	if (rc < 0) {
 		pool_guest_remove(d->pool, s->id);
 		s->id = 0;
@@ -318,7 +444,10 @@ static int cmd_run(void *ctx, json_t *args, json_t **ret, char **err)
 	cfg.mem_bytes = mem;
 	cfg.cmdline = cmdline;
 	cfg.external = external;
-	cfg.no_reporting = !reporting;
+	/* A preallocated guest is promised its memory: free page reporting
+	 * would hand the populated pages straight back (and its claim is
+	 * already consumed), so it is not offered.  The balloon still is. */
+	cfg.no_reporting = !reporting || prealloc;
 	rc = guest_start(&d->env, &cfg, &guest_ev, d, &s->g);
 	if (rc < 0) {
 		pool_guest_remove(d->pool, s->id);
@@ -327,7 +456,12 @@ static int cmd_run(void *ctx, json_t *args, json_t **ret, char **err)
 		*err = errf("cannot start guest '%s': %s", name, strerror(-rc));
 		return rc;
 	}
+	s->d = d;
 	s->over_budget = false;
+	s->prealloc_bytes = prealloc ? (claim && min ? min : mem) : 0;
+	s->prealloc_started = false;
+	s->pre = NULL;
+	memset(&s->pre_last, 0, sizeof(s->pre_last));
 	{
 		struct guest_info gi;
 
@@ -337,7 +471,7 @@ static int cmd_run(void *ctx, json_t *args, json_t **ret, char **err)
 					(int)gi.pid));
 		*ret = json_pack("{s:s, s:i, s:I, s:I, s:{s:s}}", "name", name,
 				 "pid", (int)gi.pid, "mem", (json_int_t)mem,
-				 "claim", (json_int_t)(min ? min : mem),
+				 "claim", (json_int_t)(claim ? (min ? min : mem) : 0),
 				 "sockets", "balloon",
 				 guest_balloon_socket(s->g));
 	}
@@ -374,6 +508,25 @@ static json_t *guest_json(struct ebbd *d, struct slot *s)
 		"device_failed", gi.balloon.failed);
 }
 
+/* guest_json plus the preallocation's state, if the guest asked for one. */
+static json_t *guest_json_full(struct ebbd *d, struct slot *s)
+{
+	json_t *o = guest_json(d, s);
+	struct prealloc_status st = s->pre_last;
+
+	if (!s->prealloc_bytes)
+		return o;
+	if (s->pre)
+		prealloc_status(s->pre, &st);
+	json_object_set_new(o, "prealloc", prealloc_json(&st));
+	json_object_set_new(json_object_get(o, "prealloc"), "state",
+			    json_string(s->pre ? "running" :
+					!s->prealloc_started ? "waiting" :
+					!st.finished ? "cancelled" :
+					st.result == 0 ? "done" : "failed"));
+	return o;
+}
+
 static int cmd_list(void *ctx, json_t *args, json_t **ret, char **err)
 {
 	struct ebbd *d = ctx;
@@ -381,7 +534,7 @@ static int cmd_list(void *ctx, json_t *args, json_t **ret, char **err)
 
 	for (unsigned i = 0; i < MAX_GUESTS; i++)
 		if (d->slots[i].g)
-			json_array_append_new(arr, guest_json(d, &d->slots[i]));
+			json_array_append_new(arr, guest_json_full(d, &d->slots[i]));
 	*ret = json_pack("{s:o}", "guests", arr);
 	return 0;
 }
@@ -556,7 +709,7 @@ static int cmd_claim(void *ctx, json_t *args, json_t **ret, char **err)
 }
 
 static const struct control_cmd commands[] = {
-	{ "guest-run", cmd_run, "name mem min cmdline external reporting",
+	{ "guest-run", cmd_run, "name mem min cmdline external reporting prealloc claim",
 	  "claim memory for a guest and launch it" },
 	{ "guest-list", cmd_list, "", "list guests" },
 	{ "balloon", cmd_balloon, "name target",

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "vhost_user.h"
 
 #define GUEST_TICK_MS	500	/* residency refresh and boot watch period */
 #define UML_VIRTIO_BALLOON 5	/* virtio device id, virtio_ids.h */
@@ -112,9 +113,18 @@ static void on_balloon_failed(void *opaque, const char *why)
 		g->ev->device_failed(g->opaque, g, "balloon", why);
 }
 
+static void on_balloon_mem_table(void *opaque)
+{
+	struct guest *g = opaque;
+
+	if (g->ev && g->ev->ram_ready)
+		g->ev->ram_ready(g->opaque, g);
+}
+
 static const struct balloon_events balloon_ev = {
 	.target_reached = on_balloon_reached,
 	.returned = on_balloon_returned,
+	.mem_table = on_balloon_mem_table,
 	.failed = on_balloon_failed,
 };
 
@@ -521,4 +531,26 @@ const char *guest_balloon_socket(const struct guest *g)
 struct balloon *guest_balloon_dev(struct guest *g)
 {
 	return g->balloon;
+}
+
+int guest_ram_file(struct guest *g, int *fd, uint64_t *off, uint64_t *size)
+{
+	const struct gm_region *r = gm_largest(vu_dev_mem(balloon_vu(g->balloon)));
+
+	if (!r)
+		return -ENOTCONN;
+	*fd = r->fd;
+	*off = r->mmap_offset;
+	*size = r->size;
+	return 0;
+}
+
+int guest_hold_boot(struct guest *g, uint64_t *token)
+{
+	return vu_dev_hold(balloon_vu(g->balloon), token);
+}
+
+void guest_release_boot(struct guest *g, uint64_t token, int result)
+{
+	vu_dev_release(balloon_vu(g->balloon), token, result);
 }

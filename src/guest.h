@@ -70,6 +70,10 @@ struct guest_events {
 	void (*memory_returned)(void *opaque, struct guest *g);
 	void (*device_failed)(void *opaque, struct guest *g,
 			      const char *device, const char *why);
+	/* The guest's RAM file has arrived (guest_ram_file() works now).
+	 * The guest kernel is in its device probe; guest_hold_boot() keeps it
+	 * there. */
+	void (*ram_ready)(void *opaque, struct guest *g);
 };
 
 struct guest_info {
@@ -111,6 +115,16 @@ int guest_refresh_resident(struct guest *g, uint64_t *out);
 void guest_get_info(const struct guest *g, struct guest_info *out);
 const char *guest_name(const struct guest *g);
 enum guest_state guest_get_state(const struct guest *g);
+/* The guest's RAM file as the balloon's memory table gave it: the fd
+ * (owned by the device; dup it to keep it), the file offset where guest
+ * memory starts and its size.  -ENOTCONN before the table arrives. */
+int guest_ram_file(struct guest *g, int *fd, uint64_t *off, uint64_t *size);
+/* From ram_ready only: hold the guest's boot (vu_dev_hold on the balloon)
+ * until guest_release_boot(@token); a failed @result fails the guest's
+ * balloon probe, so call it with 0 unless the guest is being killed. */
+int guest_hold_boot(struct guest *g, uint64_t *token);
+void guest_release_boot(struct guest *g, uint64_t token, int result);
+
 /* The balloon device's vhost-user socket path. */
 const char *guest_balloon_socket(const struct guest *g);
 /* The balloon device, e.g. for its statistics. */

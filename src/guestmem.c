@@ -183,3 +183,13 @@ uint64_t gm_total_bytes(const struct guestmem *gm)
 		t += gm->r[i].size;
 	return t;
 }
+
+const struct gm_region *gm_largest(const struct guestmem *gm)
+{
+	const struct gm_region *best = NULL;
+
+	for (unsigned i = 0; i < gm->nregions; i++)
+		if (!best || gm->r[i].size > best->size)
+			best = &gm->r[i];
+	return best;
+}

@@ -78,6 +78,9 @@ int gm_discard(struct guestmem *gm, uint64_t gpa, uint64_t len);
 /* Host-resident bytes: allocated blocks of every distinct backing file. */
 int gm_resident_bytes(const struct guestmem *gm, uint64_t *out);
 
+/* The largest region (a UML guest's RAM file), NULL if none. */
+const struct gm_region *gm_largest(const struct guestmem *gm);
+
 /* Total bytes of guest memory described by the table. */
 uint64_t gm_total_bytes(const struct guestmem *gm);
 

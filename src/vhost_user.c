@@ -62,6 +62,11 @@ struct vu_dev {
 	struct loop_watch *conn_w;
 	int backend_fd;		/* backend request channel, -1 if none */
 	bool failed;		/* a violation was seen; cleared on reconnect */
+	uint64_t conn_gen;	/* bumped at every connect and disconnect */
+	/* A held message (vu_dev_hold): its ack is owed, reading paused. */
+	bool hold_asked;	/* set by vu_dev_hold during a handler */
+	bool held;
+	struct vu_hdr held_hdr;
 	uint64_t features;	/* negotiated virtio features */
 	uint64_t protocol_features;	/* negotiated protocol features */
 	struct guestmem mem;
@@ -161,6 +166,8 @@ static void disconnect(struct vu_dev *dev)
 	dev->conn_w = NULL;
 	close(dev->conn_fd);
 	dev->conn_fd = -1;
+	dev->conn_gen++;
+	dev->held = dev->hold_asked = false;
 	reset_state(dev);
 	if (dev->ops->disconnected)
 		dev->ops->disconnected(dev->opaque);
@@ -586,10 +593,21 @@ static int dispatch(struct vu_dev *dev, int fd)
 	int rc, wr;
 
 	memcpy(&h, dev->buf, VU_HDR_SIZE);
+	dev->hold_asked = false;
 	rc = handle_msg(dev, fd, &h, dev->buf + VU_HDR_SIZE, &replied, &why);
 	close_msg_fds(dev);
 	if (rc == -EPIPE)
 		return rc;
+	if (rc == 0 && dev->hold_asked && dev->conn_fd >= 0) {
+		/* The device wants the frontend to wait (vu_dev_hold): owe
+		 * the ack and read nothing more until vu_dev_release. */
+		dev->hold_asked = false;
+		dev->held = true;
+		dev->held_hdr = h;
+		loop_watch_mod(dev->conn_w, 0);
+		return 0;
+	}
+	dev->hold_asked = false;
 	if (rc == -EINVAL || rc == -EFAULT) {
 		char msg[128];
 
@@ -656,7 +674,8 @@ int vu_dev_process(struct vu_dev *dev)
 {
 	/* Bounded: at most this many messages per wakeup, so one chatty
 	 * frontend cannot starve the other guests. */
-	for (int budget = 64; budget > 0 && dev->conn_fd >= 0; budget--) {
+	for (int budget = 64; budget > 0 && dev->conn_fd >= 0 && !dev->held;
+	     budget--) {
 		struct vu_hdr h;
 		int rc;
 
@@ -714,6 +733,8 @@ static void on_conn(void *opaque, uint32_t events)
 {
 	struct vu_dev *dev = opaque;
 
+	if (dev->held && !(events & (EPOLLHUP | EPOLLERR)))
+		return;
 	if (vu_dev_process(dev) == 0 && (events & (EPOLLHUP | EPOLLERR)) &&
 	    !(events & EPOLLIN)) {
 		log_info(dev->name, "frontend hung up");
@@ -747,8 +768,37 @@ int vu_dev_attach(struct vu_dev *dev, int fd)
 	if (rc < 0)
 		return rc;
 	dev->conn_fd = fd;
+	dev->conn_gen++;
 	dev->failed = false;
 	return 0;
+}
+
+int vu_dev_hold(struct vu_dev *dev, uint64_t *token)
+{
+	if (dev->conn_fd < 0 || dev->held)
+		return -EINVAL;
+	dev->hold_asked = true;
+	*token = dev->conn_gen;
+	return 0;
+}
+
+void vu_dev_release(struct vu_dev *dev, uint64_t token, int result)
+{
+	struct vu_hdr h = dev->held_hdr;
+
+	if (!dev->held || token != dev->conn_gen)
+		return;		/* that connection is gone: nobody waits */
+	dev->held = false;
+	if ((h.flags & VU_FLAG_NEED_REPLY) &&
+	    (dev->protocol_features & (1ull << VU_PF_REPLY_ACK)) &&
+	    reply_u64(dev, dev->conn_fd, &h, result < 0 ? 1 : 0) < 0) {
+		log_info(dev->name, "frontend disconnected");
+		disconnect(dev);
+		return;
+	}
+	/* Level-triggered: whatever the frontend queued meanwhile is read
+	 * on the next loop iteration. */
+	loop_watch_mod(dev->conn_w, EPOLLIN);
 }
 
 static void on_listen(void *opaque, uint32_t events)

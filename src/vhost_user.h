@@ -130,6 +130,23 @@ struct guestmem *vu_dev_mem(struct vu_dev *dev);
  */
 void vu_dev_fail(struct vu_dev *dev, const char *why);
 
+/*
+ * Make the frontend wait: called from inside ops->mem_table_set, it keeps
+ * the ack of that SET_MEM_TABLE back and stops reading the connection
+ * until vu_dev_release(@token).  A frontend that asked for the ack (UML
+ * always does) blocks in its probe meanwhile: that is how ebbd holds a
+ * guest's boot while it preallocates the guest's RAM.  One without
+ * REPLY_ACK runs on and its later messages queue in the socket.
+ * -EINVAL if no frontend is connected or a hold is already in force.
+ */
+int vu_dev_hold(struct vu_dev *dev, uint64_t *token);
+/*
+ * End the hold taken with @token: send the owed ack (failure if @result
+ * < 0) and resume reading.  A no-op if that connection has gone since
+ * (the token names the connection), so it is safe to call late.
+ */
+void vu_dev_release(struct vu_dev *dev, uint64_t token, int result);
+
 /* Tell the driver its config space changed (backend request channel). */
 int vu_dev_config_changed(struct vu_dev *dev);
 

@@ -83,10 +83,13 @@ class Client:
             return msg["return"]
 
     def wait_event(self, name, pred=lambda d: True, timeout=20):
+        """Wait for event @name (or any of a tuple of names) whose data
+        satisfies @pred; returns the whole event."""
+        names = (name,) if isinstance(name, str) else tuple(name)
         deadline = time.time() + timeout
         while True:
             for e in self.events:
-                if e["event"] == name and pred(e.get("data", {})):
+                if e["event"] in names and pred(e.get("data", {})):
                     self.events.remove(e)
                     return e
             left = deadline - time.time()

@@ -1150,6 +1150,144 @@ static void kick_fd_at_eof_does_not_spin(void **state)
 			 "kick fd at EOF", kc.kicks - before);
 }
 
+/* ---- holding a frontend (prealloc) ------------------------------------- */
+
+struct holder {
+	struct vu_dev *dev;
+	uint64_t token;
+	int holds;		/* successful vu_dev_hold calls */
+};
+
+static void hold_on_mem_table(void *opaque)
+{
+	struct holder *h = opaque;
+
+	if (vu_dev_hold(h->dev, &h->token) == 0)
+		h->holds++;
+}
+
+static const struct vu_dev_ops holding_ops = {
+	.type = "test",
+	.nqueues = 1,
+	.config_len = 16,
+	.get_config = get_config16,
+	.mem_table_set = hold_on_mem_table,
+};
+
+/* Bytes waiting on our end of the connection, without consuming them. */
+static ssize_t pending(const struct ff *f)
+{
+	char c[64];
+	ssize_t n = recv(f->fd, c, sizeof(c), MSG_PEEK | MSG_DONTWAIT);
+
+	return n < 0 ? 0 : n;
+}
+
+static void set_up_holder(struct env *e, struct holder *h, struct ff *f)
+{
+	int sp[2];
+	uint64_t pf = (1ull << VU_PF_REPLY_ACK);
+
+	memset(h, 0, sizeof(*h));
+	assert_int_equal(vu_dev_new(e->loop, NULL, "hold/test", &holding_ops,
+				    h, &h->dev), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+	assert_int_equal(vu_dev_attach(h->dev, sp[1]), 0);
+	ff_init(f, e->loop, sp[0]);
+	assert_int_equal(ff_call(f, VU_SET_PROTOCOL_FEATURES, &pf, 8, NULL, 0), 0);
+}
+
+static void send_mem_table(struct ff *f, const struct ff_mem *m)
+{
+	uint8_t p[8 + 32] = { 0 };
+	uint32_t n = 1;
+	uint64_t r[4] = { m->gpa, m->bytes, m->gpa, m->off };
+
+	memcpy(p, &n, 4);
+	memcpy(p + 8, r, sizeof(r));
+	assert_int_equal(ff_send(f, VU_SET_MEM_TABLE, FF_VERSION | FF_F_NEED_REPLY,
+				 p, sizeof(p), &m->fd, 1), 0);
+}
+
+static void held_mem_table_is_acked_on_release(void **state)
+{
+	struct env *e = *state;
+	struct holder h;
+	struct ff f;
+	uint64_t ack = 99, v;
+
+	set_up_holder(e, &h, &f);
+	send_mem_table(&f, &e->a.m);
+	/* Queued behind the held message: must not be answered yet. */
+	assert_int_equal(ff_send(&f, VU_GET_FEATURES, FF_VERSION, NULL, 0,
+				 NULL, 0), 0);
+	for (int i = 0; i < 20; i++)
+		ff_pump(e->loop);
+	assert_int_equal(h.holds, 1);
+	assert_int_equal(pending(&f), 0);
+	victim_works(e);	/* the loop serves everyone else meanwhile */
+
+	vu_dev_release(h.dev, h.token, 0);
+	assert_int_equal(ff_recv(&f, VU_SET_MEM_TABLE, &ack, sizeof(ack)), 8);
+	assert_int_equal(ack, 0);
+	assert_int_equal(ff_recv(&f, VU_GET_FEATURES, &v, sizeof(v)), 8);
+	/* A second release is a no-op. */
+	vu_dev_release(h.dev, h.token, 0);
+	for (int i = 0; i < 5; i++)
+		ff_pump(e->loop);
+	assert_int_equal(pending(&f), 0);
+	ff_close(&f);
+	vu_dev_free(h.dev);
+}
+
+static void failed_release_acks_an_error(void **state)
+{
+	struct env *e = *state;
+	struct holder h;
+	struct ff f;
+	uint64_t ack = 0;
+
+	set_up_holder(e, &h, &f);
+	send_mem_table(&f, &e->a.m);
+	for (int i = 0; i < 5; i++)
+		ff_pump(e->loop);
+	vu_dev_release(h.dev, h.token, -ENOMEM);
+	assert_int_equal(ff_recv(&f, VU_SET_MEM_TABLE, &ack, sizeof(ack)), 8);
+	assert_int_equal(ack, 1);
+	ff_close(&f);
+	vu_dev_free(h.dev);
+}
+
+static void release_after_the_frontend_left_is_harmless(void **state)
+{
+	struct env *e = *state;
+	struct holder h;
+	struct ff f, f2;
+	int sp[2];
+
+	set_up_holder(e, &h, &f);
+	send_mem_table(&f, &e->a.m);
+	for (int i = 0; i < 5; i++)
+		ff_pump(e->loop);
+	assert_int_equal(h.holds, 1);
+	/* The guest dies while held: the hang-up is still noticed. */
+	ff_close(&f);
+	for (int i = 0; i < 5; i++)
+		ff_pump(e->loop);
+	assert_false(vu_dev_connected(h.dev));
+	/* A new frontend connects; the old token must not touch it. */
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+	assert_int_equal(vu_dev_attach(h.dev, sp[1]), 0);
+	ff_init(&f2, e->loop, sp[0]);
+	vu_dev_release(h.dev, h.token, 0);
+	for (int i = 0; i < 5; i++)
+		ff_pump(e->loop);
+	assert_int_equal(pending(&f2), 0);
+	assert_true(vu_dev_connected(h.dev));
+	ff_close(&f2);
+	vu_dev_free(h.dev);
+}
+
 /* ---- hostile ring contents ------------------------------------------------ */
 
 static void bad_pfns_fail_the_device(void **state)
@@ -1411,6 +1549,9 @@ int main(void)
 		T(buffer_on_an_unused_queue_fails_the_device),
 		T(malformed_ring_fails_the_device),
 		T(empty_stats_buffer_is_harmless),
+		T(held_mem_table_is_acked_on_release),
+		T(failed_release_acks_an_error),
+		T(release_after_the_frontend_left_is_harmless),
 	};
 
 	/* As ebbd does: a vanished peer is an error code, not a signal. */
