@@ -8,7 +8,7 @@
  * incrementally, so every call but add/remove/check is O(log guests) and
  * independent of the sizes involved.
  *
- * Arithmetic.  "commit" is Σtot + Σclaim.  Then
+ * Arithmetic.  "commit" is Σtot + Σstore + Σclaim.  Then
  *	unclaimed = budget - commit	(clamped at 0)
  *	over      = commit - budget	(clamped at 0)
  * and at most one of them is non-zero.  Xen states its checks as "free
@@ -45,6 +45,7 @@ struct pool_guest {
 	uint64_t claim_pages;		/* outstanding claim; pool->lock */
 	uint64_t excess_pages;		/* recorded beyond budget by set_resident,
 					 * not yet given back; pool->lock */
+	uint64_t store_pages;		/* held for it outside its RAM; pool->lock */
 };
 
 struct pool {
@@ -54,6 +55,7 @@ struct pool {
 	uint64_t tot_pages;		/* Σ guests' tot_pages; lock */
 	uint64_t claim_pages;		/* Σ guests' claim_pages; lock */
 	uint64_t excess_pages;		/* Σ guests' excess_pages; lock */
+	uint64_t store_pages;		/* Σ guests' store_pages; lock */
 	uint64_t over_allowed_pages;	/* overshoot reality allowed; lock */
 	struct pool_guest *guests;	/* sorted by id, nr_guests used; lock */
 	uint32_t nr_guests;		/* lock */
@@ -67,7 +69,7 @@ static uint64_t min_u64(uint64_t a, uint64_t b)
 
 static uint64_t commit_pages(const struct pool *pool)
 {
-	return pool->tot_pages + pool->claim_pages;
+	return pool->tot_pages + pool->store_pages + pool->claim_pages;
 }
 
 static uint64_t unclaimed_pages(const struct pool *pool)
@@ -248,6 +250,7 @@ int pool_guest_remove(struct pool *pool, uint64_t guest)
 	pool->tot_pages -= g->tot_pages;
 	pool->claim_pages -= g->claim_pages;
 	pool->excess_pages -= g->excess_pages;
+	pool->store_pages -= g->store_pages;
 	memmove(g, g + 1, (size_t)(pool->nr_guests - i - 1) * sizeof(*g));
 	pool->nr_guests--;
 	pool_settle(pool, false);
@@ -411,15 +414,55 @@ out:
 	return rc;
 }
 
+int pool_charge_store(struct pool *pool, uint64_t guest, int64_t delta_pages)
+{
+	struct pool_guest *g;
+	int rc = 0;
+
+	pthread_mutex_lock(&pool->lock);
+	g = guest_find(pool, guest);
+	if (!g) {
+		rc = -ENOENT;
+		goto out;
+	}
+	if (delta_pages >= 0) {
+		/* A claim stakes RAM to be populated, not store pages: those
+		 * must fit in what nobody has claimed. */
+		if ((uint64_t)delta_pages > unclaimed_pages(pool)) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		g->store_pages += (uint64_t)delta_pages;
+		pool->store_pages += (uint64_t)delta_pages;
+	} else {
+		uint64_t drop = (uint64_t)-(delta_pages + 1) + 1;
+
+		if (drop > g->store_pages) {
+			rc = -EINVAL;
+			goto out;
+		}
+		g->store_pages -= drop;
+		pool->store_pages -= drop;
+	}
+	pool_settle(pool, false);
+out:
+	pthread_mutex_unlock(&pool->lock);
+	return rc;
+}
+
 int pool_info(struct pool *pool, struct pool_info *out)
 {
+	uint64_t used;
+
 	pthread_mutex_lock(&pool->lock);
+	used = pool->tot_pages + pool->store_pages;
 	out->budget_bytes = pool->budget_bytes;
 	out->budget_pages = pool->budget_pages;
 	out->tot_pages = pool->tot_pages;
+	out->store_pages = pool->store_pages;
 	out->claim_pages = pool->claim_pages;
-	out->free_pages = pool->budget_pages > pool->tot_pages ?
-			  pool->budget_pages - pool->tot_pages : 0;
+	out->free_pages = pool->budget_pages > used ?
+			  pool->budget_pages - used : 0;
 	out->unclaimed_pages = unclaimed_pages(pool);
 	out->over_pages = over_pages(pool);
 	out->guests = pool->nr_guests;
@@ -442,6 +485,7 @@ int pool_guest_info(struct pool *pool, uint64_t guest,
 	out->tot_pages = g->tot_pages;
 	out->max_pages = g->max_pages;
 	out->claim_pages = g->claim_pages;
+	out->store_pages = g->store_pages;
 	/* Others giving back pages covers part of this guest's excess. */
 	out->excess_pages = min_u64(g->excess_pages, over_pages(pool));
 	out->over_budget = out->excess_pages > 0;
@@ -452,7 +496,7 @@ out:
 
 int pool_check(struct pool *pool)
 {
-	uint64_t tot = 0, claim = 0, excess = 0;
+	uint64_t tot = 0, claim = 0, excess = 0, store = 0;
 	int rc = 0;
 
 	pthread_mutex_lock(&pool->lock);
@@ -470,9 +514,10 @@ int pool_check(struct pool *pool)
 		tot += g->tot_pages;
 		claim += g->claim_pages;
 		excess += g->excess_pages;
+		store += g->store_pages;
 	}
 	if (rc == 0 && (tot != pool->tot_pages || claim != pool->claim_pages ||
-			excess != pool->excess_pages))
+			excess != pool->excess_pages || store != pool->store_pages))
 		rc = -EFAULT;
 	if (rc == 0 && pool->budget_pages != pool->budget_bytes >> POOL_PAGE_SHIFT)
 		rc = -EFAULT;

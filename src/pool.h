@@ -12,7 +12,7 @@
  * Units.  All counts are 4 KiB pages (POOL_PAGE_SIZE) and say so: _pages.
  * Only the budget is given in bytes (rounded down to whole pages).
  *
- *	free      = budget_pages - Σtot
+ *	free      = budget_pages - Σtot - Σstore
  *	unclaimed = free - Σclaim	(what new claims and growth beyond a
  *					 guest's own claim may use)
  *
@@ -27,7 +27,7 @@
  *
  * Invariants (asserted under the lock after every change):
  *	1. per guest: tot + claim <= max;
- *	2. Σtot + Σclaim <= budget_pages, unless reality put it over:
+ *	2. Σtot + Σstore + Σclaim <= budget_pages, unless reality put it over:
  *	   pool_set_resident recorded pages that did not fit, or
  *	   pool_set_budget cut the budget below what was committed.  Then
  *	   no other operation may make the overshoot larger, and it is back
@@ -63,11 +63,13 @@ struct pool_info {
 	uint64_t budget_bytes;		/* as last set */
 	uint64_t budget_pages;		/* budget_bytes / POOL_PAGE_SIZE */
 	uint64_t tot_pages;		/* Σ guests' resident pages */
+	uint64_t store_pages;		/* Σ pages held for guests outside
+					 * their RAM (tmem) */
 	uint64_t claim_pages;		/* Σ outstanding claims */
-	uint64_t free_pages;		/* budget - Σtot, 0 if below */
+	uint64_t free_pages;		/* budget - Σtot - Σstore, 0 if below */
 	uint64_t unclaimed_pages;	/* free - Σclaim, 0 if below: room for new
 					 * claims and unclaimed growth */
-	uint64_t over_pages;		/* Σtot + Σclaim - budget if above, else 0 */
+	uint64_t over_pages;		/* Σtot + Σstore + Σclaim - budget if above, else 0 */
 	uint32_t guests;		/* guests in the pool */
 };
 
@@ -75,6 +77,7 @@ struct pool_guest_info {
 	uint64_t tot_pages;		/* host-resident pages */
 	uint64_t max_pages;		/* configured size; tot + claim never above */
 	uint64_t claim_pages;		/* outstanding claim, 0 if none */
+	uint64_t store_pages;		/* held for it outside its RAM (tmem) */
 	uint64_t excess_pages;		/* pages pool_set_resident recorded that did
 					 * not fit, still uncovered (<= over_pages) */
 	bool over_budget;		/* excess_pages > 0 */
@@ -86,7 +89,7 @@ int pool_create(uint64_t budget_bytes, struct pool **out);
 /* Free the pool and every guest record in it.  NULL is fine. */
 void pool_destroy(struct pool *pool);
 
-/* Change the budget.  Lowering it below Σtot + Σclaim is allowed: existing
+/* Change the budget.  Lowering it below Σtot + Σstore + Σclaim is allowed: existing
  * claims stay valid (their guests may still grow into them), but no new
  * claim or unclaimed growth fits until the pool is back under budget. */
 int pool_set_budget(struct pool *pool, uint64_t budget_bytes);
@@ -130,6 +133,15 @@ int pool_shrink(struct pool *pool, uint64_t guest, uint64_t pages);
  * or the wrong max). */
 int pool_set_resident(struct pool *pool, uint64_t guest, uint64_t tot_pages,
 		      bool *over_budget);
+
+/* Host memory held on @guest's behalf outside its RAM file (its pages in
+ * the tmem store) grew by @delta_pages (> 0) or shrank (< 0).  It counts
+ * against the budget like resident pages but is kept apart from tot, which
+ * measurements of the RAM file overwrite, and from max.  Growth must fit
+ * in unclaimed memory (a claim stakes RAM, not store pages): -ENOMEM
+ * otherwise, which the store turns into a refused put.  -ENOENT;
+ * -EINVAL if a shrink is larger than what is charged. */
+int pool_charge_store(struct pool *pool, uint64_t guest, int64_t delta_pages);
 
 /* Snapshot of the pool's totals. */
 int pool_info(struct pool *pool, struct pool_info *out);

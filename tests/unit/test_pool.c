@@ -320,6 +320,45 @@ static void grow_into_other_claim_refused(void **state)
 	pool_destroy(pool);
 }
 
+static void store_charges_count_against_the_budget(void **state)
+{
+	struct pool *pool = new_pool(100);
+	struct pool_info in;
+	bool over = true;
+
+	(void)state;
+	assert_int_equal(pool_guest_add(pool, 1, 50), 0);
+	assert_int_equal(pool_guest_add(pool, 2, 50), 0);
+	assert_int_equal(pool_claim(pool, 2, 40), 0);
+	/* 60 unclaimed: store pages may use them, not guest 2's claim, and
+	 * not beyond max (store pages are not RAM). */
+	assert_int_equal(pool_charge_store(pool, 1, 61), -ENOMEM);
+	assert_int_equal(pool_charge_store(pool, 1, 55), 0);
+	assert_int_equal(guest_of(pool, 1).store_pages, 55);
+	in = info_of(pool);
+	assert_int_equal(in.store_pages, 55);
+	assert_int_equal(in.free_pages, 45);
+	assert_int_equal(in.unclaimed_pages, 5);
+	/* RAM measurements leave the store charge alone. */
+	assert_int_equal(pool_set_resident(pool, 1, 5, &over), 0);
+	assert_false(over);
+	assert_int_equal(guest_of(pool, 1).store_pages, 55);
+	assert_int_equal(pool_charge_store(pool, 1, 1), -ENOMEM);
+	/* Guest 2 still gets all of its claim. */
+	assert_int_equal(pool_grow(pool, 2, 40), 0);
+	/* Shrinking: not below zero; INT64_MIN is just too much. */
+	assert_int_equal(pool_charge_store(pool, 1, -56), -EINVAL);
+	assert_int_equal(pool_charge_store(pool, 1, INT64_MIN), -EINVAL);
+	assert_int_equal(pool_charge_store(pool, 1, -50), 0);
+	assert_int_equal(pool_charge_store(pool, 9, 1), -ENOENT);
+	/* Removing the guest releases its store pages. */
+	assert_int_equal(pool_guest_remove(pool, 1), 0);
+	in = info_of(pool);
+	assert_int_equal(in.store_pages, 0);
+	assert_int_equal(in.free_pages, 60);
+	pool_destroy(pool);
+}
+
 static void grow_partly_claimed(void **state)
 {
 	struct pool *pool = new_pool(100);
@@ -969,6 +1008,7 @@ int main(void)
 						budget_setup, budget_teardown),
 		cmocka_unit_test_setup_teardown(budget_from_cgroup_v2,
 						budget_setup, budget_teardown),
+		cmocka_unit_test(store_charges_count_against_the_budget),
 		cmocka_unit_test(budget_from_this_host),
 		cmocka_unit_test_setup(populate_cuts_at_2m, fake_reset),
 		cmocka_unit_test_setup(populate_falls_back_to_4k, fake_reset),
