@@ -12,7 +12,8 @@
 #            memhog and pagecheck)
 #
 # The image holds busybox with one symlink per applet, the virtio_balloon
-# and virtio_blk modules (flat, in /lib/modules), the tools and /init.
+# and virtio_blk modules and the optional zswap ones (zsmalloc, lz4; flat,
+# in /lib/modules), the tools and /init.
 # The archive is built without root: the kernel's built-in initramfs
 # already provides /dev/console, and devtmpfs supplies the rest.
 set -eu
@@ -21,8 +22,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 init="$here/../guest/init"
 busybox=$(command -v busybox || echo /bin/busybox)
 moddir=
+# /init loads the two virtio drivers.  zswap, lzo and zbud are built into
+# Debian's linux.uml; the other three are for a denser zswap, loaded on
+# demand (insmod zsmalloc.ko, lz4_compress.ko then lz4.ko) before
+# choosing them in /sys/module/zswap/parameters (bench/swap_bench.py).
 modules="kernel/drivers/virtio/virtio_balloon.ko
-	kernel/drivers/block/virtio_blk.ko"
+	kernel/drivers/block/virtio_blk.ko
+	kernel/mm/zsmalloc.ko
+	kernel/lib/lz4/lz4_compress.ko
+	kernel/crypto/lz4.ko"
 
 usage="usage: $0 [-i INIT] [-b BUSYBOX] [-m MODDIR] OUTDIR [TOOL...]"
 
@@ -78,8 +86,14 @@ for applet in $("$busybox" --list-full); do
 	[ -e "$stage/$applet" ] || ln -s /bin/busybox "$stage/$applet"
 done
 
+# Debian ships the modules with debug info, which the guest never reads:
+# stripping it keeps the image small (strip is in binutils; without it the
+# modules go in as they are).
 for m in $modules; do
 	cp "$moddir/$m" "$stage/lib/modules/"
+	if command -v strip >/dev/null 2>&1; then
+		strip --strip-debug "$stage/lib/modules/${m##*/}"
+	fi
 done
 for prog in "$@"; do
 	cp "$prog" "$stage/bin/"
