@@ -236,3 +236,214 @@ class Ebbd:
 def resident_of_pid(pid):
     """Not used for accounting (ebbd measures the RAM file); a cross-check."""
     return None
+
+
+# -- swap devices and guest counters (tests/e2e/test_swap.py, bench/swap_bench.py)
+
+def qsd_binary():
+    return os.environ.get("EBB_QSD", shutil.which("qemu-storage-daemon") or
+                          "/usr/bin/qemu-storage-daemon")
+
+
+class Qsd:
+    """qemu-storage-daemon exporting a raw file as a vhost-user-blk socket:
+    the reference backend ebb's own swap device is compared with.
+
+        with Qsd("512M") as q:
+            d.run("g1", "128M", cmdline=q.cmdline())
+
+    The file (sparse, `size` long) lives in a fresh directory under `dir`,
+    which must be a real disk filesystem (not tmpfs) for its page cache
+    and writes to mean anything.  `discard` passes the guest's discards on
+    as holes in the file.  Needs qemu-system-common (scripts/deps.sh)."""
+
+    def __init__(self, size, dir=None, discard=False, timeout=10):
+        binary = qsd_binary()
+        if not os.path.exists(binary):
+            raise TestSkip("no qemu-storage-daemon (install qemu-system-common)")
+        self.dir = tempfile.mkdtemp(prefix="ebb-qsd-", dir=dir or "/var/tmp")
+        self.path = os.path.join(self.dir, "disk.img")
+        self.sock = os.path.join(self.dir, "vhost-user-blk.sock")
+        self.log = os.path.join(self.dir, "qsd.log")
+        with open(self.path, "wb") as f:
+            f.truncate(parse_size(size))
+        blockdev = ("driver=file,node-name=disk,filename=%s,cache.direct=off,"
+                    "discard=%s" % (self.path, "unmap" if discard else "ignore"))
+        export = ("type=vhost-user-blk,id=swap0,node-name=disk,num-queues=1,"
+                  "addr.type=unix,addr.path=%s,writable=on" % self.sock)
+        self.argv = [binary, "--blockdev", blockdev, "--export", export]
+        self.logf = open(self.log, "w")
+        self.proc = subprocess.Popen(self.argv, stdout=self.logf, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while not os.path.exists(self.sock):
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.close()
+                raise TestFailure("qemu-storage-daemon did not start: %s" % self.logtext())
+            time.sleep(0.02)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def cmdline(self):
+        """The guest kernel parameter that attaches this disk (as /dev/vda
+        when it is the guest's only block device): virtio device id 2."""
+        return "virtio_uml.device=%s:2" % self.sock
+
+    def logtext(self):
+        try:
+            with open(self.log) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def allocated(self):
+        """Bytes of the disk file that are allocated (st_blocks)."""
+        return os.stat(self.path).st_blocks * 512
+
+    def cached(self):
+        """Bytes of the disk file in the host page cache (fincore)."""
+        return page_cache_bytes(self.path)
+
+    def io(self):
+        """qsd's /proc/PID/io as a dict (write_bytes: what it sent toward
+        the disk, dirtied page cache included; wchar: bytes written)."""
+        return proc_io(self.proc.pid)
+
+    def rss_anon(self):
+        """qsd's own private memory.  Its RssShmem is the guest's RAM file,
+        which ebbd already counts, so it is left out."""
+        return proc_status_bytes(self.proc.pid, "RssAnon")
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.logf.close()
+        if os.environ.get("EBB_KEEP"):
+            print("  (kept %s)" % self.dir)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def parse_size(s):
+    """'512M' -> bytes (binary suffixes K M G T, as ebbd takes them)."""
+    if isinstance(s, int):
+        return s
+    m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(i?B)?\s*", str(s), re.I)
+    if not m:
+        raise ValueError("bad size %r" % s)
+    return int(m.group(1)) << (10 * " KMGT".index(m.group(2).upper() or " "))
+
+
+def page_cache_bytes(path):
+    """Bytes of `path` resident in the host page cache, from util-linux's
+    fincore; None when fincore is missing."""
+    try:
+        r = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw",
+                            "--output", "RES", path],
+                           capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        return None
+    if r.returncode != 0 or not r.stdout.strip():
+        return None
+    return int(r.stdout.split()[0])
+
+
+def proc_io(pid):
+    try:
+        with open("/proc/%d/io" % pid) as f:
+            return {k: int(v) for k, v in (l.split(":") for l in f)}
+    except OSError:
+        return {}
+
+
+def proc_status_bytes(pid, field):
+    """A 'kB' field of /proc/PID/status in bytes (0 if the process is gone)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def run_takes(d, arg):
+    """Whether this ebbd's guest-run declares argument `arg`
+    (query-commands)."""
+    for c in d.c.call("query-commands")["commands"]:
+        if c["name"] == "guest-run":
+            return arg in c.get("args", [])
+    return False
+
+
+def guest_exec_ok(d, name, command):
+    """d.exec that must succeed; returns the output."""
+    status, out = d.exec(name, command)
+    if status != 0:
+        raise TestFailure("guest %s: '%s' exited %d:\n%s" % (name, command, status, out[-1500:]))
+    return out
+
+
+def guest_vmstat(d, name, keys=("pswpin", "pswpout")):
+    """Counters from the guest's /proc/vmstat (through its console)."""
+    out = guest_exec_ok(d, name, "grep -E '^(%s) ' /proc/vmstat" % "|".join(keys))
+    vals = dict(re.findall(r"^(\w+) (\d+)$", out, re.M))
+    return {k: int(vals[k]) for k in keys if k in vals}
+
+
+def guest_swaps(d, name):
+    """The devices in the guest's /proc/swaps."""
+    out = guest_exec_ok(d, name, "cat /proc/swaps")
+    return [l.split()[0] for l in out.splitlines() if l.startswith("/dev/")]
+
+
+def guest_swapon(d, name, dev="/dev/vda", timeout=20):
+    """Wait for the guest's block device, then mkswap and swapon it."""
+    deadline = time.time() + timeout
+    while True:
+        status, _ = d.exec(name, "test -b %s" % dev)
+        if status == 0:
+            break
+        if time.time() > deadline:
+            raise TestFailure("guest %s: no %s within %ss" % (name, dev, timeout))
+        time.sleep(0.2)
+    guest_exec_ok(d, name, "mkswap %s" % dev)
+    guest_exec_ok(d, name, "swapon %s" % dev)
+
+
+PAGECHECK_RESULT = re.compile(r"pagecheck: (\d+) pages, (\d+) mismatches")
+PAGECHECK_TIMES = re.compile(r"pagecheck: write ([\d.]+) s, verify ([\d.]+) s")
+
+
+def pagecheck(d, name, size, seed, passes=1, fill=None, timeout=600):
+    """Run pagecheck in the guest; returns a dict with pages, mismatches,
+    write_s, verify_s, wall_s (guest-exec to exit marker) and status."""
+    cmd = "pagecheck write %s %d --passes %d" % (size, seed, passes)
+    if fill:
+        cmd += " --fill %s" % fill
+    start = len(d.console(name))
+    t0 = time.monotonic()
+    d.c.call("guest-exec", name=name, command=cmd)
+    m = d.wait_console(name, r"ebb-guest: exit (\d+) " + re.escape(cmd), timeout, start)
+    wall = time.monotonic() - t0
+    out = d.console(name)[start:]
+    res = PAGECHECK_RESULT.search(out)
+    times = PAGECHECK_TIMES.search(out)
+    if not res:
+        raise TestFailure("guest %s: pagecheck gave no result (status %s):\n%s"
+                          % (name, m.group(1), out[-1500:]))
+    return {"status": int(m.group(1)), "pages": int(res.group(1)),
+            "mismatches": int(res.group(2)),
+            "write_s": float(times.group(1)) if times else None,
+            "verify_s": float(times.group(2)) if times else None,
+            "wall_s": wall, "output": out}
