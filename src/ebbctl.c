@@ -475,15 +475,6 @@ static int table_col(struct table *t, const char *head, bool right)
 	return t->head[t->ncols - 1] ? 0 : -ENOMEM;
 }
 
-static int table_find_col(const struct table *t, const char *head)
-{
-	for (size_t i = 0; i < t->ncols; i++) {
-		if (strcmp(t->head[i], head) == 0)
-			return (int)i;
-	}
-	return -1;
-}
-
 /* Add a row (columns must all exist by now); returns its index or -1. */
 static long table_row(struct table *t)
 {
@@ -725,7 +716,9 @@ static int call_and_print(const char *cmd, json_t *args, bool need_args,
 struct run_opts {
 	uint64_t mem, min;
 	bool have_mem, have_min, prealloc, no_claim, no_reporting, external;
-	const char *cmdline;
+	bool disk_ro;
+	uint64_t swap, swap_quota;
+	const char *cmdline, *disk;
 };
 
 static int run_opt(int c, const char *arg, void *ctx)
@@ -753,6 +746,16 @@ static int run_opt(int c, const char *arg, void *ctx)
 		return 0;
 	case 'x':
 		r->external = true;
+		return 0;
+	case 'w':
+		return parse_size("--swap", arg, &r->swap);
+	case 'q':
+		return parse_size("--swap-quota", arg, &r->swap_quota);
+	case 'd':
+		r->disk = arg;
+		return 0;
+	case 'o':
+		r->disk_ro = true;
 		return 0;
 	}
 	return EXIT_USAGE;
@@ -868,6 +871,10 @@ static int cmd_run(int argc, char **argv)
 		{ "no-claim", no_argument, NULL, 'N' },
 		{ "no-reporting", no_argument, NULL, 'R' },
 		{ "external", no_argument, NULL, 'x' },
+		{ "swap", required_argument, NULL, 'w' },
+		{ "swap-quota", required_argument, NULL, 'q' },
+		{ "disk", required_argument, NULL, 'd' },
+		{ "disk-ro", no_argument, NULL, 'o' },
 		GLOBAL_OPTIONS, { 0 },
 	};
 	struct run_opts r = { 0 };
@@ -895,6 +902,22 @@ static int cmd_run(int argc, char **argv)
 		json_object_set_new(args, "reporting", json_false());
 	if (r.external)
 		json_object_set_new(args, "external", json_true());
+	if (r.swap)
+		json_object_set_new(args, "swap", json_integer((json_int_t)r.swap));
+	if (r.swap_quota)
+		json_object_set_new(args, "swap_quota",
+				    json_integer((json_int_t)r.swap_quota));
+	if (r.disk_ro)
+		json_object_set_new(args, "disk_ro", json_true());
+	if (r.disk) {
+		json_t *dp = json_string(r.disk);
+
+		if (!dp) {
+			json_decref(args);
+			return usage_err("run: --disk must be valid UTF-8");
+		}
+		json_object_set_new(args, "disk", dp);
+	}
 	if (r.cmdline) {
 		json_t *cl = json_string(r.cmdline);
 
@@ -1126,76 +1149,70 @@ static int cmd_claim(int argc, char **argv)
 			      true, print_claim);
 }
 
-/* Add @obj's numbers to @row, creating columns as they appear; nested
- * objects become "outer.inner" columns. */
-static void tmem_fill(struct table *t, long row, const char *prefix, json_t *obj,
-		      int depth)
+/* One row of `ebbctl tmem`: the counters an operator reads first. */
+static void tmem_row(struct table *t, const char *name, json_t *g)
 {
-	const char *key;
-	json_t *v;
+	static const struct {
+		const char *key;
+		bool size;
+	} cols[] = {
+		{ "persistent_pages", false }, { "ephemeral_pages", false },
+		{ "logical_bytes", true }, { "stored_bytes", true },
+		{ "charged_bytes", true }, { "compression_ratio", false },
+		{ "dedup_ratio", false }, { "hits", false }, { "misses", false },
+		{ "evictions", false }, { "refused_puts", false },
+	};
+	long row = table_row(t);
+	char buf[64];
 
-	json_object_foreach(obj, key, v) {
-		char name[128], buf[64];
-		int col;
+	if (row < 0)
+		return;
+	table_set(t, row, 0, name);
+	for (size_t c = 0; c < sizeof(cols) / sizeof(cols[0]); c++) {
+		json_t *v = json_object_get(g, cols[c].key);
 
-		snprintf(name, sizeof(name), "%s%s", prefix, key);
-		for (char *p = name; *p; p++)
-			*p = (char)toupper((unsigned char)*p);
-		if (json_is_object(v) && depth < 2) {
-			char sub[130];
-
-			snprintf(sub, sizeof(sub), "%s.", name);
-			tmem_fill(t, row, sub, v, depth + 1);
+		if (!v)
 			continue;
-		}
-		if (!json_is_number(v))
-			continue;
-		col = table_find_col(t, name);
-		if (col < 0) {
-			/* A new column: widen every row already there. */
-			size_t old = t->ncols;
-			char **cell;
-
-			if (table_col(t, name, true))
-				continue;
-			cell = calloc(t->nrows * t->ncols, sizeof(*cell));
-			if (!cell)
-				continue;
-			for (size_t r = 0; r < t->nrows; r++)
-				memcpy(cell + r * t->ncols, t->cell + r * old,
-				       old * sizeof(*cell));
-			free(t->cell);
-			t->cell = cell;
-			col = (int)old;
-		}
-		table_set(t, row, (size_t)col, fmt_keyed(key, v, buf, sizeof(buf)));
+		if (json_is_real(v))
+			snprintf(buf, sizeof(buf), "%.2f", json_real_value(v));
+		else if (cols[c].size)
+			fmt_size(v, buf, sizeof(buf));
+		else
+			fmt_value(v, buf, sizeof(buf));
+		table_set(t, row, c + 1, buf);
 	}
 }
 
 static void print_tmem(json_t *r)
 {
+	static const char *const heads[] = {
+		"NAME", "PERSISTENT", "EPHEMERAL", "LOGICAL", "STORED",
+		"CHARGED", "RATIO", "DEDUP", "HITS", "MISSES", "EVICTED",
+		"REFUSED",
+	};
+	json_t *store = json_object_get(r, "store");
 	struct table t = { 0 };
 	size_t i;
 	json_t *g;
-	long row;
 
-	table_col(&t, "NAME", false);
-	json_array_foreach(json_object_get(r, "guests"), i, g) {
-		row = table_row(&t);
-		if (row < 0)
-			break;
-		table_set(&t, row, 0, jstr(g, "name"));
-		tmem_fill(&t, row, "", g, 0);
-	}
-	if (json_is_object(json_object_get(r, "total"))) {
-		row = table_row(&t);
-		if (row >= 0) {
-			table_set(&t, row, 0, "TOTAL");
-			tmem_fill(&t, row, "", json_object_get(r, "total"), 0);
-		}
-	}
+	for (i = 0; i < sizeof(heads) / sizeof(heads[0]); i++)
+		table_col(&t, heads[i], i > 0);
+	json_array_foreach(json_object_get(r, "guests"), i, g)
+		tmem_row(&t, jstr(g, "name"), g);
+	if (json_is_object(json_object_get(r, "total")))
+		tmem_row(&t, "TOTAL", json_object_get(r, "total"));
 	table_print(&t);
 	table_free(&t);
+	if (json_is_object(store)) {
+		char b1[32], b2[32], b3[32];
+
+		printf("store: %s in slabs, %s used (%.1f%% slack), %s records\n",
+		       fmt_size(json_object_get(store, "slab_bytes"), b1, sizeof(b1)),
+		       fmt_size(json_object_get(store, "slab_used_bytes"), b2,
+				sizeof(b2)),
+		       json_number_value(json_object_get(store, "slab_frag_pct")),
+		       fmt_size(json_object_get(store, "meta_bytes"), b3, sizeof(b3)));
+	}
 }
 
 static int cmd_tmem(int argc, char **argv)
@@ -1517,10 +1534,16 @@ static void usage(FILE *f)
 "\n"
 "  run NAME --mem SIZE [--min SIZE] [--prealloc] [--cmdline STR]\n"
 "      [--no-reporting] [--external] [--no-claim]\n"
+"      [--swap SIZE [--swap-quota SIZE]] [--disk IMAGE [--disk-ro]]\n"
 "                              launch a guest; --prealloc populates its\n"
 "                              memory before it boots (progress bar on a\n"
 "                              terminal); --no-claim skips admission (the\n"
-"                              naive toolstack, for benchmarks only)\n"
+"                              naive toolstack, for benchmarks only);\n"
+"                              --swap: a swap device kept in host memory\n"
+"                              (tmem), up to --swap-quota (default: --mem)\n"
+"                              there, the rest in a backing file; --disk: an\n"
+"                              image as /dev/vdX, reads cached in host\n"
+"                              memory shared by the guests using it\n"
 "  list                        guests and their memory\n"
 "  balloon NAME SIZE [--wait SECONDS]\n"
 "                              set the guest's memory left after ballooning;\n"

@@ -193,18 +193,39 @@ static int h_guest_stats(void *ctx, json_t *args, json_t **ret, char **err)
 	return 0;
 }
 
+/* What ebbd says while a --prealloc launch populates: a progress event,
+ * an event for another guest (to be ignored), then done. */
+static void prealloc_later(void *opaque)
+{
+	struct fx *fx = opaque;
+	const char *ev[] = { "PREALLOC_PROGRESS", "PREALLOC_DONE", "PREALLOC_DONE" };
+	const char *who[] = { "web1", "other", "web1" };
+
+	for (int i = 0; i < 3; i++)
+		control_event(fx->ctl, ev[i],
+			      json_pack("{s:s, s:I, s:I, s:i, s:i, s:f}", "name",
+					who[i], "done", (json_int_t)MiB(i ? 256 : 64),
+					"total", (json_int_t)MiB(256), "chunks",
+					i ? 128 : 32, "fallback_pages", 0, "seconds",
+					0.25));
+}
+
 static int h_guest_run(void *ctx, json_t *args, json_t **ret, char **err)
 {
 	struct fx *fx = ctx;
 	const char *name;
 	uint64_t mem, min = 0;
+	bool prealloc = false;
 	int rc;
 
 	record(fx, args);
 	if ((rc = control_arg_str(args, "name", true, &name, err)) ||
 	    (rc = control_arg_size(args, "mem", true, &mem, err)) ||
-	    (rc = control_arg_size(args, "min", false, &min, err)))
+	    (rc = control_arg_size(args, "min", false, &min, err)) ||
+	    (rc = control_arg_bool(args, "prealloc", false, &prealloc, err)))
 		return rc;
+	if (prealloc)
+		loop_timer_add(fx->loop, 100, 0, prealloc_later, fx, NULL);
 	*ret = json_pack("{s:s, s:i, s:I, s:I}", "name", name, "pid", 1234,
 			 "mem", (json_int_t)mem, "claim",
 			 (json_int_t)(min ? min : mem));
@@ -264,11 +285,19 @@ static int h_record(void *ctx, json_t *args, json_t **ret, char **err)
 
 static int h_tmem(void *ctx, json_t *args, json_t **ret, char **err)
 {
-	*ret = json_pack("{s:{s:i, s:I, s:{s:i}}, s:[{s:s, s:i, s:I, s:s}]}",
-			 "total", "puts", 10, "stored_bytes", MiB(2),
-			 "ephemeral", "pages", 7,
-			 "guests", "name", "web1", "puts", 10, "stored_bytes",
-			 MiB(2), "note", "ignored");
+	/* ebbd's shape, trimmed; ebbctl picks its columns and ignores the
+	 * rest (here "note" and "puts"). */
+	*ret = json_pack("{s:{s:i, s:i, s:I, s:I, s:f, s:i}, "
+			 "s:[{s:s, s:i, s:I, s:f, s:s}], "
+			 "s:{s:I, s:I, s:f, s:I}}",
+			 "total", "persistent_pages", 512, "ephemeral_pages", 7,
+			 "logical_bytes", MiB(2), "stored_bytes", MiB(1),
+			 "compression_ratio", 2.0, "puts", 10,
+			 "guests", "name", "web1", "persistent_pages", 512,
+			 "stored_bytes", MiB(1), "compression_ratio", 2.0,
+			 "note", "ignored",
+			 "store", "slab_bytes", MiB(2), "slab_used_bytes",
+			 MiB(1), "slab_frag_pct", 50.0, "meta_bytes", MiB(1) / 16);
 	return 0;
 }
 
@@ -1485,7 +1514,9 @@ static void ebbctl_run_and_friends(void **state)
 	ebbctl(fx, &r, false, "run", "web1", "--mem", "512M", "--min", "256M",
 	       "--prealloc", "--cmdline", "quiet loglevel=3", NULL);
 	assert_status(r, 0);
-	assert_string_equal(r.out, "web1: started, pid 1234, mem 512M, claim 256M\n");
+	assert_string_equal(r.out, "web1: started, pid 1234, mem 512M, claim 256M\n"
+			    "web1: preallocated 256M in 0.25 s (128 chunks of 2 MiB "
+			    "or less, 0 pages by 4 KiB)\n");
 	assert_int_equal(json_integer_value(json_object_get(fx->last_args, "mem")),
 			 512 << 20);
 	assert_int_equal(json_integer_value(json_object_get(fx->last_args, "min")),
@@ -1521,9 +1552,13 @@ static void ebbctl_run_and_friends(void **state)
 	ebbctl(fx, &r, false, "tmem", NULL);
 	assert_status(r, 0);
 	assert_string_equal(r.out,
-			    "NAME   PUTS  STORED_BYTES  EPHEMERAL.PAGES\n"
-			    "web1     10            2M                -\n"
-			    "TOTAL    10            2M                7\n");
+			    "NAME   PERSISTENT  EPHEMERAL  LOGICAL  STORED  CHARGED  "
+			    "RATIO  DEDUP  HITS  MISSES  EVICTED  REFUSED\n"
+			    "web1          512          -        -      1M        -   "
+			    "2.00      -     -       -        -        -\n"
+			    "TOTAL         512          7       2M      1M        -   "
+			    "2.00      -     -       -        -        -\n"
+			    "store: 2M in slabs, 1M used (50.0% slack), 64K records\n");
 
 	ebbctl(fx, &r, false, "raw", "{\"execute\":\"echo\",\"arguments\":{\"a\":1},"
 	       "\"id\":\"r\"}", NULL);
