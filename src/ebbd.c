@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -36,6 +37,9 @@
 #include "pool.h"
 #include "prealloc.h"
 #include "size.h"
+#include "tmem.h"
+#include "swapstore.h"
+#include "cachedisk.h"
 
 #define MAX_GUESTS	256
 #define ACCOUNT_MS	500	/* residency measurement period */
@@ -58,12 +62,24 @@ struct slot {
 	uint64_t hold_token;
 	bool prealloc_started;
 	struct prealloc_status pre_last;	/* final status, for guest-list */
+	/* tmem: the guest's client in the store (its id is the pool id's low
+	 * 32 bits), and the bytes the store has charged it, which the pool
+	 * sees rounded up to pages. */
+	bool tmem_client;
+	uint64_t store_bytes;
+	/* Its block devices' backends (owned by the devices in guest.c; valid
+	 * while guest_disk_info() answers for them), for their counters. */
+	int swap_disk, data_disk;	/* disk index, -1 none */
+	struct swapstore *swap;
+	struct cachedisk *disk;
 };
 
 struct ebbd {
 	struct loop *loop;
 	struct control *ctl;
 	struct pool *pool;
+	struct tmem_store *store;
+	const char *state_dir;	/* swap backing files */
 	struct guest_env env;
 	struct slot slots[MAX_GUESTS];
 	uint64_t next_id;
@@ -188,6 +204,79 @@ static void on_account(void *opaque)
 	}
 }
 
+/* ---- tmem accounting -------------------------------------------------- */
+
+static uint32_t client_of(const struct slot *s)
+{
+	return (uint32_t)s->id;
+}
+
+static struct slot *slot_of_client(struct ebbd *d, uint32_t client)
+{
+	for (unsigned i = 0; i < MAX_GUESTS; i++)
+		if (d->slots[i].g && d->slots[i].tmem_client &&
+		    client_of(&d->slots[i]) == client)
+			return &d->slots[i];
+	return NULL;
+}
+
+static uint64_t pages_up(uint64_t bytes)
+{
+	return (bytes + POOL_PAGE_SIZE - 1) / POOL_PAGE_SIZE;
+}
+
+/*
+ * The store's charge hook: every change of a guest's store charge goes
+ * through the pool, so tmem pages count against the budget like RAM.  A
+ * refusal makes the store evict ephemeral pages and, failing that, refuse
+ * the put (-ENOSPC), after which the swap device writes the page to its
+ * backing file.  Decreases cannot be refused and are always counted.
+ * Runs under the store lock (the pool has its own lock; no store calls).
+ */
+static int store_charge(void *opaque, uint32_t client, int64_t delta)
+{
+	struct ebbd *d = opaque;
+	struct slot *s = slot_of_client(d, client);
+	uint64_t after;
+	int64_t dp;
+	int rc;
+
+	if (!s)
+		return delta > 0 ? -ENOENT : 0;
+	if (delta < 0 && (uint64_t)-delta > s->store_bytes)
+		after = 0;	/* cannot happen if the store keeps its word */
+	else
+		after = s->store_bytes + (uint64_t)delta;
+	dp = (int64_t)pages_up(after) - (int64_t)pages_up(s->store_bytes);
+	rc = s->id ? pool_charge_store(d->pool, s->id, dp) : 0;
+	if (rc < 0 && delta > 0)
+		return rc;
+	s->store_bytes = after;
+	return 0;
+}
+
+static json_t *tmem_stats_json(const struct tmem_stats *t)
+{
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+			 "s:I, s:I, s:I, s:f, s:f}",
+		"persistent_pages", (json_int_t)t->persistent_pages,
+		"ephemeral_pages", (json_int_t)t->ephemeral_pages,
+		"zero_pages", (json_int_t)t->zero_pages,
+		"raw_pages", (json_int_t)t->raw_pages,
+		"logical_bytes", (json_int_t)t->logical_bytes,
+		"compressed_bytes", (json_int_t)t->compressed_bytes,
+		"stored_bytes", (json_int_t)t->stored_bytes,
+		"charged_bytes", (json_int_t)t->charged_bytes,
+		"puts", (json_int_t)t->puts,
+		"gets", (json_int_t)t->gets,
+		"hits", (json_int_t)t->hits,
+		"misses", (json_int_t)t->misses,
+		"evictions", (json_int_t)t->evictions,
+		"refused_puts", (json_int_t)t->refused_puts,
+		"compression_ratio", t->compression_ratio,
+		"dedup_ratio", t->dedup_ratio);
+}
+
 /* ---- preallocation ---------------------------------------------------- */
 
 static void prealloc_done(void *opaque, int result)
@@ -293,6 +382,16 @@ static void ev_state(void *opaque, struct guest *g, enum guest_state old)
 			prealloc_free(s->pre);
 			s->pre = NULL;
 		}
+		/* The guest's devices are gone with it (guest.c frees them
+		 * first); whatever the store still holds for it goes now. */
+		if (s) {
+			s->swap = NULL;
+			s->disk = NULL;
+		}
+		if (s && s->tmem_client) {
+			tmem_client_destroy(d->store, client_of(s));
+			s->tmem_client = false;
+		}
 		if (s && s->id) {
 			pool_guest_remove(d->pool, s->id);
 			s->id = 0;
@@ -364,13 +463,87 @@ static int claim_refused(struct ebbd *d, const char *name, uint64_t want,
 	return -ENOMEM;
 }
 
+/*
+ * The block devices a guest-run asked for: a swap device (tmem persistent
+ * pool, backing file in the state directory) and/or a data disk (an image
+ * file with a shared host page cache).  Registers the guest as a tmem
+ * client first.  On error nothing is left (no client, no backends).
+ */
+static int add_disks(struct ebbd *d, struct slot *s, const char *name,
+		     uint64_t mem, uint64_t swap, uint64_t quota,
+		     const char *disk, bool disk_ro, struct guest_config *cfg,
+		     char **err)
+{
+	struct tmem_client_params tp = {
+		/* A guest may park at most its own RAM size in host memory
+		 * unless told otherwise: beyond that its swap goes to disk. */
+		.max_persistent_pages = (quota ? quota : mem) / TMEM_PAGE_SIZE,
+	};
+	int rc;
+
+	rc = tmem_client_new(d->store, client_of(s), name, &tp);
+	if (rc < 0) {
+		*err = errf("cannot register '%s' with the page store: %s", name,
+			    strerror(-rc));
+		return rc;
+	}
+	s->tmem_client = true;
+	if (swap) {
+		struct guest_disk *dk = &cfg->disks[cfg->ndisks];
+		char path[512];
+
+		snprintf(path, sizeof(path), "%s/%s.swap", d->state_dir, name);
+		/* A file of that name is a leftover of a daemon that died: no
+		 * running guest of this ebbd owns it (names are unique). */
+		unlink(path);
+		rc = swapstore_new(d->store, client_of(s), swap, path, &dk->back);
+		if (rc < 0) {
+			*err = errf("cannot create the swap device (backing file %s): %s",
+				    path, strerror(-rc));
+			goto fail;
+		}
+		snprintf(dk->role, sizeof(dk->role), "swap");
+		/* Swap I/O is page-sized: tell the guest so it never sends a
+		 * partial page (which would cost a read-modify-write). */
+		dk->params.block_size = TMEM_PAGE_SIZE;
+		s->swap = swapstore_from(&dk->back);
+		s->swap_disk = (int)cfg->ndisks++;
+	}
+	if (disk) {
+		struct guest_disk *dk = &cfg->disks[cfg->ndisks];
+
+		rc = cachedisk_new(d->store, client_of(s), disk, disk_ro, &dk->back);
+		if (rc < 0) {
+			*err = errf("cannot open disk image %s: %s", disk,
+				    strerror(-rc));
+			goto fail;
+		}
+		snprintf(dk->role, sizeof(dk->role), "disk");
+		dk->params.phys_block_size = TMEM_PAGE_SIZE;
+		s->disk = cachedisk_from(&dk->back);
+		s->data_disk = (int)cfg->ndisks++;
+	}
+	return 0;
+fail:
+	for (unsigned i = 0; i < cfg->ndisks; i++)
+		cfg->disks[i].back.ops->destroy(cfg->disks[i].back.be);
+	cfg->ndisks = 0;
+	s->swap = NULL;
+	s->disk = NULL;
+	s->swap_disk = s->data_disk = -1;
+	tmem_client_destroy(d->store, client_of(s));
+	s->tmem_client = false;
+	return rc;
+}
+
 static int cmd_run(void *ctx, json_t *args, json_t **ret, char **err)
 {
 	struct ebbd *d = ctx;
 	struct guest_config cfg = { .cmdline = NULL };
-	const char *name, *cmdline = NULL;
-	uint64_t mem = 0, min = 0;
+	const char *name, *cmdline = NULL, *disk = NULL;
+	uint64_t mem = 0, min = 0, swap = 0, quota = 0;
 	bool external = false, reporting = true, prealloc = false, claim = true;
+	bool disk_ro = false;
 	struct slot *s;
 	int rc;
 
@@ -381,8 +554,18 @@ static int cmd_run(void *ctx, json_t *args, json_t **ret, char **err)
 	    (rc = control_arg_bool(args, "external", false, &external, err)) ||
 	    (rc = control_arg_bool(args, "reporting", false, &reporting, err)) ||
 	    (rc = control_arg_bool(args, "prealloc", false, &prealloc, err)) ||
-	    (rc = control_arg_bool(args, "claim", false, &claim, err)))
+	    (rc = control_arg_bool(args, "claim", false, &claim, err)) ||
+	    (rc = control_arg_size(args, "swap", false, &swap, err)) ||
+	    (rc = control_arg_size(args, "swap_quota", false, &quota, err)) ||
+	    (rc = control_arg_str(args, "disk", false, &disk, err)) ||
+	    (rc = control_arg_bool(args, "disk_ro", false, &disk_ro, err)))
 		return rc;
+	if (swap % POOL_PAGE_SIZE || swap > SWAPSTORE_MAX_BYTES ||
+	    (swap && swap < (1ull << 20))) {
+		*err = errf("swap must be whole pages, at least 1M and at most %llu GiB",
+			    (unsigned long long)(SWAPSTORE_MAX_BYTES >> 30));
+		return -EINVAL;
+	}
 	if (!guest_name_valid(name)) {
 		*err = errf("invalid guest name '%s' (1-31 of A-Z a-z 0-9 - _ ., "
 			    "not starting with - or .)", name);
@@ -448,8 +631,26 @@ static int cmd_run(void *ctx, json_t *args, json_t **ret, char **err)
 	 * would hand the populated pages straight back (and its claim is
 	 * already consumed), so it is not offered.  The balloon still is. */
 	cfg.no_reporting = !reporting || prealloc;
+	s->swap_disk = s->data_disk = -1;
+	s->swap = NULL;
+	s->disk = NULL;
+	s->store_bytes = 0;
+	s->tmem_client = false;
+	if (swap || disk) {
+		rc = add_disks(d, s, name, mem, swap, quota, disk, disk_ro, &cfg,
+			       err);
+		if (rc < 0) {
+			pool_guest_remove(d->pool, s->id);
+			s->id = 0;
+			return rc;
+		}
+	}
 	rc = guest_start(&d->env, &cfg, &guest_ev, d, &s->g);
 	if (rc < 0) {
+		/* guest_start destroyed the backends. */
+		if (s->tmem_client)
+			tmem_client_destroy(d->store, client_of(s));
+		s->tmem_client = false;
 		pool_guest_remove(d->pool, s->id);
 		s->id = 0;
 		s->g = NULL;
@@ -474,6 +675,15 @@ static int cmd_run(void *ctx, json_t *args, json_t **ret, char **err)
 				 "claim", (json_int_t)(claim ? (min ? min : mem) : 0),
 				 "sockets", "balloon",
 				 guest_balloon_socket(s->g));
+		{
+			json_t *socks = json_object_get(*ret, "sockets");
+			const char *role, *sock;
+			struct blk_info bi;
+
+			for (unsigned i = 0;
+			     guest_disk_info(s->g, i, &role, &sock, &bi) == 0; i++)
+				json_object_set_new(socks, role, json_string(sock));
+		}
 	}
 	return 0;
 }
@@ -513,6 +723,12 @@ static json_t *guest_json_full(struct ebbd *d, struct slot *s)
 {
 	json_t *o = guest_json(d, s);
 	struct prealloc_status st = s->pre_last;
+	struct pool_guest_info pi = { 0 };
+
+	if (s->id && pool_guest_info(d->pool, s->id, &pi) == 0)
+		json_object_set_new(o, "store",
+				    json_integer((json_int_t)(pi.store_pages *
+							      POOL_PAGE_SIZE)));
 
 	if (!s->prealloc_bytes)
 		return o;
@@ -664,6 +880,111 @@ static int cmd_info(void *ctx, json_t *args, json_t **ret, char **err)
 			 "unclaimed", (json_int_t)(pi.unclaimed_pages * POOL_PAGE_SIZE),
 			 "over", (json_int_t)(pi.over_pages * POOL_PAGE_SIZE),
 			 "guests", (int)pi.guests);
+	json_object_set_new(*ret, "store",
+			    json_integer((json_int_t)(pi.store_pages * POOL_PAGE_SIZE)));
+	return 0;
+}
+
+static void slot_backend_json(struct slot *s, unsigned i, json_t *dv)
+{
+	if ((int)i == s->swap_disk && s->swap) {
+		struct swapstore_stats st;
+
+		if (swapstore_stats(s->swap, &st) < 0)
+			return;
+		json_object_set_new(dv, "swap", json_pack(
+			"{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+			"capacity_pages", (json_int_t)st.capacity_pages,
+			"tmem_pages", (json_int_t)st.tmem_pages,
+			"file_pages", (json_int_t)st.file_pages,
+			"lost_pages", (json_int_t)st.lost_pages,
+			"file_write_bytes", (json_int_t)st.file_write_bytes,
+			"file_read_bytes", (json_int_t)st.file_read_bytes,
+			"refused_puts", (json_int_t)st.refused_puts,
+			"io_errors", (json_int_t)st.io_errors,
+			"zero_pages_written", (json_int_t)st.zero_pages_written));
+	} else if ((int)i == s->data_disk && s->disk) {
+		struct cachedisk_stats st;
+
+		if (cachedisk_stats(s->disk, &st) < 0)
+			return;
+		json_object_set_new(dv, "cache", json_pack(
+			"{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+			"capacity_bytes", (json_int_t)st.capacity_bytes,
+			"hits", (json_int_t)st.hits,
+			"misses", (json_int_t)st.misses,
+			"fills", (json_int_t)st.fills,
+			"fills_refused", (json_int_t)st.fills_refused,
+			"invalidated_pages", (json_int_t)st.invalidated_pages,
+			"file_read_bytes", (json_int_t)st.file_read_bytes,
+			"file_write_bytes", (json_int_t)st.file_write_bytes,
+			"io_errors", (json_int_t)st.io_errors));
+	}
+}
+
+/* The guest's block devices and their counters, as @o's "devices". */
+static void slot_devices_json(struct slot *s, json_t *o)
+{
+	json_t *arr = json_array();
+	const char *role, *sock;
+	struct blk_info bi;
+
+	for (unsigned i = 0; guest_disk_info(s->g, i, &role, &sock, &bi) == 0; i++) {
+		json_t *dv = json_pack("{s:s, s:s, s:b, s:b, s:I, s:I, s:I, s:I, s:I, "
+				       "s:I, s:I, s:I}",
+			"role", role, "socket", sock,
+			"connected", bi.connected, "failed", bi.failed,
+			"reads", (json_int_t)bi.reads,
+			"writes", (json_int_t)bi.writes,
+			"read_bytes", (json_int_t)bi.read_bytes,
+			"write_bytes", (json_int_t)bi.write_bytes,
+			"flushes", (json_int_t)bi.flushes,
+			"discards", (json_int_t)bi.discards,
+			"ioerr", (json_int_t)bi.ioerr,
+			"unsupp", (json_int_t)bi.unsupp);
+
+		slot_backend_json(s, i, dv);
+		json_array_append_new(arr, dv);
+	}
+	json_object_set_new(o, "devices", arr);
+}
+
+static int cmd_tmem(void *ctx, json_t *args, json_t **ret, char **err)
+{
+	struct ebbd *d = ctx;
+	struct tmem_store_stats ss;
+	json_t *guests = json_array();
+	int rc = tmem_store_stats(d->store, &ss);
+
+	if (rc < 0) {
+		json_decref(guests);
+		return rc;
+	}
+	for (unsigned i = 0; i < MAX_GUESTS; i++) {
+		struct slot *s = &d->slots[i];
+		struct tmem_stats t;
+		json_t *o;
+
+		if (!s->g || !s->tmem_client ||
+		    tmem_client_stats(d->store, client_of(s), &t) < 0)
+			continue;
+		o = tmem_stats_json(&t);
+		json_object_set_new(o, "name", json_string(guest_name(s->g)));
+		slot_devices_json(s, o);
+		json_array_append_new(guests, o);
+	}
+	*ret = json_pack("{s:o, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}}",
+			 "total", tmem_stats_json(&ss.total),
+			 "guests", guests,
+			 "store", "clients", (json_int_t)ss.clients,
+			 "pools", (json_int_t)ss.pools,
+			 "objects", (json_int_t)ss.objects,
+			 "blobs", (json_int_t)ss.blobs,
+			 "meta_bytes", (json_int_t)ss.meta_bytes,
+			 "slabs", (json_int_t)ss.slabs,
+			 "slab_bytes", (json_int_t)ss.slab_bytes,
+			 "slab_used_bytes", (json_int_t)ss.slab_used_bytes,
+			 "slab_frag_pct", ss.slab_frag_pct);
 	return 0;
 }
 
@@ -709,7 +1030,7 @@ static int cmd_claim(void *ctx, json_t *args, json_t **ret, char **err)
 }
 
 static const struct control_cmd commands[] = {
-	{ "guest-run", cmd_run, "name mem min cmdline external reporting prealloc claim",
+	{ "guest-run", cmd_run, "name mem min cmdline external reporting prealloc claim swap swap_quota disk disk_ro",
 	  "claim memory for a guest and launch it" },
 	{ "guest-list", cmd_list, "", "list guests" },
 	{ "balloon", cmd_balloon, "name target",
@@ -721,6 +1042,8 @@ static const struct control_cmd commands[] = {
 	{ "info", cmd_info, "", "host pool: budget, resident, free, claims" },
 	{ "claim", cmd_claim, "name size",
 	  "stake (or with 0 cancel) a claim for a guest" },
+	{ "tmem", cmd_tmem, "",
+	  "transcendent memory: per-guest and total pages, ratios, hits" },
 	{ NULL, NULL, NULL, NULL },
 };
 
@@ -750,7 +1073,8 @@ static void usage(FILE *f)
 		"  --initrd PATH     guest initramfs (default %s)\n"
 		"  --ram-dir DIR     where guests keep their RAM files (default /dev/shm)\n"
 		"  --budget SIZE     host memory budget (default: memory cgroup\n"
-		"                    limit, else MemTotal minus a reserve)\n",
+		"                    limit, else MemTotal minus a reserve)\n"
+		"  --state-dir DIR   swap backing files, on disk (default /var/lib/ebb)\n",
 		CONTROL_DEFAULT_PATH, EBB_DEFAULT_INITRD);
 }
 
@@ -764,6 +1088,7 @@ int main(int argc, char **argv)
 		{ "initrd", required_argument, NULL, 'i' },
 		{ "ram-dir", required_argument, NULL, 'm' },
 		{ "budget", required_argument, NULL, 'b' },
+		{ "state-dir", required_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -779,6 +1104,7 @@ int main(int argc, char **argv)
 	d.env.kernel = "/usr/bin/linux.uml";
 	d.env.initrd = EBB_DEFAULT_INITRD;
 	d.env.ram_dir = "/dev/shm";
+	d.state_dir = "/var/lib/ebb";
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 's': sock = optarg; break;
@@ -787,6 +1113,7 @@ int main(int argc, char **argv)
 		case 'k': d.env.kernel = optarg; break;
 		case 'i': d.env.initrd = optarg; break;
 		case 'm': d.env.ram_dir = optarg; break;
+		case 'S': d.state_dir = optarg; break;
 		case 'b':
 			if (size_parse(optarg, &budget) < 0 || !budget) {
 				fprintf(stderr, "ebbd: bad --budget '%s'\n", optarg);
@@ -810,6 +1137,11 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
+	if (mkdir(d.state_dir, 0750) < 0 && errno != EEXIST) {
+		fprintf(stderr, "ebbd: state directory %s: %s\n", d.state_dir,
+			strerror(errno));
+		return 1;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGINT);
@@ -817,7 +1149,15 @@ int main(int argc, char **argv)
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	d.sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 
-	if ((rc = loop_new(&d.loop)) < 0 ||
+	{
+		struct tmem_store_config tc = {
+			.charge = store_charge,
+			.charge_opaque = &d,
+		};
+
+		rc = tmem_store_new(&tc, &d.store);
+	}
+	if (rc < 0 || (rc = loop_new(&d.loop)) < 0 ||
 	    (rc = pool_create(budget, &d.pool)) < 0) {
 		fprintf(stderr, "ebbd: %s\n", strerror(-rc));
 		return 1;
@@ -848,6 +1188,7 @@ int main(int argc, char **argv)
 	loop_timer_del(d.account_timer);
 	loop_free(d.loop);
 	pool_destroy(d.pool);
+	tmem_store_free(d.store);
 	close(d.sigfd);
 	return rc < 0 ? 1 : 0;
 }

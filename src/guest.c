@@ -17,6 +17,15 @@
 
 #define GUEST_TICK_MS	500	/* residency refresh and boot watch period */
 #define UML_VIRTIO_BALLOON 5	/* virtio device id, virtio_ids.h */
+#define UML_VIRTIO_BLOCK 2	/* virtio device id, virtio_ids.h */
+
+struct guest;
+
+/* blk_events.failed has only the device's opaque: one per disk. */
+struct disk_ref {
+	struct guest *g;
+	unsigned i;
+};
 
 struct guest {
 	const struct guest_env *env;
@@ -36,6 +45,11 @@ struct guest {
 	uint64_t resident_bytes;
 	bool external;		/* no process of ours */
 	struct balloon *balloon;
+	struct blk *disks[GUEST_MAX_DISKS];	/* NULL once stopped */
+	struct disk_ref disk_refs[GUEST_MAX_DISKS];
+	char disk_role[GUEST_MAX_DISKS][GUEST_ROLE_MAX];
+	char disk_sock[GUEST_MAX_DISKS][300];
+	unsigned ndisks;
 	struct loop_timer *tick;	/* residency + boot watch */
 	struct loop_timer *kill_timer;	/* grace period after a stop */
 };
@@ -71,6 +85,16 @@ bool guest_name_valid(const char *name)
 	return true;
 }
 
+/* A stopped guest's block devices go at once: their backends hold host
+ * memory (tmem pages) and files that belong to no one any more. */
+static void free_disks(struct guest *g)
+{
+	for (unsigned i = 0; i < g->ndisks; i++) {
+		blk_free(g->disks[i]);
+		g->disks[i] = NULL;
+	}
+}
+
 /* Every state change goes through here, so events cannot be missed. */
 static void set_state(struct guest *g, enum guest_state to)
 {
@@ -82,6 +106,8 @@ static void set_state(struct guest *g, enum guest_state to)
 	if (from == GUEST_STOPPED || from == GUEST_FAILED)
 		return;
 	g->state = to;
+	if (to == GUEST_STOPPED || to == GUEST_FAILED)
+		free_disks(g);
 	log_info(g->name, "%s -> %s", guest_state_name(from),
 		 guest_state_name(to));
 	if (g->ev && g->ev->state_changed)
@@ -112,6 +138,19 @@ static void on_balloon_failed(void *opaque, const char *why)
 	if (g->ev && g->ev->device_failed)
 		g->ev->device_failed(g->opaque, g, "balloon", why);
 }
+
+static void on_disk_failed(void *opaque, const char *why)
+{
+	const struct disk_ref *r = opaque;
+
+	if (r->g->ev && r->g->ev->device_failed)
+		r->g->ev->device_failed(r->g->opaque, r->g,
+					r->g->disk_role[r->i], why);
+}
+
+static const struct blk_events disk_ev = {
+	.failed = on_disk_failed,
+};
 
 static void on_balloon_mem_table(void *opaque)
 {
@@ -242,7 +281,8 @@ int guest_start(const struct guest_env *env, const struct guest_config *cfg,
 		struct guest **out)
 {
 	char a_mem[32], a_initrd[300], a_balloon[340], a_name[64];
-	char a_umldir[280];
+	char a_umldir[280], a_disk[GUEST_MAX_DISKS][340];
+	unsigned ndone = 0;
 	char *argv[MAX_ARGS];
 	char *extra = NULL;
 	int argc = 0, pipefd[2], log_fd, rc;
@@ -250,14 +290,17 @@ int guest_start(const struct guest_env *env, const struct guest_config *cfg,
 	sigset_t all, old;
 	pid_t pid;
 
-	if (!guest_name_valid(cfg->name))
-		return -EINVAL;
 	/* UML takes mem= in whole megabytes. */
-	if (cfg->mem_bytes < (32ull << 20) || cfg->mem_bytes % (1ull << 20))
-		return -EINVAL;
+	if (!guest_name_valid(cfg->name) || cfg->ndisks > GUEST_MAX_DISKS ||
+	    cfg->mem_bytes < (32ull << 20) || cfg->mem_bytes % (1ull << 20)) {
+		rc = -EINVAL;
+		goto err_backends;
+	}
 	g = calloc(1, sizeof(*g));
-	if (!g)
-		return -ENOMEM;
+	if (!g) {
+		rc = -ENOMEM;
+		goto err_backends;
+	}
 	g->env = env;
 	g->ev = ev;
 	g->opaque = opaque;
@@ -288,13 +331,29 @@ int guest_start(const struct guest_env *env, const struct guest_config *cfg,
 	}
 	if (rc < 0)
 		goto err_rmdir;
+	for (; ndone < cfg->ndisks; ndone++) {
+		const struct guest_disk *dk = &cfg->disks[ndone];
+		char dname[GUEST_NAME_MAX + GUEST_ROLE_MAX + 1];
+
+		snprintf(g->disk_role[ndone], GUEST_ROLE_MAX, "%s", dk->role);
+		snprintf(g->disk_sock[ndone], sizeof(g->disk_sock[ndone]),
+			 "%s/%s.sock", g->dir, dk->role);
+		snprintf(dname, sizeof(dname), "%s/%s", g->name, dk->role);
+		g->disk_refs[ndone] = (struct disk_ref){ g, ndone };
+		rc = blk_new(env->loop, g->disk_sock[ndone], dname, &dk->back,
+			     &dk->params, &disk_ev, &g->disk_refs[ndone],
+			     &g->disks[ndone]);
+		if (rc < 0)
+			goto err_disks;
+		g->ndisks = ndone + 1;
+	}
 
 	if (cfg->external) {
 		g->external = true;
 		rc = loop_timer_add(env->loop, GUEST_TICK_MS, GUEST_TICK_MS,
 				    on_tick, g, &g->tick);
 		if (rc < 0)
-			goto err_balloon;
+			goto err_disks;
 		log_info(g->name, "serving devices for an external VMM at %s",
 			 g->dir);
 		*out = g;
@@ -318,6 +377,11 @@ int guest_start(const struct guest_env *env, const struct guest_config *cfg,
 	/* Free pages are reported in 2 MiB blocks: one host huge page each. */
 	argv[argc++] = (char *)"page_reporting.page_reporting_order=9";
 	argv[argc++] = a_balloon;
+	for (unsigned i = 0; i < g->ndisks; i++) {
+		snprintf(a_disk[i], sizeof(a_disk[i]), "virtio_uml.device=%s:%d",
+			 g->disk_sock[i], UML_VIRTIO_BLOCK);
+		argv[argc++] = a_disk[i];
+	}
 	argv[argc++] = a_name;
 	/* 256 legacy ptys cost 1-2 s of boot and nobody uses them. */
 	argv[argc++] = (char *)"pty.legacy_count=0";
@@ -330,7 +394,7 @@ int guest_start(const struct guest_env *env, const struct guest_config *cfg,
 		extra = strdup(cfg->cmdline);
 		if (!extra) {
 			rc = -ENOMEM;
-			goto err_balloon;
+			goto err_disks;
 		}
 		for (char *t = strtok_r(extra, " \t", &save); t;
 		     t = strtok_r(NULL, " \t", &save)) {
@@ -407,20 +471,38 @@ err_console:
 	if (g->pidfd >= 0)
 		close(g->pidfd);
 	close_console(g);
-	goto err_balloon;
+	goto err_disks;
 err_pipe:
 	if (pipefd[0] >= 0)
 		close(pipefd[0]);
 	close(pipefd[1]);
 err_extra:
 	free(extra);
-err_balloon:
+err_disks:
+	free_disks(g);
 	balloon_free(g->balloon);
 err_rmdir:
 	rmdir(g->dir);
 err_free:
 	free(g);
+err_backends:
+	/* The backends no device took (blk_new leaves a failed one's with
+	 * us) are destroyed here, as the contract says. */
+	for (unsigned i = ndone; i < cfg->ndisks && i < GUEST_MAX_DISKS; i++)
+		if (cfg->disks[i].back.ops && cfg->disks[i].back.ops->destroy)
+			cfg->disks[i].back.ops->destroy(cfg->disks[i].back.be);
 	return rc;
+}
+
+int guest_disk_info(const struct guest *g, unsigned i, const char **role,
+		    const char **sock, struct blk_info *info)
+{
+	if (i >= g->ndisks || !g->disks[i])
+		return -ENOENT;
+	*role = g->disk_role[i];
+	*sock = g->disk_sock[i];
+	blk_get_info(g->disks[i], info);
+	return 0;
 }
 
 int guest_stop(struct guest *g, uint64_t grace_ms)
@@ -463,6 +545,7 @@ void guest_free(struct guest *g)
 	loop_timer_del(g->tick);
 	loop_timer_del(g->kill_timer);
 	close_console(g);
+	free_disks(g);
 	balloon_free(g->balloon);
 	rmdir(g->dir);
 	free(g);

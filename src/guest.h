@@ -27,9 +27,13 @@
 #include <sys/types.h>
 
 #include "balloon.h"
+#include "blk.h"
+#include "blkback.h"
 #include "loop.h"
 
 #define GUEST_NAME_MAX 32	/* bytes including the NUL */
+#define GUEST_MAX_DISKS 4	/* virtio-blk devices per guest */
+#define GUEST_ROLE_MAX 16	/* "swap", "disk": bytes including the NUL */
 
 enum guest_state {
 	GUEST_STARTING,
@@ -49,6 +53,15 @@ struct guest_env {
 	const char *ram_dir;	/* TMPDIR for the guest's RAM file */
 };
 
+/* A block device for the guest: its storage and how the device shows it.
+ * The guest sees them as /dev/vda, vdb, ... in this order. */
+struct guest_disk {
+	char role[GUEST_ROLE_MAX];	/* socket <role>.sock, log tag, and
+					 * the device name in events */
+	struct blkback back;		/* guest_start owns it, even on error */
+	struct blk_params params;
+};
+
 struct guest_config {
 	char name[GUEST_NAME_MAX];
 	uint64_t mem_bytes;	/* configured memory */
@@ -56,6 +69,8 @@ struct guest_config {
 	bool no_reporting;	/* do not offer free page reporting */
 	bool external;		/* no process: another VMM connects to the
 				 * device sockets (and owns the guest) */
+	struct guest_disk disks[GUEST_MAX_DISKS];
+	unsigned ndisks;
 };
 
 struct guest;
@@ -92,7 +107,9 @@ const char *guest_state_name(enum guest_state s);
 
 /*
  * Create the run directory and sockets, then fork and exec the UML kernel.
- * Returns 0, or -errno (nothing is left behind on failure).
+ * Returns 0, or -errno (nothing is left behind on failure).  The disks'
+ * backends belong to the guest from here on, also when it fails: they are
+ * destroyed with their devices once the guest has stopped.
  */
 int guest_start(const struct guest_env *env, const struct guest_config *cfg,
 		const struct guest_events *ev, void *opaque,
@@ -124,6 +141,12 @@ int guest_ram_file(struct guest *g, int *fd, uint64_t *off, uint64_t *size);
  * balloon probe, so call it with 0 unless the guest is being killed. */
 int guest_hold_boot(struct guest *g, uint64_t *token);
 void guest_release_boot(struct guest *g, uint64_t token, int result);
+
+/* Block device @i (0 <= i < number of disks): its role, socket and
+ * counters.  -ENOENT past the last one or once the guest has stopped (its
+ * devices are gone then). */
+int guest_disk_info(const struct guest *g, unsigned i, const char **role,
+		    const char **sock, struct blk_info *info);
 
 /* The balloon device's vhost-user socket path. */
 const char *guest_balloon_socket(const struct guest *g);

@@ -123,7 +123,8 @@ class Ebbd:
         args = [ebbd_binary(), "--socket", self.sock,
                 "--run-dir", os.path.join(self.dir, "run"),
                 "--log-dir", os.path.join(self.dir, "logs"),
-                "--initrd", initrd_path()]
+                "--initrd", initrd_path(),
+                "--state-dir", os.path.join(self.dir, "state")]
         if budget:
             args += ["--budget", budget]
         args += list(extra_args)

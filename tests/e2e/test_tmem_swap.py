@@ -1,0 +1,146 @@
+"""End to end: ebb's tmem-backed block devices with real UML guests.
+
+- swap (preswap): the guest swaps onto a vhost-user-blk device whose pages
+  live in its persistent tmem pool; when the pool refuses them they go to a
+  per-guest backing file; either way every page comes back intact;
+- a guest killed in the middle of swapping leaves the store consistent and
+  its memory released;
+- data disk (precache): reads of an image are cached in an ephemeral pool
+  shared by the guests using that image.
+"""
+import hashlib
+import os
+import time
+
+from ebbtest import Ebbd, MiB, TestFailure
+
+
+def guest_tmem(d, name):
+    for g in d.c.call("tmem")["guests"]:
+        if g["name"] == name:
+            return g
+    raise TestFailure("no tmem entry for %s" % name)
+
+
+def device(t, role):
+    for dv in t["devices"]:
+        if dv["role"] == role:
+            return dv
+    raise TestFailure("no %s device in %s" % (role, t))
+
+
+def pagecheck(d, name, size, seed, extra=""):
+    st, out = d.exec(name, "pagecheck write %s %d %s" % (size, seed, extra))
+    assert "pagecheck:" in out, out
+    assert st == 0 and " 0 mismatches" in out, out
+    return out
+
+
+def vmstat(d, name, key):
+    st, out = d.exec(name, "grep '^%s ' /proc/vmstat" % key)
+    for line in out.splitlines():
+        if line.startswith(key + " "):
+            return int(line.split()[1])
+    raise TestFailure("no %s in vmstat: %s" % (key, out))
+
+
+def test_swap_pages_live_in_tmem_and_come_back_intact():
+    """A 64 MiB guest writes 128 MiB of distinct pages and verifies them
+    twice: they go out to ebb's swap device and back.  With room in the
+    pool (quota 256M) every page is held in host memory: zero bytes written
+    to the backing file; the store's charge shows up in the pool."""
+    with Ebbd(budget="2G") as d:
+        r = d.run("s", 64 * MiB, swap=256 * MiB, swap_quota=256 * MiB)
+        assert "swap" in r["sockets"], r
+        assert "ebb-guest: swap on /dev/vda" in d.console("s")
+        pagecheck(d, "s", "128M", 11, "--passes 2")
+        assert vmstat(d, "s", "pswpout") > 16384
+        t = guest_tmem(d, "s")
+        sw = device(t, "swap")
+        assert t["persistent_pages"] > 8192, t
+        assert sw["swap"]["tmem_pages"] == t["persistent_pages"], sw
+        assert sw["swap"]["file_pages"] == 0, sw
+        assert sw["swap"]["file_write_bytes"] == 0, sw
+        assert sw["ioerr"] == 0 and not sw["failed"], sw
+        info = d.c.call("info")
+        assert info["store"] >= t["charged_bytes"], (info, t)
+        assert info["resident"] + info["store"] + info["claims"] <= info["budget"], info
+
+
+def test_swap_falls_back_to_the_backing_file_when_the_host_is_short():
+    """The same workload with a budget so small that the pool refuses most
+    puts: the device writes those pages to the backing file instead, never
+    fails a write, and the guest reads every page back correctly."""
+    with Ebbd(budget="100M") as d:
+        d.run("s", 64 * MiB, swap=256 * MiB, swap_quota=256 * MiB)
+        pagecheck(d, "s", "128M", 12)
+        sw = device(guest_tmem(d, "s"), "swap")
+        assert sw["swap"]["refused_puts"] > 0, sw
+        assert sw["swap"]["file_pages"] > 0, sw
+        assert sw["swap"]["file_write_bytes"] > 0, sw
+        assert sw["ioerr"] == 0 and sw["swap"]["lost_pages"] == 0, sw
+        info = d.c.call("info")
+        assert info["over"] == 0, info
+
+
+def test_kill_while_swapping_releases_everything():
+    """A guest killed in the middle of heavy swapping: the store drops its
+    pool and client, the pool releases its charge, and the backing file is
+    removed; another guest's swap is untouched."""
+    with Ebbd(budget="2G") as d:
+        d.run("k", 64 * MiB, swap=256 * MiB, swap_quota=64 * MiB)
+        d.run("other", 64 * MiB, swap=128 * MiB)
+        d.c.call("guest-exec", name="other", command="pagecheck write 96M 5 --hold 20")
+        d.c.call("guest-exec", name="k", command="pagecheck write 192M 3 --passes 3")
+        d.wait_until(lambda: device(guest_tmem(d, "k"), "swap")["swap"]["file_pages"] > 1000,
+                     120, "k swapping to tmem and to its file")
+        backing = os.path.join(d.dir, "state", "k.swap")
+        assert os.path.exists(backing)
+        d.c.call("guest-stop", name="k", force=True)
+        d.wait_until(lambda: d.guest("k")["state"] in ("stopped", "failed"), 20,
+                     "k stopped")
+        names = [g["name"] for g in d.c.call("tmem")["guests"]]
+        assert "k" not in names, names
+        assert not os.path.exists(backing)
+        assert d.guest("k").get("store", 0) == 0
+        # other's pages are all still there and correct.
+        d.wait_console("other", r"pagecheck: \d+ pages, 0 mismatches", 180)
+        t = d.c.call("tmem")
+        assert t["store"]["clients"] == 1, t
+        info = d.c.call("info")
+        assert info["store"] >= guest_tmem(d, "other")["charged_bytes"], info
+        d.c.call("guest-stop", name="other", force=True)
+        d.wait_until(lambda: d.c.call("tmem")["store"]["clients"] == 0, 20,
+                     "store empty")
+        t = d.c.call("tmem")
+        assert t["total"]["persistent_pages"] == 0, t
+        assert t["store"]["blobs"] == 0, t
+        assert d.c.call("info")["store"] == 0
+
+
+def test_data_disk_reads_are_cached_and_shared():
+    """Two guests use the same image as a data disk: the first reads it
+    from the file and fills the shared ephemeral pool, the second (and the
+    first after dropping its page cache) read it from host memory; the
+    bytes are the image's."""
+    with Ebbd(budget="2G") as d:
+        img = os.path.join(d.dir, "data.img")
+        with open(img, "wb") as f:
+            f.write(os.urandom(16 * MiB))
+        want = hashlib.md5(open(img, "rb").read()).hexdigest()
+        d.run("a", 64 * MiB, disk=img, disk_ro=True)
+        d.run("b", 64 * MiB, disk=img, disk_ro=True)
+        st, out = d.exec("a", "md5sum /dev/vda")
+        assert want in out, (want, out)
+        ca = device(guest_tmem(d, "a"), "disk")["cache"]
+        assert ca["misses"] >= 4096 and ca["fills"] > 0, ca
+        st, out = d.exec("b", "md5sum /dev/vda")
+        assert want in out, (want, out)
+        cb = device(guest_tmem(d, "b"), "disk")["cache"]
+        assert cb["hits"] >= 4000, cb
+        assert cb["file_read_bytes"] < 1 * MiB, cb
+        d.exec("a", "echo 3 > /proc/sys/vm/drop_caches")
+        h0 = device(guest_tmem(d, "a"), "disk")["cache"]["hits"]
+        st, out = d.exec("a", "md5sum /dev/vda")
+        assert want in out
+        assert device(guest_tmem(d, "a"), "disk")["cache"]["hits"] - h0 >= 4000
