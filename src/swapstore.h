@@ -20,6 +20,8 @@
  *          whole, discarded or zeroed.  (Linux keeps a page whose swap
  *          write failed in RAM, so it never reads such a slot back.)
  *
+ * The map costs 64 KiB per GiB of device, allocated at creation.
+ *
  * Invariants: the pool holds a page exactly when the map says TMEM (a
  * failed put leaves nothing, tmem guarantees it); the file has data only
  * for FILE pages, except where a hole punch failed, and those blocks are
