@@ -52,6 +52,11 @@ suite() {
 	count_meson "$dir.test.log"
 }
 
+# A sanitizer finding fails the test program instead of scrolling past:
+# meson only sees exit codes.
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0"
+
 SUITES="--suite unit --suite guest"
 suite "unit tests" build
 SUITES="--suite unit"

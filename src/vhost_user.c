@@ -426,6 +426,21 @@ static int handle_msg(struct vu_dev *dev, int fd, const struct vu_hdr *h,
 			return -EINVAL;
 		}
 		break;
+	case VU_GET_FEATURES:
+	case VU_GET_PROTOCOL_FEATURES:
+	case VU_SET_OWNER:
+	case VU_RESET_OWNER:
+	case VU_RESET_DEVICE:
+	case VU_GET_QUEUE_NUM:
+	case VU_GET_MAX_MEM_SLOTS:
+	case VU_GET_STATUS:
+		/* These take no payload; bytes there mean the frontend and
+		 * we disagree about the message. */
+		if (h->size != 0) {
+			*why = "payload on a message that takes none";
+			return -EINVAL;
+		}
+		break;
 	default:
 		break;
 	}

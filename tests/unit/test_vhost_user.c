@@ -685,6 +685,10 @@ static void wrong_payload_size_per_type_fails_the_device(void **state)
 		{ VU_SET_MEM_TABLE, 0 }, { VU_SET_MEM_TABLE, 4 },
 		{ VU_GET_CONFIG, 0 }, { VU_GET_CONFIG, 8 },
 		{ VU_SET_CONFIG, 11 },
+		/* Messages that take no payload. */
+		{ VU_GET_FEATURES, 8 }, { VU_GET_PROTOCOL_FEATURES, 1 },
+		{ VU_SET_OWNER, 8 }, { VU_RESET_OWNER, 4 },
+		{ VU_GET_QUEUE_NUM, 8 }, { VU_GET_MAX_MEM_SLOTS, 16 },
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
