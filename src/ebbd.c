@@ -181,6 +181,8 @@ static json_t *prealloc_json(const struct prealloc_status *st)
 			 "seconds", st->elapsed_ms / 1000.0);
 }
 
+static uint64_t make_room(struct ebbd *d, uint64_t pages, const char *why);
+
 static void on_account(void *opaque)
 {
 	struct ebbd *d = opaque;
@@ -201,6 +203,13 @@ static void on_account(void *opaque)
 			control_event(d->ctl, "PREALLOC_PROGRESS", ev);
 		}
 		account_guest(d, s);
+	}
+	/* Guests grew past what the pool can back: clean cache goes first. */
+	{
+		struct pool_info pi;
+
+		if (pool_info(d->pool, &pi) == 0 && pi.over_pages)
+			make_room(d, pi.over_pages, "guests over budget");
 	}
 }
 
@@ -446,6 +455,43 @@ static const struct guest_events guest_ev = {
 
 /* ---- commands --------------------------------------------------------- */
 
+/*
+ * Ephemeral tmem pages (clean cache) are the first thing the host gives
+ * up when it needs memory: drop enough of them to free @pages of the pool,
+ * least recently used first, from the guest furthest over its weight.
+ * Returns the pages freed.
+ */
+static uint64_t make_room(struct ebbd *d, uint64_t pages, const char *why)
+{
+	uint64_t freed = 0;
+
+	if (!pages || tmem_shrink(d->store, pages * POOL_PAGE_SIZE, &freed) < 0 ||
+	    !freed)
+		return 0;
+	log_info(NULL, "dropped %llu KiB of clean cache (tmem ephemeral pages) "
+		 "for %s", (unsigned long long)(freed >> 10), why);
+	return freed / POOL_PAGE_SIZE;
+}
+
+/* pool_claim, and if the pool is short, once more after dropping clean
+ * cache for the difference. */
+static int claim_with_room(struct ebbd *d, uint64_t guest, uint64_t total_pages,
+			   const char *name)
+{
+	int rc = pool_claim(d->pool, guest, total_pages);
+	struct pool_guest_info gi;
+	struct pool_info pi;
+	char why[64];
+
+	if (rc != -ENOMEM || pool_info(d->pool, &pi) < 0 ||
+	    pool_guest_info(d->pool, guest, &gi) < 0)
+		return rc;
+	snprintf(why, sizeof(why), "a claim of guest '%s'", name);
+	if (make_room(d, total_pages - gi.tot_pages - pi.unclaimed_pages, why))
+		rc = pool_claim(d->pool, guest, total_pages);
+	return rc;
+}
+
 static int claim_refused(struct ebbd *d, const char *name, uint64_t want,
 			 char **err)
 {
@@ -613,7 +659,8 @@ static int cmd_run(void *ctx, json_t *args, json_t **ret, char **err)
 	}
 	/* claim=false is the naive toolstack the race benchmark compares
 	 * against: no stake, growth simply has to fit when it happens. */
-	rc = claim ? pool_claim(d->pool, s->id, (min ? min : mem) / POOL_PAGE_SIZE) : 0;
+	rc = claim ? claim_with_room(d, s->id, (min ? min : mem) / POOL_PAGE_SIZE,
+				     name) : 0;
 	if (rc < 0) {
 		pool_guest_remove(d->pool, s->id);
 		s->id = 0;
@@ -1004,7 +1051,8 @@ static int cmd_claim(void *ctx, json_t *args, json_t **ret, char **err)
 		return -EINVAL;
 	}
 	pool_guest_info(d->pool, s->id, &gi);
-	rc = pool_claim(d->pool, s->id, size / POOL_PAGE_SIZE);
+	rc = size ? claim_with_room(d, s->id, size / POOL_PAGE_SIZE, guest_name(s->g))
+		  : pool_claim(d->pool, s->id, 0);
 	if (rc == -ENOMEM)
 		return claim_refused(d, guest_name(s->g),
 				     size - gi.tot_pages * POOL_PAGE_SIZE, err);

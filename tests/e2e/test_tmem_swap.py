@@ -144,3 +144,32 @@ def test_data_disk_reads_are_cached_and_shared():
         st, out = d.exec("a", "md5sum /dev/vda")
         assert want in out
         assert device(guest_tmem(d, "a"), "disk")["cache"]["hits"] - h0 >= 4000
+
+
+def test_clean_cache_is_dropped_to_admit_a_guest():
+    """Ephemeral pages are the first thing the host gives up: with the
+    budget taken by a guest's RAM and its disk cache, a new launch whose
+    claim would not fit gets in after ebbd drops cached disk pages; the
+    first guest still reads correct data (now from the file)."""
+    with Ebbd(budget="400M") as d:
+        img = os.path.join(d.dir, "data.img")
+        with open(img, "wb") as f:
+            f.write(os.urandom(128 * MiB))	# incompressible: 128M charged
+        want = hashlib.md5(open(img, "rb").read()).hexdigest()
+        d.run("a", 64 * MiB, disk=img, disk_ro=True)
+        st, out = d.exec("a", "md5sum /dev/vda")
+        assert want in out, out
+        before = guest_tmem(d, "a")
+        assert before["ephemeral_pages"] > 30000, before
+        info = d.c.call("info")
+        assert info["unclaimed"] < 256 * MiB, info
+        d.run("b", 256 * MiB)		# refused without dropping cache
+        after = guest_tmem(d, "a")
+        assert after["evictions"] > 0, after
+        assert after["ephemeral_pages"] < before["ephemeral_pages"], after
+        assert "clean cache" in d.daemon_log()
+        info = d.c.call("info")
+        assert info["resident"] + info["store"] + info["claims"] <= info["budget"], info
+        d.exec("a", "echo 3 > /proc/sys/vm/drop_caches")
+        st, out = d.exec("a", "md5sum /dev/vda")
+        assert want in out, out
