@@ -10,6 +10,7 @@
 """
 import hashlib
 import os
+import shutil
 import time
 
 from ebbtest import Ebbd, MiB, TestFailure
@@ -173,3 +174,62 @@ def test_clean_cache_is_dropped_to_admit_a_guest():
         d.exec("a", "echo 3 > /proc/sys/vm/drop_caches")
         st, out = d.exec("a", "md5sum /dev/vda")
         assert want in out, out
+
+
+def test_devices_served_to_another_vmm():
+    """ebbd serves its devices to a guest it did not launch: guest-run
+    external creates the balloon and swap sockets and accounts them to the
+    named guest; here the "other VMM" is a UML process the test starts
+    itself, wired to those sockets.  It swaps onto ebb's device and reads
+    every page back intact."""
+    import subprocess
+    import tempfile
+    from ebbtest import initrd_path
+
+    with Ebbd(budget="2G") as d:
+        r = d.c.call("guest-run", name="ext", mem=64 * MiB, external=True,
+                     swap=256 * MiB, swap_quota=256 * MiB)
+        socks = r["sockets"]
+        assert os.path.exists(socks["balloon"]) and os.path.exists(socks["swap"]), r
+        umldir = tempfile.mkdtemp(prefix="ebb-vmm-")
+        argv = ["/usr/bin/linux.uml", "mem=64M", "initrd=" + initrd_path(),
+                "con=null", "con0=fd:0,fd:1", "ssl=null", "quiet",
+                "virtio_uml.device=%s:5" % socks["balloon"],
+                "virtio_uml.device=%s:2" % socks["swap"],
+                "pty.legacy_count=0", "uml_dir=" + umldir]
+        env = dict(os.environ, TMPDIR="/dev/shm")
+        vmm = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        out = b""
+        try:
+            def read_until(marker, timeout):
+                nonlocal out
+                deadline = time.time() + timeout
+                os.set_blocking(vmm.stdout.fileno(), False)
+                while marker not in out:
+                    if time.time() > deadline:
+                        raise TestFailure("no %r from the VMM's guest; output:\n%s"
+                                          % (marker, out[-1500:].decode(errors="replace")))
+                    chunk = vmm.stdout.read()
+                    if chunk:
+                        out += chunk
+                    else:
+                        time.sleep(0.1)
+
+            read_until(b"ebb-guest: ready", 60)
+            assert b"ebb-guest: swap on /dev/vda" in out
+            vmm.stdin.write(b"pagecheck write 96M 21\n")
+            vmm.stdin.flush()
+            read_until(b"ebb-guest: exit", 300)
+            assert b"pagecheck: 24576 pages, 0 mismatches" in out, out[-800:]
+            t = guest_tmem(d, "ext")
+            assert t["persistent_pages"] > 4096, t
+            assert device(t, "swap")["connected"], t
+            assert d.guest("ext")["balloon_actual"] == 64 * MiB
+        finally:
+            os.killpg(vmm.pid, 9)
+            vmm.wait()
+            shutil.rmtree(umldir, ignore_errors=True)
+        d.c.call("guest-stop", name="ext")
+        d.wait_until(lambda: d.c.call("tmem")["store"]["clients"] == 0, 20,
+                     "ext's store released")
