@@ -276,8 +276,11 @@ static int set_vring_fd(struct vu_dev *dev, uint32_t req, uint64_t v,
 			int rc = loop_watch_add(dev->loop, fd, EPOLLIN, on_kick,
 						&dev->vqs[q], &dev->kick_w[q]);
 			if (rc < 0) {
-				*why = "cannot watch kick fd";
-				return rc;
+				/* A regular file (EPERM) or worse: the ring
+				 * could never be kicked, so the device would
+				 * hang silently.  Hostile or broken: fail it. */
+				*why = "kick fd cannot be polled";
+				return -EINVAL;
 			}
 		}
 		/* Buffers may already be waiting. */

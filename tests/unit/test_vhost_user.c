@@ -759,6 +759,10 @@ static void fd_count_violations_fail_the_device(void **state)
 		    "without one fd");
 	hostile_msg(e, VU_SET_BACKEND_REQ_FD, FF_VERSION, NULL, 0, fds, 2,
 		    "without one fd");
+	/* A kick fd epoll cannot watch (a regular file): the ring could
+	 * never be kicked, so the device fails instead of hanging. */
+	hostile_msg(e, VU_SET_VRING_KICK, FF_VERSION, &kick0, 8, &e->a.m.fd, 1,
+		    "kick fd cannot be polled");
 	/* A memory table needs one fd per region. */
 	hostile_msg(e, VU_SET_MEM_TABLE, FF_VERSION, table, sizeof(table),
 		    NULL, 0, "one fd per region");
