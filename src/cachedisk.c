@@ -38,6 +38,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "iovcur.h"
+
 #define PG		TMEM_PAGE_SIZE
 #define RUN_BYTES	(CACHEDISK_RUN_PAGES * PG)
 
@@ -93,97 +95,6 @@ static void ctr_add(_Atomic uint64_t *c, uint64_t n)
 static uint64_t ctr_get(const _Atomic uint64_t *c)
 {
 	return atomic_load_explicit(c, memory_order_relaxed);
-}
-
-/* ---- iovec cursor (the same forward-only walk as swapstore's) ---- */
-
-struct iov_cur {
-	const struct iovec *iov;
-	unsigned cnt;
-	unsigned i;		/* segment holding byte `pos` */
-	size_t seg_off;		/* pos's offset inside iov[i] */
-	uint64_t pos;		/* request offset the cursor is at */
-};
-
-static void cur_init(struct iov_cur *c, const struct iovec *iov, unsigned cnt)
-{
-	c->iov = iov;
-	c->cnt = cnt;
-	c->i = 0;
-	c->seg_off = 0;
-	c->pos = 0;
-}
-
-static void cur_seek(struct iov_cur *c, uint64_t pos)
-{
-	if (pos < c->pos)
-		cur_init(c, c->iov, c->cnt);
-	while (c->i < c->cnt) {
-		size_t room = c->iov[c->i].iov_len - c->seg_off;
-
-		if (pos - c->pos < room) {
-			c->seg_off += pos - c->pos;
-			c->pos = pos;
-			return;
-		}
-		c->pos += room;
-		c->i++;
-		c->seg_off = 0;
-	}
-	assert(c->pos == pos);
-}
-
-static void cur_put(struct iov_cur *c, uint64_t pos, const uint8_t *src,
-		    size_t n)
-{
-	while (n) {
-		size_t k;
-
-		cur_seek(c, pos);
-		assert(c->i < c->cnt);
-		k = c->iov[c->i].iov_len - c->seg_off;
-		if (k > n)
-			k = n;
-		memcpy((uint8_t *)c->iov[c->i].iov_base + c->seg_off, src, k);
-		src += k;
-		pos += k;
-		n -= k;
-	}
-}
-
-static void cur_get(struct iov_cur *c, uint64_t pos, uint8_t *dst, size_t n)
-{
-	while (n) {
-		size_t k;
-
-		cur_seek(c, pos);
-		assert(c->i < c->cnt);
-		k = c->iov[c->i].iov_len - c->seg_off;
-		if (k > n)
-			k = n;
-		memcpy(dst, (const uint8_t *)c->iov[c->i].iov_base + c->seg_off, k);
-		dst += k;
-		pos += k;
-		n -= k;
-	}
-}
-
-static uint8_t *cur_contig(struct iov_cur *c, uint64_t pos, size_t n)
-{
-	cur_seek(c, pos);
-	if (c->i < c->cnt && c->iov[c->i].iov_len - c->seg_off >= n)
-		return (uint8_t *)c->iov[c->i].iov_base + c->seg_off;
-	return NULL;
-}
-
-static uint64_t iov_total(const struct iovec *iov, unsigned cnt)
-{
-	uint64_t n = 0;
-	unsigned i;
-
-	for (i = 0; i < cnt; i++)
-		n += iov[i].iov_len;
-	return n;
 }
 
 /* ---- registry ---- */
@@ -358,7 +269,7 @@ static int file_io(bool write, int fd, uint8_t *buf, size_t len, uint64_t off,
 
 /* Step 3 of the read: pages [first, first + n) missed; the request wants
  * device bytes [want, want_end) of them, at request offset want - @off. */
-static int miss_fill(struct cachedisk *cd, struct iov_cur *c, uint64_t off,
+static int miss_fill(struct cachedisk *cd, struct iovcur *c, uint64_t off,
 		     uint64_t first, uint32_t n, uint64_t want,
 		     uint64_t want_end)
 {
@@ -379,7 +290,8 @@ static int miss_fill(struct cachedisk *cd, struct iov_cur *c, uint64_t off,
 		return rc;
 	}
 	memset(cd->run + valid, 0, len - valid);
-	cur_put(c, want - off, cd->run + (want - start), (size_t)(want_end - want));
+	iovcur_put(c, want - off, cd->run + (want - start),
+		   (size_t)(want_end - want));
 
 	pthread_mutex_lock(&cd->img->lock);
 	if (cd->img->gen != gen) {
@@ -407,15 +319,15 @@ static int cd_read(void *be, uint64_t off, const struct iovec *iov,
 		   unsigned iovcnt)
 {
 	struct cachedisk *cd = be;
-	uint64_t len = iov_total(iov, iovcnt), pos = off, end = off + len;
+	uint64_t len = iovcur_total(iov, iovcnt), pos = off, end = off + len;
 	uint64_t miss_first = 0, want = 0;
 	uint32_t miss_n = 0;
-	struct iov_cur c;
+	struct iovcur c;
 	int rc;
 
 	if (!in_range(cd, off, len))
 		return -EINVAL;
-	cur_init(&c, iov, iovcnt);
+	iovcur_init(&c, iov, iovcnt);
 	while (pos < end) {
 		uint64_t p = pos / PG, pstart = p * PG;
 		size_t in = (size_t)(pos - pstart);
@@ -431,7 +343,7 @@ static int cd_read(void *be, uint64_t off, const struct iovec *iov,
 			miss_n = 0;
 		}
 		/* 1. */
-		dst = n == PG ? cur_contig(&c, pos - off, PG) : NULL;
+		dst = n == PG ? iovcur_contig(&c, pos - off, PG) : NULL;
 		if (cache_get(cd, p, dst ? dst : cd->page) == 0) {
 			/* A hit ends the run of misses before it, even when
 			 * its page number continues the run (the check at 2.
@@ -446,7 +358,7 @@ static int cd_read(void *be, uint64_t off, const struct iovec *iov,
 			}
 			ctr_add(&cd->c.hits, 1);
 			if (!dst)
-				cur_put(&c, pos - off, cd->page + in, n);
+				iovcur_put(&c, pos - off, cd->page + in, n);
 		} else {
 			ctr_add(&cd->c.misses, 1);
 			if (!miss_n) {
@@ -466,8 +378,8 @@ static int cd_write(void *be, uint64_t off, const struct iovec *iov,
 		    unsigned iovcnt)
 {
 	struct cachedisk *cd = be;
-	uint64_t len = iov_total(iov, iovcnt), pos = off, end = off + len;
-	struct iov_cur c;
+	uint64_t len = iovcur_total(iov, iovcnt), pos = off, end = off + len;
+	struct iovcur c;
 	size_t done;
 	int rc = 0;
 
@@ -475,14 +387,14 @@ static int cd_write(void *be, uint64_t off, const struct iovec *iov,
 		return -EROFS;
 	if (!in_range(cd, off, len))
 		return -EINVAL;
-	cur_init(&c, iov, iovcnt);
+	iovcur_init(&c, iov, iovcnt);
 	pthread_mutex_lock(&cd->img->lock);
 	while (pos < end) {
 		uint64_t p0 = pos / PG, base = p0 * PG, cend, p;
 		size_t in = (size_t)(pos - base);
 
 		cend = base + RUN_BYTES < end ? base + RUN_BYTES : end;
-		cur_get(&c, pos - off, cd->run + in, (size_t)(cend - pos));
+		iovcur_get(&c, pos - off, cd->run + in, (size_t)(cend - pos));
 		rc = file_io(true, cd->fd, cd->run + in, (size_t)(cend - pos),
 			     pos, &done);
 		ctr_add(&cd->c.file_write_bytes, done);

@@ -40,6 +40,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "iovcur.h"
 #include "log.h"
 
 #define PG		TMEM_PAGE_SIZE
@@ -98,111 +99,6 @@ static void ctr_sub(_Atomic uint64_t *c, uint64_t n)
 static uint64_t ctr_get(const _Atomic uint64_t *c)
 {
 	return atomic_load_explicit(c, memory_order_relaxed);
-}
-
-/* ---- iovec cursor ----
- *
- * Requests are walked front to back, so a cursor that only moves forward
- * (and restarts if asked to go back) makes the whole walk O(segments +
- * pages) however the guest split its buffers. */
-
-struct iov_cur {
-	const struct iovec *iov;
-	unsigned cnt;
-	unsigned i;		/* segment holding byte `pos` */
-	size_t seg_off;		/* pos's offset inside iov[i] */
-	uint64_t pos;		/* request offset the cursor is at */
-};
-
-static void cur_init(struct iov_cur *c, const struct iovec *iov, unsigned cnt)
-{
-	c->iov = iov;
-	c->cnt = cnt;
-	c->i = 0;
-	c->seg_off = 0;
-	c->pos = 0;
-}
-
-static void cur_seek(struct iov_cur *c, uint64_t pos)
-{
-	if (pos < c->pos)
-		cur_init(c, c->iov, c->cnt);
-	/* Land on a segment with room, skipping empty ones. */
-	while (c->i < c->cnt) {
-		size_t room = c->iov[c->i].iov_len - c->seg_off;
-
-		if (pos - c->pos < room) {
-			c->seg_off += pos - c->pos;
-			c->pos = pos;
-			return;
-		}
-		c->pos += room;
-		c->i++;
-		c->seg_off = 0;
-	}
-	assert(c->pos == pos);	/* only the very end lies past every segment */
-}
-
-/* Copy @n bytes from @src (NULL: zeros) to request offset @pos. */
-static void cur_put(struct iov_cur *c, uint64_t pos, const uint8_t *src,
-		    size_t n)
-{
-	while (n) {
-		size_t k;
-		uint8_t *dst;
-
-		cur_seek(c, pos);
-		assert(c->i < c->cnt);
-		k = c->iov[c->i].iov_len - c->seg_off;
-		if (k > n)
-			k = n;
-		dst = (uint8_t *)c->iov[c->i].iov_base + c->seg_off;
-		if (src) {
-			memcpy(dst, src, k);
-			src += k;
-		} else {
-			memset(dst, 0, k);
-		}
-		pos += k;
-		n -= k;
-	}
-}
-
-/* Copy @n bytes at request offset @pos into @dst. */
-static void cur_get(struct iov_cur *c, uint64_t pos, uint8_t *dst, size_t n)
-{
-	while (n) {
-		size_t k;
-
-		cur_seek(c, pos);
-		assert(c->i < c->cnt);
-		k = c->iov[c->i].iov_len - c->seg_off;
-		if (k > n)
-			k = n;
-		memcpy(dst, (const uint8_t *)c->iov[c->i].iov_base + c->seg_off, k);
-		dst += k;
-		pos += k;
-		n -= k;
-	}
-}
-
-/* Guest memory for [pos, pos + n) if it lies in one segment, else NULL. */
-static uint8_t *cur_contig(struct iov_cur *c, uint64_t pos, size_t n)
-{
-	cur_seek(c, pos);
-	if (c->i < c->cnt && c->iov[c->i].iov_len - c->seg_off >= n)
-		return (uint8_t *)c->iov[c->i].iov_base + c->seg_off;
-	return NULL;
-}
-
-static uint64_t iov_total(const struct iovec *iov, unsigned cnt)
-{
-	uint64_t n = 0;
-	unsigned i;
-
-	for (i = 0; i < cnt; i++)
-		n += iov[i].iov_len;
-	return n;
 }
 
 /* ---- map ---- */
@@ -419,7 +315,7 @@ static bool page_store(struct swapstore *ss, uint64_t p, const uint8_t *buf)
  * or zeros if @c is NULL.  Stops at the first error, but always writes
  * out the pages already built (their tmem copies are gone). */
 static int store_range(struct swapstore *ss, uint64_t pos, uint64_t end,
-		       struct iov_cur *c, uint64_t req_off)
+		       struct iovcur *c, uint64_t req_off)
 {
 	int rc = 0, rc2;
 
@@ -442,7 +338,7 @@ static int store_range(struct swapstore *ss, uint64_t pos, uint64_t end,
 				break;
 		}
 		if (c)
-			cur_get(c, pos - req_off, slot + in, n);
+			iovcur_get(c, pos - req_off, slot + in, n);
 		else
 			memset(slot + in, 0, n);
 		/* 2.-4. */
@@ -496,15 +392,15 @@ static int ss_read(void *be, uint64_t off, const struct iovec *iov,
 		   unsigned iovcnt)
 {
 	struct swapstore *ss = be;
-	uint64_t len = iov_total(iov, iovcnt), pos = off, end = off + len;
+	uint64_t len = iovcur_total(iov, iovcnt), pos = off, end = off + len;
 	uint64_t run_off = 0;
 	size_t run_len = 0, done;
-	struct iov_cur c;
+	struct iovcur c;
 	int rc;
 
 	if (!in_range(ss, off, len))
 		return -EINVAL;
-	cur_init(&c, iov, iovcnt);
+	iovcur_init(&c, iov, iovcnt);
 	while (pos <= end) {
 		uint64_t p = pos / PG, pstart = p * PG;
 		size_t n = pos == end ? 0 :
@@ -522,17 +418,17 @@ static int ss_read(void *be, uint64_t off, const struct iovec *iov,
 				ctr_add(&ss->c.io_errors, 1);
 				return rc;
 			}
-			cur_put(&c, run_off - off, ss->run, run_len);
+			iovcur_put(&c, run_off - off, ss->run, run_len);
 			run_len = 0;
 		}
 		if (!n)
 			break;
 		switch (st) {
 		case PS_NONE:
-			cur_put(&c, pos - off, NULL, n);
+			iovcur_put(&c, pos - off, NULL, n);
 			break;
 		case PS_TMEM:
-			dst = n == PG ? cur_contig(&c, pos - off, PG) : NULL;
+			dst = n == PG ? iovcur_contig(&c, pos - off, PG) : NULL;
 			if (dst)
 				rc = page_get(ss, p, dst);
 			else
@@ -540,7 +436,7 @@ static int ss_read(void *be, uint64_t off, const struct iovec *iov,
 			if (rc)
 				return rc;
 			if (!dst)
-				cur_put(&c, pos - off, ss->page + (pos - pstart), n);
+				iovcur_put(&c, pos - off, ss->page + (pos - pstart), n);
 			break;
 		case PS_FILE:
 			if (!run_len)
@@ -559,12 +455,12 @@ static int ss_write(void *be, uint64_t off, const struct iovec *iov,
 		    unsigned iovcnt)
 {
 	struct swapstore *ss = be;
-	uint64_t len = iov_total(iov, iovcnt);
-	struct iov_cur c;
+	uint64_t len = iovcur_total(iov, iovcnt);
+	struct iovcur c;
 
 	if (!in_range(ss, off, len))
 		return -EINVAL;
-	cur_init(&c, iov, iovcnt);
+	iovcur_init(&c, iov, iovcnt);
 	return store_range(ss, off, off + len, &c, off);
 }
 
