@@ -940,7 +940,7 @@ static void slot_backend_json(struct slot *s, unsigned i, json_t *dv)
 		if (swapstore_stats(s->swap, &st) < 0)
 			return;
 		json_object_set_new(dv, "swap", json_pack(
-			"{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+			"{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
 			"capacity_pages", (json_int_t)st.capacity_pages,
 			"tmem_pages", (json_int_t)st.tmem_pages,
 			"file_pages", (json_int_t)st.file_pages,
@@ -949,7 +949,8 @@ static void slot_backend_json(struct slot *s, unsigned i, json_t *dv)
 			"file_read_bytes", (json_int_t)st.file_read_bytes,
 			"refused_puts", (json_int_t)st.refused_puts,
 			"io_errors", (json_int_t)st.io_errors,
-			"zero_pages_written", (json_int_t)st.zero_pages_written));
+			"zero_pages_written", (json_int_t)st.zero_pages_written,
+			"backoff_pages", (json_int_t)st.backoff_pages));
 	} else if ((int)i == s->data_disk && s->disk) {
 		struct cachedisk_stats st;
 

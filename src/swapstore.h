@@ -89,6 +89,9 @@ struct swapstore_stats {
 	uint64_t put_errors;		/* puts failed otherwise: to file too */
 	uint64_t io_errors;		/* backing-file syscalls that failed */
 	uint64_t zero_pages_written;	/* all-zero page writes, mapped NONE */
+	uint64_t backoff_pages;		/* sent to the file without a put: the
+					 * pool refused one earlier in the same
+					 * request */
 };
 
 /*

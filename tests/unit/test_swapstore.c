@@ -501,7 +501,9 @@ static void refused_puts_go_to_file_and_back(void **state)
 	assert_int_equal(s.tmem_pages + s.file_pages, n);
 	assert_true(s.file_pages > 0);
 	assert_true(s.tmem_pages > 0);
-	assert_true(s.refused_puts >= s.file_pages);
+	/* One refusal; the rest of the request backs off to the file. */
+	assert_int_equal(s.refused_puts, 1);
+	assert_int_equal(s.backoff_pages, s.file_pages - 1);
 	assert_int_equal(s.file_write_bytes, s.file_pages * PG);
 	assert_int_equal(s.lost_pages, 0);
 	assert_true(file_blocks_bytes(f) >= s.file_pages * PG);
@@ -519,6 +521,45 @@ static void refused_puts_go_to_file_and_back(void **state)
 	assert_true(s.punched_bytes >= s.file_write_bytes);
 	assert_int_equal(file_blocks_bytes(f), 0);
 	assert_false(file_has_data(f, 0, CAP));
+	fx_check(f);
+	verify_all(f);
+}
+
+static void refusal_backs_off_for_the_rest_of_the_request(void **state)
+{
+	struct fx *f = *state;
+	struct swapstore_stats s;
+	const unsigned n = 32;
+
+	/* Every page in the pool, compressible. */
+	memset(f->ref, 0x41, n * PG);
+	for (unsigned i = 0; i < n; i++)
+		f->ref[i * PG] = (uint8_t)i;
+	assert_int_equal(dev_write(f, 0, f->ref, n * PG), 0);
+	assert_int_equal(st(f).tmem_pages, n);
+
+	/* No growth allowed: rewriting them incompressible is refused at the
+	 * first page, and the other 31 go to the file without a put.  Their
+	 * old pool copies must go too (fx_check: the pool holds exactly the
+	 * TMEM pages), and every page reads back as the new content. */
+	f->hook.limit = f->hook.total;
+	fill_random(f->ref, n * PG);
+	assert_int_equal(dev_write(f, 0, f->ref, n * PG), 0);
+	s = st(f);
+	assert_int_equal(s.refused_puts, 1);
+	assert_int_equal(s.backoff_pages, n - 1);
+	assert_int_equal(s.tmem_pages, 0);
+	assert_int_equal(s.file_pages, n);
+	assert_int_equal(cst(f).persistent_pages, 0);
+	fx_check(f);
+	verify_all(f);
+
+	/* The next request tries the pool again. */
+	f->hook.limit = -1;
+	assert_int_equal(dev_write(f, 0, f->ref, PG), 0);
+	s = st(f);
+	assert_int_equal(s.refused_puts, 1);
+	assert_int_equal(s.tmem_pages, 1);
 	fx_check(f);
 	verify_all(f);
 }
@@ -884,6 +925,7 @@ int main(void)
 		T(page_roundtrip_and_zero_pages),
 		T(random_roundtrip),
 		T(refused_puts_go_to_file_and_back),
+		T(refusal_backs_off_for_the_rest_of_the_request),
 		T(refused_replace_leaves_no_stale_copy),
 		T(subpage_writes_in_every_state),
 		T(discard_drops_whole_pages),
