@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "benchstat.h"
+#include "loop.h"
 #include "pool.h"
 #include "populate.h"
 #include "size.h"
@@ -36,36 +38,14 @@ static const uint64_t sizes_bytes[] = {
 };
 #define NR_SIZES (sizeof(sizes_bytes) / sizeof(sizes_bytes[0]))
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-/* Sorts @v. */
-static uint64_t percentile(uint64_t *v, size_t n, unsigned pct)
-{
-	qsort(v, n, sizeof(*v), cmp_u64);
-	return v[(n - 1) * pct / 100];
-}
-
 static void timer_cost(uint64_t *samples, size_t n, uint64_t *p50)
 {
 	for (size_t i = 0; i < n; i++) {
-		uint64_t t0 = now_ns();
+		uint64_t t0 = loop_now_ns();
 
-		samples[i] = now_ns() - t0;
+		samples[i] = loop_now_ns() - t0;
 	}
-	*p50 = percentile(samples, n, 50);
+	*p50 = bench_percentile(samples, n, 50);
 }
 
 /*
@@ -88,22 +68,22 @@ static int claim_latency(struct pool *pool, uint64_t guest, uint64_t pages,
 		pool_claim(pool, guest, 0);
 	}
 	for (size_t i = 0; i < n; i++) {
-		uint64_t t0 = now_ns();
+		uint64_t t0 = loop_now_ns();
 
 		rc = pool_claim(pool, guest, pages);
-		samples[i] = now_ns() - t0;
+		samples[i] = loop_now_ns() - t0;
 		if (rc)
 			return rc;
 		pool_claim(pool, guest, 0);
 	}
-	*p50 = percentile(samples, n, 50);
-	*p99 = percentile(samples, n, 99);
-	start = now_ns();
+	*p50 = bench_percentile(samples, n, 50);
+	*p99 = bench_percentile(samples, n, 99);
+	start = loop_now_ns();
 	for (size_t i = 0; i < n; i++) {
 		rc = pool_claim(pool, guest, pages);
 		pool_claim(pool, guest, 0);
 	}
-	*pair_mean = (double)(now_ns() - start) / (double)n;
+	*pair_mean = (double)(loop_now_ns() - start) / (double)n;
 	return rc;
 }
 
@@ -134,9 +114,9 @@ static int populate_once(populate_fallocate_fn falloc, uint64_t bytes,
 	fd = open("/dev/shm", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
-	t0 = now_ns();
+	t0 = loop_now_ns();
 	rc = populate_file_with(falloc, fd, 0, bytes, NULL, NULL, r);
-	*ns = now_ns() - t0;
+	*ns = loop_now_ns() - t0;
 	/* Check it really is allocated, not just sized. */
 	if (rc == 0 && (fstat(fd, &st) < 0 ||
 			(uint64_t)st.st_blocks * 512 < bytes))
@@ -243,7 +223,7 @@ int main(int argc, char **argv)
 				fprintf(stderr, "populate took the wrong path\n");
 				return 1;
 			}
-			qsort(times, runs, sizeof(times[0]), cmp_u64);
+			bench_sort_u64(times, runs);
 			ms[mode] = times[runs / 2];
 			printf("| %.2f ", (double)ms[mode] / 1e6);
 		}

@@ -35,6 +35,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "benchstat.h"
+#include "loop.h"
 #include "size.h"
 
 #define MAX_RUNS	31
@@ -55,27 +57,6 @@ static const struct unit units[] = {
 	{ "4 KiB, shuffled", 4ull << 10, 1 },
 };
 #define NR_UNITS (sizeof(units) / sizeof(units[0]))
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static uint64_t median(uint64_t *v, unsigned n)
-{
-	qsort(v, n, sizeof(*v), cmp_u64);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 /* xorshift64*: a fixed, cheap permutation source (not timed). */
 static uint64_t rng(uint64_t *s)
@@ -140,7 +121,7 @@ static uint64_t one_run(int fd, uint64_t size, const struct unit *u,
 		(void)sum;
 	}
 
-	t0 = now_ns();
+	t0 = loop_now_ns();
 	for (uint64_t i = 0; i < n; i++) {
 		uint64_t k = order ? order[i] : i;
 
@@ -150,7 +131,7 @@ static uint64_t one_run(int fd, uint64_t size, const struct unit *u,
 			return 0;
 		}
 	}
-	t = now_ns() - t0;
+	t = loop_now_ns() - t0;
 
 	if (map)
 		munmap((void *)map, size);
@@ -229,7 +210,7 @@ int main(int argc, char **argv)
 				if (!samples[r])
 					return 1;
 			}
-			res[mapped][u] = median(samples, runs);	/* sorts */
+			res[mapped][u] = bench_median(samples, runs);	/* sorts */
 			lo[mapped][u] = samples[0];
 			hi[mapped][u] = samples[runs - 1];
 			fprintf(stderr, "  %-16s %-8s ms: min %.1f median %.1f "

@@ -29,6 +29,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "benchstat.h"
+#include "loop.h"
 #include "tmem.h"
 
 #define PG		TMEM_PAGE_SIZE
@@ -75,28 +77,6 @@ static uint64_t rng(void)
 	rng_state ^= rng_state >> 7;
 	rng_state ^= rng_state << 17;
 	return rng_state;
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-/* Sorts @v. */
-static uint64_t percentile(uint64_t *v, size_t n, unsigned pct)
-{
-	qsort(v, n, sizeof(*v), cmp_u64);
-	return v[(n - 1) * pct / 100];
 }
 
 /* ---- page generators ---- */
@@ -305,11 +285,11 @@ static struct tmem_store *store_fill(const struct tmem_store_config *cfg,
 	for (i = 0; i < n; i++) {
 		/* 64 pages per object, like a file or a swap area's cluster. */
 		struct tmem_oid oid = { { i / 64, 0, 0 } };
-		uint64_t t0 = now_ns();
+		uint64_t t0 = loop_now_ns();
 
 		rc = tmem_put(s, 1, *pool, &oid, (uint32_t)(i % 64), pages + i * PG, PG);
 		if (lat)
-			lat[i] = now_ns() - t0;
+			lat[i] = loop_now_ns() - t0;
 		if (rc)
 			die("put", rc);
 	}
@@ -346,8 +326,8 @@ static void run(const char *name, const struct tmem_store_config *cfg,
 
 	/* 2. */
 	s = store_fill(cfg, pages, n, lat, &pool);
-	r->put_p50 = percentile(lat, n, 50);
-	r->put_p99 = percentile(lat, n, 99);
+	r->put_p50 = bench_percentile(lat, n, 50);
+	r->put_p99 = bench_percentile(lat, n, 99);
 	for (i = 0; i < n; i++)
 		order[i] = i;
 	for (i = n - 1; i > 0; i--) {
@@ -360,10 +340,10 @@ static void run(const char *name, const struct tmem_store_config *cfg,
 	for (i = 0; i < n; i++) {
 		size_t k = order[i];
 		struct tmem_oid oid = { { k / 64, 0, 0 } };
-		uint64_t t0 = now_ns();
+		uint64_t t0 = loop_now_ns();
 
 		rc = tmem_get(s, 1, pool, &oid, (uint32_t)(k % 64), out, PG);
-		lat[i] = now_ns() - t0;
+		lat[i] = loop_now_ns() - t0;
 		if (rc)
 			die("get", rc);
 		if (memcmp(out, pages + k * PG, PG)) {
@@ -371,8 +351,8 @@ static void run(const char *name, const struct tmem_store_config *cfg,
 			exit(1);
 		}
 	}
-	r->get_p50 = percentile(lat, n, 50);
-	r->get_p99 = percentile(lat, n, 99);
+	r->get_p50 = bench_percentile(lat, n, 50);
+	r->get_p99 = bench_percentile(lat, n, 99);
 
 	/* 3. */
 	rc = tmem_store_stats(s, &ss);
@@ -417,22 +397,22 @@ static void run(const char *name, const struct tmem_store_config *cfg,
 
 	/* 4. */
 	for (i = 0; i < n; i++) {
-		uint64_t t0 = now_ns();
+		uint64_t t0 = loop_now_ns();
 
 		memcpy(out, pages + order[i] * PG, PG);
-		lat[i] = now_ns() - t0;
+		lat[i] = loop_now_ns() - t0;
 		__asm__ volatile("" : : "r"(out) : "memory");
 	}
-	r->cpy_p50 = percentile(lat, n, 50);
+	r->cpy_p50 = bench_percentile(lat, n, 50);
 	rc = cfg->comp->ctx_new(&ctx);
 	if (rc)
 		die("compressor", rc);
 	for (i = 0; i < n; i++) {
 		size_t len;
-		uint64_t t0 = now_ns();
+		uint64_t t0 = loop_now_ns();
 
 		rc = cfg->comp->compress(ctx, pages + i * PG, PG, cbuf, 2 * PG, &len);
-		lat[i] = now_ns() - t0;
+		lat[i] = loop_now_ns() - t0;
 		if (rc)
 			die("compress", rc);
 		clen[i] = len;
@@ -441,18 +421,18 @@ static void run(const char *name, const struct tmem_store_config *cfg,
 			die("compress", -ENOMEM);
 		memcpy(comp[i], cbuf, len);
 	}
-	r->lz4c_p50 = percentile(lat, n, 50);
+	r->lz4c_p50 = bench_percentile(lat, n, 50);
 	for (i = 0; i < n; i++) {
 		size_t k = order[i];	/* the order the gets used */
-		uint64_t t0 = now_ns();
+		uint64_t t0 = loop_now_ns();
 
 		rc = cfg->comp->decompress(ctx, comp[k], clen[k], out, PG);
-		lat[i] = now_ns() - t0;
+		lat[i] = loop_now_ns() - t0;
 		if (rc)
 			die("decompress", rc);
 	}
 	cfg->comp->ctx_free(ctx);
-	r->lz4d_p50 = percentile(lat, n, 50);
+	r->lz4d_p50 = bench_percentile(lat, n, 50);
 	for (i = 0; i < n; i++)
 		free(comp[i]);
 
@@ -466,7 +446,7 @@ static void run(const char *name, const struct tmem_store_config *cfg,
 
 static uint64_t median_of(uint64_t *v, unsigned n)
 {
-	return percentile(v, n, 50);
+	return bench_percentile(v, n, 50);
 }
 
 /* Measure @runs times; latencies are the median over runs of each

@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "iovcur.h"
+#include "pio.h"
 
 #define PG		TMEM_PAGE_SIZE
 #define RUN_BYTES	(CACHEDISK_RUN_PAGES * PG)
@@ -240,33 +241,6 @@ static void cache_invalidate(struct cachedisk *cd, uint64_t first, uint64_t end)
 	}
 }
 
-/* Transfer all @len bytes or fail; *@done gets what was transferred.  Only
- * ranges inside the size at open are asked for, so end of file here means
- * the image shrank under us: -EIO. */
-static int file_io(bool write, int fd, uint8_t *buf, size_t len, uint64_t off,
-		   size_t *done)
-{
-	ssize_t n;
-
-	*done = 0;
-	while (*done < len) {
-		if (write)
-			n = pwrite(fd, buf + *done, len - *done,
-				   (off_t)(off + *done));
-		else
-			n = pread(fd, buf + *done, len - *done,
-				  (off_t)(off + *done));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO;
-		*done += (size_t)n;
-	}
-	return 0;
-}
-
 /* Step 3 of the read: pages [first, first + n) missed; the request wants
  * device bytes [want, want_end) of them, at request offset want - @off. */
 static int miss_fill(struct cachedisk *cd, struct iovcur *c, uint64_t off,
@@ -283,7 +257,7 @@ static int miss_fill(struct cachedisk *cd, struct iovcur *c, uint64_t off,
 	valid = cd->file_bytes - start < len ? (size_t)(cd->file_bytes - start)
 					     : len;
 	gen = image_gen(cd->img);
-	rc = file_io(false, cd->fd, cd->run, valid, start, &done);
+	rc = pio_full(false, cd->fd, cd->run, valid, start, &done);
 	ctr_add(&cd->c.file_read_bytes, done);
 	if (rc) {
 		ctr_add(&cd->c.io_errors, 1);
@@ -395,8 +369,8 @@ static int cd_write(void *be, uint64_t off, const struct iovec *iov,
 
 		cend = base + RUN_BYTES < end ? base + RUN_BYTES : end;
 		iovcur_get(&c, pos - off, cd->run + in, (size_t)(cend - pos));
-		rc = file_io(true, cd->fd, cd->run + in, (size_t)(cend - pos),
-			     pos, &done);
+		rc = pio_full(true, cd->fd, cd->run + in, (size_t)(cend - pos),
+			      pos, &done);
 		ctr_add(&cd->c.file_write_bytes, done);
 		if (rc)
 			ctr_add(&cd->c.io_errors, 1);
@@ -446,7 +420,7 @@ static int write_zeros(struct cachedisk *cd, uint64_t off, uint64_t len)
 	memset(cd->run, 0, RUN_BYTES);
 	while (len) {
 		n = len < RUN_BYTES ? (size_t)len : RUN_BYTES;
-		rc = file_io(true, cd->fd, cd->run, n, off, &done);
+		rc = pio_full(true, cd->fd, cd->run, n, off, &done);
 		ctr_add(&cd->c.file_write_bytes, done);
 		if (rc)
 			return rc;

@@ -62,8 +62,8 @@ struct slot {
 	uint64_t hold_token;
 	bool prealloc_started;
 	struct prealloc_status pre_last;	/* final status, for guest-list */
-	/* tmem: the guest's client in the store (its id is the pool id's low
-	 * 32 bits), and the bytes the store has charged it, which the pool
+	/* tmem: the guest's client in the store (its id is the slot's
+	 * index), and the bytes the store has charged it, which the pool
 	 * sees rounded up to pages. */
 	bool tmem_client;
 	uint64_t store_bytes;
@@ -215,18 +215,20 @@ static void on_account(void *opaque)
 
 /* ---- tmem accounting -------------------------------------------------- */
 
+/* A guest's tmem client id is its slot's index: unique among live
+ * guests (the client is destroyed when the guest stops, before the slot
+ * can be reused), and it makes the charge hook, called on every put, a
+ * lookup rather than a scan. */
 static uint32_t client_of(const struct slot *s)
 {
-	return (uint32_t)s->id;
+	return (uint32_t)(s - s->d->slots);
 }
 
 static struct slot *slot_of_client(struct ebbd *d, uint32_t client)
 {
-	for (unsigned i = 0; i < MAX_GUESTS; i++)
-		if (d->slots[i].g && d->slots[i].tmem_client &&
-		    client_of(&d->slots[i]) == client)
-			return &d->slots[i];
-	return NULL;
+	struct slot *s = client < MAX_GUESTS ? &d->slots[client] : NULL;
+
+	return s && s->g && s->tmem_client ? s : NULL;
 }
 
 static uint64_t pages_up(uint64_t bytes)
@@ -651,6 +653,7 @@ static int cmd_run(void *ctx, json_t *args, json_t **ret, char **err)
 	}
 
 	/* 1. Admission: stake the claim before anything exists. */
+	s->d = d;
 	s->id = ++d->next_id;
 	rc = pool_guest_add(d->pool, s->id, mem / POOL_PAGE_SIZE);
 	if (rc < 0) {
@@ -704,7 +707,6 @@ static int cmd_run(void *ctx, json_t *args, json_t **ret, char **err)
 		*err = errf("cannot start guest '%s': %s", name, strerror(-rc));
 		return rc;
 	}
-	s->d = d;
 	s->over_budget = false;
 	s->prealloc_bytes = prealloc ? (claim && min ? min : mem) : 0;
 	s->prealloc_started = false;

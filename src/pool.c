@@ -129,6 +129,16 @@ static void guest_drop_excess(struct pool *pool, struct pool_guest *g,
 	pool->excess_pages -= n;
 }
 
+/* @g gave back @pages of its tot (they were resident; the claim is not
+ * restored, as in Xen). */
+static void guest_give_back(struct pool *pool, struct pool_guest *g,
+			    uint64_t pages)
+{
+	g->tot_pages -= pages;
+	pool->tot_pages -= pages;
+	guest_drop_excess(pool, g, pages);
+}
+
 /*
  * End of every change, under the lock.  @forced: the change was a
  * measurement or a budget cut, which may leave the pool over budget.
@@ -367,9 +377,7 @@ int pool_shrink(struct pool *pool, uint64_t guest, uint64_t pages)
 		rc = -EINVAL;
 		goto out;
 	}
-	g->tot_pages -= pages;
-	pool->tot_pages -= pages;
-	guest_drop_excess(pool, g, pages);
+	guest_give_back(pool, g, pages);
 	guest_assert(g);
 	pool_settle(pool, false);
 out:
@@ -399,11 +407,7 @@ int pool_set_resident(struct pool *pool, uint64_t guest, uint64_t tot_pages,
 		g->excess_pages += unfit;
 		pool->excess_pages += unfit;
 	} else {
-		uint64_t drop = g->tot_pages - tot_pages;
-
-		g->tot_pages -= drop;
-		pool->tot_pages -= drop;
-		guest_drop_excess(pool, g, drop);
+		guest_give_back(pool, g, g->tot_pages - tot_pages);
 	}
 	guest_assert(g);
 	pool_settle(pool, true);

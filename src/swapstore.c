@@ -46,6 +46,7 @@
 #include <unistd.h>
 
 #include "iovcur.h"
+#include "pio.h"
 #include "log.h"
 
 #define PG		TMEM_PAGE_SIZE
@@ -146,33 +147,6 @@ static void map_set(struct swapstore *ss, uint64_t p, unsigned st)
 
 /* ---- backing file ---- */
 
-/* Transfer all @len bytes or fail; *@done gets what was transferred.  The
- * file is sized to the capacity, so a zero-byte transfer inside it means
- * something outside ebb truncated it: -EIO. */
-static int file_io(bool write, int fd, uint8_t *buf, size_t len, uint64_t off,
-		   size_t *done)
-{
-	ssize_t n;
-
-	*done = 0;
-	while (*done < len) {
-		if (write)
-			n = pwrite(fd, buf + *done, len - *done,
-				   (off_t)(off + *done));
-		else
-			n = pread(fd, buf + *done, len - *done,
-				  (off_t)(off + *done));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO;
-		*done += (size_t)n;
-	}
-	return 0;
-}
-
 /* Deallocate pages [first, first + n) of the file.  Failure is counted, not
  * returned: the map already says nothing is there, so what a failed punch
  * leaves is never read (only the disk space is not returned). */
@@ -213,8 +187,8 @@ static int wrun_flush(struct swapstore *ss)
 
 	if (!ss->wrun_n)
 		return 0;
-	rc = file_io(true, ss->fd, ss->run, (size_t)ss->wrun_n * PG,
-		     ss->wrun_first * PG, &done);
+	rc = pio_full(true, ss->fd, ss->run, (size_t)ss->wrun_n * PG,
+		      ss->wrun_first * PG, &done);
 	ctr_add(&ss->c.file_write_bytes, done);
 	if (rc)
 		ctr_add(&ss->c.io_errors, 1);
@@ -259,7 +233,7 @@ static int page_load(struct swapstore *ss, uint64_t p, uint8_t *buf)
 	case PS_TMEM:
 		return page_get(ss, p, buf);
 	case PS_FILE:
-		rc = file_io(false, ss->fd, buf, PG, p * PG, &done);
+		rc = pio_full(false, ss->fd, buf, PG, p * PG, &done);
 		ctr_add(&ss->c.file_read_bytes, done);
 		if (rc)
 			ctr_add(&ss->c.io_errors, 1);
@@ -429,8 +403,8 @@ static int ss_read(void *be, uint64_t off, const struct iovec *iov,
 		/* The read run ends before a page that does not extend it,
 		 * when run[] could not take another page, and at the end. */
 		if (run_len && (st != PS_FILE || run_len + n > RUN_BYTES)) {
-			rc = file_io(false, ss->fd, ss->run, run_len, run_off,
-				     &done);
+			rc = pio_full(false, ss->fd, ss->run, run_len, run_off,
+				      &done);
 			ctr_add(&ss->c.file_read_bytes, done);
 			if (rc) {
 				ctr_add(&ss->c.io_errors, 1);
