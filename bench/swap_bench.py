@@ -17,8 +17,8 @@ of distinct pages and reads every one back twice, checking each.  Setups:
                   (lz4 + zsmalloc loaded from the initramfs, default
                   max_pool_percent 20)
   ebb-tmem        swap on ebbd's own vhost-user-blk device backed by its
-                  compressed store.  PENDING: skipped until ebbd's
-                  guest-run declares a `swap` argument (see run_ebb_tmem)
+                  compressed store (--ebb-compressor picks ebbd's
+                  --tmem-compressor; the store's counters are printed)
 
 Each repetition runs every setup once, in that order, each in a fresh
 guest (and a fresh qsd and disk file); --reps (3) repetitions, and the
@@ -45,6 +45,7 @@ that cost: the part of its runtime a perfect swap device could not remove.
 
 Usage: bench/swap_bench.py [--reps 3] [--mem 128M] [--size 256M]
            [--passes 2] [--fill mixed] [--configs a,b,...] [--json FILE]
+           [--ebb-swap-quota SIZE] [--ebb-compressor NAME]
 Needs root (as ebbd does), qemu-storage-daemon (qemu-system-common) and
 fincore (util-linux); scripts/deps.sh installs them.  Build dir from
 EBB_BUILD (default build/), as for the e2e tests.
@@ -251,14 +252,13 @@ def run_zswap_qsd(d, name, args):
 
 
 def run_ebb_tmem(d, name, args):
-    """PENDING (issue 4): swap on ebb's own vhost-user-blk device, backed by
-    the compressed store (src/tmem.c) with a per-guest backing file for
-    what the store refuses.  Written against the interface in progress and
-    not run yet: skipped while ebbd's guest-run does not declare `swap`.
+    """Swap on ebb's own vhost-user-blk device, backed by the compressed
+    store (src/tmem.c) with a per-guest backing file for what the store
+    refuses.
 
-    Interface assumed: guest-run `swap: SIZE` (and `swap_quota: SIZE` with
-    --ebb-swap-quota) makes ebbd serve the device and attach it; the guest's
-    init swaps onto it by itself (console "ebb-guest: swap on /dev/vda").
+    guest-run `swap: SIZE` (and `swap_quota: SIZE` with --ebb-swap-quota)
+    makes ebbd serve the device and attach it; the guest's init swaps onto
+    it by itself (console "ebb-guest: swap on /dev/vda").
     The backing file is <state dir>/<name>.swap (ebbtest starts ebbd with
     --state-dir <dir>/state).  Host memory: the guest's RAM file, the
     store's charge for the guest (`tmem`: the guest's charged_bytes) and
@@ -299,6 +299,7 @@ def run_ebb_tmem(d, name, args):
         if os.path.exists(backing):
             res["disk_alloc"] = os.stat(backing).st_blocks * 512
         res["tmem"] = tmem_guest()
+        res["compressor"] = c.call("tmem")["store"].get("compressor", "?")
         return res
     finally:
         stop_guest(d, name)
@@ -387,6 +388,22 @@ def report(results, skipped, args, argv):
             fmt_int(wr), fmt(ws * 512 / wr, 1024) if wr else "-",
             fmt_int(med(runs, "io", "discards")), fmt_int(med(runs, "io", "flushes"))))
 
+    ebb = results.get("ebb-tmem")
+    if ebb:
+        def t(key):
+            return med([r["tmem"] for r in ebb if r.get("tmem")], key)
+        print("\n### ebb's store for the guest at the end (median of %d reps, "
+              "compressor %s)\n" % (len(ebb), ebb[0].get("compressor", "?")))
+        print("| pages | logical MiB | stored raw | compression ratio | dedup ratio "
+              "| compressed MiB | charged MiB | refused puts | logical / charged |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        logical, charged = t("logical_bytes"), t("charged_bytes")
+        print("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            fmt_int(t("persistent_pages")), fmt(logical, MiB), fmt_int(t("raw_pages")),
+            fmt(t("compression_ratio"), 1, 2), fmt(t("dedup_ratio"), 1, 3),
+            fmt(t("compressed_bytes"), MiB), fmt(charged, MiB), fmt_int(t("refused_puts")),
+            fmt(logical / charged, 1, 2) if logical and charged else "-"))
+
     if per_fault:
         print("\nGuest fault cost (noswap-bigRAM write time / its page faults): "
               "%.0f us per fault." % (per_fault * 1e6))
@@ -420,6 +437,8 @@ def main():
     ap.add_argument("--ebb-swap-quota", default=None,
                     help="guest-run swap_quota for ebb-tmem (default: ebbd's)")
     ap.add_argument("--budget", default="4G", help="ebbd --budget")
+    ap.add_argument("--ebb-compressor", default=None,
+                    help="ebbd --tmem-compressor (default: ebbd's own)")
     ap.add_argument("--timeout", type=int, default=1200, help="per workload, seconds")
     ap.add_argument("--json", help="also write every run's numbers here")
     args = ap.parse_args()
@@ -437,7 +456,8 @@ def main():
     print("swap_bench: guest %s, workload pagecheck write %s --passes %d --fill %s, "
           "%d reps; build %s" % (args.mem, args.size, args.passes, args.fill, args.reps,
                                  os.path.abspath(ebbtest.build_dir())), flush=True)
-    with Ebbd(budget=args.budget) as d:
+    extra = ("--tmem-compressor", args.ebb_compressor) if args.ebb_compressor else ()
+    with Ebbd(budget=args.budget, extra_args=extra) as d:
         for rep in range(1, args.reps + 1):
             for cfg in args.configs:
                 if cfg in skipped:

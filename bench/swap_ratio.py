@@ -39,13 +39,6 @@ KINDS = {
 }
 
 
-def guest_tmem(d, name):
-    for g in d.c.call("tmem")["guests"]:
-        if g["name"] == name:
-            return g
-    raise ebbtest.TestFailure("no tmem entry for " + name)
-
-
 def fill_until_swapped(d, name, kind, copies, a):
     """Write @copies copies of @kind into a tmpfs, then enough extra RAM
     pressure (memhog) that they are pushed out to swap."""
@@ -85,7 +78,7 @@ def run_one(a, kind, copies):
         else:
             kib = fill_until_swapped(d, name, kind, copies, a)
         time.sleep(1)
-        return kib, guest_tmem(d, name)
+        return kib, d.tmem_guest(name)
 
 
 def main():

@@ -17,8 +17,10 @@
  * One thread, pinned to one CPU.  Steps 1-4 run -r times (default 3) and
  * each latency statistic is the median over the runs.
  *
- * Usage: tmem_bench [-n pages] [-r runs] [-c lz4|zstd] [-m mix] [-C cpu]
- *                   [--pages FILE]
+ * Usage: tmem_bench [-n pages] [-r runs] [-c lz4|lz4-fast|liblz4|zstd]...
+ *                   [-m mix] [-C cpu] [--pollute KiB] [--pages FILE]...
+ * Each -c adds a row per mix (side by side, same pages, same run); each
+ * FILE is a row of its own: its first n pages.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -37,6 +39,8 @@
 #define VOCAB		512	/* rare words in text pages */
 #define DUP_SOURCES	32	/* distinct pages behind the "dup" mix */
 #define MAX_RUNS	15
+#define MAX_FILES	16	/* --pages FILE, one row each */
+#define MAX_COMPS	4	/* -c NAME, each a row per mix */
 
 enum kind { K_TEXT, K_HEAP, K_RANDOM, K_ZERO, K_DUP, K_NKINDS };
 
@@ -61,9 +65,10 @@ static const struct mix mixes[] = {
 
 struct result {
 	const char *name;
+	const char *comp;		/* compressor's name */
 	size_t pages;
 	uint64_t put_p50, put_p99, get_p50, get_p99;
-	uint64_t cpy_p50, lz4c_p50, lz4d_p50;
+	uint64_t cpy_p50, comp_p50, dec_p50;
 	double comp_ratio, dedup_ratio, total_ratio;
 	double frag_fill, frag_churn, frag_refill;
 	double bytes_per_page;		/* charged bytes / page */
@@ -260,6 +265,21 @@ static size_t load_pages(const char *path, uint8_t *pages, size_t max)
 
 /* ---- measurement ---- */
 
+/* --pollute KiB: before each timed call, write this much of a scratch
+ * buffer (untimed), evicting the caches as a guest running between two
+ * requests would.  0 (default): back-to-back calls, warm caches. */
+static uint8_t *pollute_buf;
+static size_t pollute_bytes;
+
+static void pollute(void)
+{
+	size_t i;
+
+	for (i = 0; i < pollute_bytes; i += 64)
+		pollute_buf[i]++;
+	__asm__ volatile("" : : "r"(pollute_buf) : "memory");
+}
+
 static void die(const char *what, int rc)
 {
 	fprintf(stderr, "tmem_bench: %s: %s\n", what, strerror(-rc));
@@ -285,7 +305,10 @@ static struct tmem_store *store_fill(const struct tmem_store_config *cfg,
 	for (i = 0; i < n; i++) {
 		/* 64 pages per object, like a file or a swap area's cluster. */
 		struct tmem_oid oid = { { i / 64, 0, 0 } };
-		uint64_t t0 = loop_now_ns();
+		uint64_t t0;
+
+		pollute();
+		t0 = loop_now_ns();
 
 		rc = tmem_put(s, 1, *pool, &oid, (uint32_t)(i % 64), pages + i * PG, PG);
 		if (lat)
@@ -318,6 +341,7 @@ static void run(const char *name, const struct tmem_store_config *cfg,
 	}
 	memset(r, 0, sizeof(*r));
 	r->name = name;
+	r->comp = cfg->comp->name;
 	r->pages = n;
 
 	/* 1. */
@@ -340,7 +364,10 @@ static void run(const char *name, const struct tmem_store_config *cfg,
 	for (i = 0; i < n; i++) {
 		size_t k = order[i];
 		struct tmem_oid oid = { { k / 64, 0, 0 } };
-		uint64_t t0 = loop_now_ns();
+		uint64_t t0;
+
+		pollute();
+		t0 = loop_now_ns();
 
 		rc = tmem_get(s, 1, pool, &oid, (uint32_t)(k % 64), out, PG);
 		lat[i] = loop_now_ns() - t0;
@@ -397,7 +424,10 @@ static void run(const char *name, const struct tmem_store_config *cfg,
 
 	/* 4. */
 	for (i = 0; i < n; i++) {
-		uint64_t t0 = loop_now_ns();
+		uint64_t t0;
+
+		pollute();
+		t0 = loop_now_ns();
 
 		memcpy(out, pages + order[i] * PG, PG);
 		lat[i] = loop_now_ns() - t0;
@@ -409,7 +439,10 @@ static void run(const char *name, const struct tmem_store_config *cfg,
 		die("compressor", rc);
 	for (i = 0; i < n; i++) {
 		size_t len;
-		uint64_t t0 = loop_now_ns();
+		uint64_t t0;
+
+		pollute();
+		t0 = loop_now_ns();
 
 		rc = cfg->comp->compress(ctx, pages + i * PG, PG, cbuf, 2 * PG, &len);
 		lat[i] = loop_now_ns() - t0;
@@ -421,10 +454,13 @@ static void run(const char *name, const struct tmem_store_config *cfg,
 			die("compress", -ENOMEM);
 		memcpy(comp[i], cbuf, len);
 	}
-	r->lz4c_p50 = bench_percentile(lat, n, 50);
+	r->comp_p50 = bench_percentile(lat, n, 50);
 	for (i = 0; i < n; i++) {
 		size_t k = order[i];	/* the order the gets used */
-		uint64_t t0 = loop_now_ns();
+		uint64_t t0;
+
+		pollute();
+		t0 = loop_now_ns();
 
 		rc = cfg->comp->decompress(ctx, comp[k], clen[k], out, PG);
 		lat[i] = loop_now_ns() - t0;
@@ -432,7 +468,7 @@ static void run(const char *name, const struct tmem_store_config *cfg,
 			die("decompress", rc);
 	}
 	cfg->comp->ctx_free(ctx);
-	r->lz4d_p50 = bench_percentile(lat, n, 50);
+	r->dec_p50 = bench_percentile(lat, n, 50);
 	for (i = 0; i < n; i++)
 		free(comp[i]);
 
@@ -474,44 +510,45 @@ static void run_median(const char *name, const struct tmem_store_config *cfg,
 	MEDIAN(get_p50);
 	MEDIAN(get_p99);
 	MEDIAN(cpy_p50);
-	MEDIAN(lz4c_p50);
-	MEDIAN(lz4d_p50);
+	MEDIAN(comp_p50);
+	MEDIAN(dec_p50);
 #undef MEDIAN
 }
 
-static void print_table(const struct result *r, size_t nr, const char *comp)
+static void print_table(const struct result *r, size_t nr)
 {
 	size_t i;
 
-	printf("| mix | pages | put p50 | put p99 | get p50 | get p99 | "
-	       "memcpy p50 | %s comp p50 | %s dec p50 | %s ratio | dedup ratio | "
-	       "logical/stored | charged B/page | slab frag: full | half flushed | refilled |\n",
-	       comp, comp, comp);
-	printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+	printf("| mix | compressor | pages | put p50 | put p99 | get p50 | get p99 | "
+	       "memcpy p50 | comp p50 | dec p50 | comp ratio | dedup ratio | "
+	       "logical/stored | charged B/page | slab frag: full | half flushed | refilled |\n");
+	printf("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
 	for (i = 0; i < nr; i++)
-		printf("| %s | %zu | %" PRIu64 " | %" PRIu64 " | %" PRIu64 " | %"
+		printf("| %s | %s | %zu | %" PRIu64 " | %" PRIu64 " | %" PRIu64 " | %"
 		       PRIu64 " | %" PRIu64 " | %" PRIu64 " | %" PRIu64
 		       " | %.2f | %.2f | %.2f | %.0f | %.1f%% | %.1f%% | %.1f%% |\n",
-		       r[i].name, r[i].pages, r[i].put_p50, r[i].put_p99,
-		       r[i].get_p50, r[i].get_p99, r[i].cpy_p50, r[i].lz4c_p50,
-		       r[i].lz4d_p50, r[i].comp_ratio, r[i].dedup_ratio,
+		       r[i].name, r[i].comp, r[i].pages, r[i].put_p50, r[i].put_p99,
+		       r[i].get_p50, r[i].get_p99, r[i].cpy_p50, r[i].comp_p50,
+		       r[i].dec_p50, r[i].comp_ratio, r[i].dedup_ratio,
 		       r[i].total_ratio, r[i].bytes_per_page, r[i].frag_fill,
 		       r[i].frag_churn, r[i].frag_refill);
 }
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: tmem_bench [-n pages] [-r runs] [-c lz4|zstd] "
-		"[-m mix] [-C cpu] [--pages FILE]\n");
+	fprintf(stderr, "usage: tmem_bench [-n pages] [-r runs] "
+		"[-c lz4|lz4-fast|liblz4|zstd]... [-m mix] [-C cpu] "
+		"[--pollute KiB] [--pages FILE]...\n");
 	exit(2);
 }
 
 int main(int argc, char **argv)
 {
 	struct tmem_store_config cfg = { .comp = &pagecomp_lz4 };
-	struct result res[NR_MIXES + 1];
-	const char *file = NULL, *only = NULL;
-	size_t n = 8192, nr = 0, i;
+	const struct pagecomp_ops *comps[MAX_COMPS];
+	struct result res[(NR_MIXES + MAX_FILES) * MAX_COMPS];
+	const char *files[MAX_FILES], *only = NULL;
+	size_t n = 8192, nr = 0, nfiles = 0, ncomps = 0, i, c;
 	unsigned runs = 3;
 	uint8_t *pages;
 	int cpu = 0, a;
@@ -520,8 +557,9 @@ int main(int argc, char **argv)
 	for (a = 1; a < argc; a++) {
 		if (!strcmp(argv[a], "-n") && a + 1 < argc)
 			n = strtoul(argv[++a], NULL, 0);
-		else if (!strcmp(argv[a], "-c") && a + 1 < argc) {
-			if (pagecomp_find(argv[++a], &cfg.comp))
+		else if (!strcmp(argv[a], "-c") && a + 1 < argc &&
+			 ncomps < MAX_COMPS) {
+			if (pagecomp_find(argv[++a], &comps[ncomps++]))
 				usage();
 		} else if (!strcmp(argv[a], "-r") && a + 1 < argc)
 			runs = (unsigned)atoi(argv[++a]);
@@ -529,13 +567,18 @@ int main(int argc, char **argv)
 			cpu = atoi(argv[++a]);
 		else if (!strcmp(argv[a], "-m") && a + 1 < argc)
 			only = argv[++a];
-		else if (!strcmp(argv[a], "--pages") && a + 1 < argc)
-			file = argv[++a];
+		else if (!strcmp(argv[a], "--pollute") && a + 1 < argc)
+			pollute_bytes = strtoul(argv[++a], NULL, 0) << 10;
+		else if (!strcmp(argv[a], "--pages") && a + 1 < argc &&
+			 nfiles < MAX_FILES)
+			files[nfiles++] = argv[++a];
 		else
 			usage();
 	}
 	if (n < 2 || runs < 1 || runs > MAX_RUNS)
 		usage();
+	if (!ncomps)
+		comps[ncomps++] = &pagecomp_lz4;
 	/* Keep freed memory in the process: the measured pass then reuses
 	 * what the warm-up faulted in.  Without this, glibc may hand slabs
 	 * (64-192 KiB) back to the kernel between passes and the put
@@ -548,6 +591,13 @@ int main(int argc, char **argv)
 	if (sched_setaffinity(0, sizeof(set), &set))
 		perror("sched_setaffinity (continuing unpinned)");
 
+	if (pollute_bytes) {
+		pollute_buf = calloc(1, pollute_bytes);
+		if (!pollute_buf) {
+			fprintf(stderr, "tmem_bench: out of memory\n");
+			return 1;
+		}
+	}
 	pages = aligned_alloc(PG, n * PG);
 	if (!pages) {
 		fprintf(stderr, "tmem_bench: out of memory\n");
@@ -555,27 +605,42 @@ int main(int argc, char **argv)
 	}
 	vocab_init();
 	phrases_init();
-	if (file) {
-		size_t got = load_pages(file, pages, n);
+	/* Compressors side by side: each page set is made (or read) once and
+	 * run through every compressor before the next. */
+	if (nfiles) {
+		for (i = 0; i < nfiles; i++) {
+			size_t got = load_pages(files[i], pages, n);
+			const char *base = strrchr(files[i], '/');
 
-		if (got < 2) {
-			fprintf(stderr, "tmem_bench: %s: fewer than 2 pages\n", file);
-			return 1;
+			if (got < 2) {
+				fprintf(stderr, "tmem_bench: %s: fewer than 2 pages\n",
+					files[i]);
+				return 1;
+			}
+			for (c = 0; c < ncomps; c++) {
+				cfg.comp = comps[c];
+				run_median(base ? base + 1 : files[i], &cfg, pages,
+					   got, runs, &res[nr++]);
+			}
 		}
-		run_median(file, &cfg, pages, got, runs, &res[nr++]);
 	} else {
 		for (i = 0; i < NR_MIXES; i++) {
 			if (only && strcmp(only, mixes[i].name))
 				continue;
 			make_pages(&mixes[i], pages, n);
-			run_median(mixes[i].name, &cfg, pages, n, runs, &res[nr++]);
+			for (c = 0; c < ncomps; c++) {
+				cfg.comp = comps[c];
+				run_median(mixes[i].name, &cfg, pages, n, runs,
+					   &res[nr++]);
+			}
 		}
 	}
 
-	printf("tmem_bench: %zu pages per mix, compressor %s, CPU %d; "
-	       "latencies in ns per 4 KiB page, median of %u runs\n\n",
-	       file ? res[0].pages : n, cfg.comp->name, cpu, runs);
-	print_table(res, nr, cfg.comp->name);
+	printf("tmem_bench: %s%zu pages per mix, CPU %d; latencies in ns per "
+	       "4 KiB page, median of %u runs; comp/dec: the bare compressor; "
+	       "%zu KiB written between calls\n\n",
+	       nfiles ? "at most " : "", n, cpu, runs, pollute_bytes >> 10);
+	print_table(res, nr);
 	printf("\nReproduce: ");
 	for (a = 0; a < argc; a++)
 		printf("%s%s", a ? " " : "", argv[a]);

@@ -1183,6 +1183,22 @@ static void tmem_row(struct table *t, const char *name, json_t *g)
 	}
 }
 
+static void print_tmem_latency(json_t *lat)
+{
+	json_int_t pn = json_integer_value(json_object_get(lat, "put_timed"));
+	json_int_t gn = json_integer_value(json_object_get(lat, "get_timed"));
+
+	if (!json_is_object(lat) || (!pn && !gn))
+		return;
+	printf("latency: put p50 %.1f us p99 %.1f us, get p50 %.1f us p99 %.1f us "
+	       "(%lld puts and %lld gets timed)\n",
+	       json_integer_value(json_object_get(lat, "put_p50_ns")) / 1e3,
+	       json_integer_value(json_object_get(lat, "put_p99_ns")) / 1e3,
+	       json_integer_value(json_object_get(lat, "get_p50_ns")) / 1e3,
+	       json_integer_value(json_object_get(lat, "get_p99_ns")) / 1e3,
+	       (long long)pn, (long long)gn);
+}
+
 static void print_tmem(json_t *r)
 {
 	static const char *const heads[] = {
@@ -1206,13 +1222,15 @@ static void print_tmem(json_t *r)
 	if (json_is_object(store)) {
 		char b1[32], b2[32], b3[32];
 
-		printf("store: %s in slabs, %s used (%.1f%% slack), %s records\n",
+		printf("store (%s): %s in slabs, %s used (%.1f%% slack), %s records\n",
+		       jstr(store, "compressor"),
 		       fmt_size(json_object_get(store, "slab_bytes"), b1, sizeof(b1)),
 		       fmt_size(json_object_get(store, "slab_used_bytes"), b2,
 				sizeof(b2)),
 		       json_number_value(json_object_get(store, "slab_frag_pct")),
 		       fmt_size(json_object_get(store, "meta_bytes"), b3, sizeof(b3)));
 	}
+	print_tmem_latency(json_object_get(r, "latency"));
 }
 
 static int cmd_tmem(int argc, char **argv)

@@ -40,16 +40,29 @@ struct pagecomp_ops {
 			  void *dst, size_t dst_len);
 };
 
-/* LZ4 (LZ4_compress_fast, acceleration 1): ~650 MB/s compress and
- * ~3.6 GB/s decompress per 4 KiB page on the reference host.  Default. */
+/* LZ4 blocks from ebb's page compressor (src/lz4page.h), taking matches
+ * of 6 bytes or more; liblz4 decompresses.  The store's default when its
+ * config names none: liblz4's ratio on real guest swap (within 1.3%), its
+ * blocks expand 1-7% faster (bench/README.md, real_swap). */
 extern const struct pagecomp_ops pagecomp_lz4;
+
+/* The same with matches of 8 bytes or more: fewer sequences, so gets
+ * expand 19-40% faster, for 7% less compression on average on real guest
+ * swap (bench/README.md, real_swap).  A page that would not fit the cap
+ * this way (would be kept raw) is compressed again with 6+.  ebbd's
+ * default. */
+extern const struct pagecomp_ops pagecomp_lz4_fast;
+
+/* liblz4's own compressor (LZ4_compress_fast, acceleration 1): the
+ * reference the benchmarks compare against. */
+extern const struct pagecomp_ops pagecomp_liblz4;
 
 /* zstd level 1: 1.2-1.5x denser than lz4 on heap- and text-like pages, at
  * about half the compress speed and a quarter of the decompress speed
  * (bench/README.md).  The optional denser tier, for cold pages. */
 extern const struct pagecomp_ops pagecomp_zstd;
 
-/* Look up "lz4" or "zstd".  0 or -ENOENT. */
+/* Look up "lz4", "lz4-fast", "liblz4" or "zstd".  0 or -ENOENT. */
 int pagecomp_find(const char *name, const struct pagecomp_ops **out);
 
 #endif

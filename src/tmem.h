@@ -170,6 +170,7 @@ struct tmem_stats {
 };
 
 struct tmem_store_stats {
+	const char *compressor;		/* its pagecomp_ops name */
 	struct tmem_stats total;	/* counters summed over clients */
 	uint64_t clients;
 	uint64_t pools;			/* shared pools counted once */
@@ -180,6 +181,12 @@ struct tmem_store_stats {
 	uint64_t slab_bytes;		/* memory held in blob slabs */
 	uint64_t slab_used_bytes;	/* bytes of it holding blobs + headers */
 	double slab_frag_pct;		/* 100 * (slab - used) / slab; 0: empty */
+	/* Latency of tmem_put / tmem_get calls since the store was made,
+	 * lock wait included: one call in 8 is timed (put_timed, get_timed
+	 * of them so far); percentiles within 1/32 (src/lathist.h), 0 when
+	 * nothing was timed yet. */
+	uint64_t put_timed, put_p50_ns, put_p99_ns;
+	uint64_t get_timed, get_p50_ns, get_p99_ns;
 };
 
 /* Create a store.  @cfg may be NULL (lz4, defaults, no hook). */

@@ -189,6 +189,13 @@ class Ebbd:
                 return g
         raise TestFailure("no guest %s" % name)
 
+    def tmem_guest(self, name):
+        """The guest's entry in the `tmem` command's answer."""
+        for g in self.c.call("tmem")["guests"]:
+            if g["name"] == name:
+                return g
+        raise TestFailure("no tmem entry for %s" % name)
+
     def console_path(self, name):
         return os.path.join(self.dir, "logs", name + ".log")
 

@@ -25,6 +25,7 @@
 
 #include "cachedisk.h"
 #include "tmem.h"
+#include "blkio.h"
 
 #define PG		TMEM_PAGE_SIZE
 #define SEC		BLKBACK_SECTOR
@@ -40,38 +41,23 @@
 
 /* ---- random ---- */
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-static uint64_t rng(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
-}
-
-static uint64_t rnd(uint64_t n)
-{
-	return rng() % n;
-}
-
 static void fill(uint8_t *p, size_t n)
 {
 	static const char text[] = "a shared base image of a root filesystem ";
 	size_t i;
-	uint8_t b = (uint8_t)rng();
+	uint8_t b = (uint8_t)blkio_rng();
 
-	switch (rnd(3)) {
+	switch (blkio_rnd(3)) {
 	case 0:
 		for (i = 0; i < n; i++)
-			p[i] = (uint8_t)rng();
+			p[i] = (uint8_t)blkio_rng();
 		break;
 	case 1:
 		for (i = 0; i < n; i++)
 			p[i] = (uint8_t)text[(i + b) % (sizeof(text) - 1)];
 		break;
 	default:
-		memset(p, rnd(2) ? 0 : b, n);
+		memset(p, blkio_rnd(2) ? 0 : b, n);
 		break;
 	}
 }
@@ -238,61 +224,16 @@ static int teardown(void **state)
 
 /* ---- I/O through random iovec splits ---- */
 
-static unsigned split(struct iovec *iov, uint8_t *p, size_t len)
-{
-	unsigned n = 0;
-
-	while (len && n < MAX_IOV - 1) {
-		size_t k;
-
-		switch (rnd(4)) {
-		case 0:
-			k = 0;
-			break;
-		case 1:
-			k = 1 + rnd(16);
-			break;
-		case 2:
-			k = PG;
-			break;
-		default:
-			k = 1 + rnd(3 * PG);
-			break;
-		}
-		if (k > len)
-			k = len;
-		iov[n].iov_base = p;
-		iov[n].iov_len = k;
-		p += k;
-		len -= k;
-		n++;
-	}
-	iov[n].iov_base = p;
-	iov[n].iov_len = len;
-	return n + 1;
-}
-
 static int dev_read(struct fx *f, struct blkback *bb, uint64_t off,
 		    uint8_t *out, size_t len)
 {
-	unsigned n;
-	int rc;
-
-	memset(f->buf, 0xa5, len);
-	n = split(f->iov, f->buf, len);
-	rc = bb->ops->read(bb->be, off, f->iov, n);
-	memcpy(out, f->buf, len);
-	return rc;
+	return blkio_read(bb, off, out, len, f->buf, f->iov, MAX_IOV);
 }
 
 static int dev_write(struct fx *f, struct blkback *bb, uint64_t off,
 		     const uint8_t *data, size_t len)
 {
-	unsigned n;
-
-	memcpy(f->buf, data, len);
-	n = split(f->iov, f->buf, len);
-	return bb->ops->write(bb->be, off, f->iov, n);
+	return blkio_write(bb, off, data, len, f->buf, f->iov, MAX_IOV);
 }
 
 static void verify(struct fx *f, struct blkback *bb, uint64_t off, size_t len)
@@ -316,8 +257,8 @@ static void write_ref(struct fx *f, struct blkback *bb, uint64_t off,
 static void random_range(uint64_t cap, uint64_t max_sectors, uint64_t *off,
 			 uint64_t *len)
 {
-	*off = rnd(cap / SEC) * SEC;
-	*len = (1 + rnd(max_sectors)) * SEC;
+	*off = blkio_rnd(cap / SEC) * SEC;
+	*len = (1 + blkio_rnd(max_sectors)) * SEC;
 	if (*off + *len > cap)
 		*len = cap - *off;
 }
@@ -677,7 +618,7 @@ static void refused_fills_are_fine(void **state)
 	assert_int_equal(st(&f->b).hits, 4);
 	f->hook.refuse = true;
 	for (k = 0; k < 4 * PG; k++)
-		f->ref[k] = (uint8_t)rng();
+		f->ref[k] = (uint8_t)blkio_rng();
 	assert_int_equal(dev_write(f, &f->a, 0, f->ref, 4 * PG), 0);
 	assert_int_equal(st(&f->a).updates_refused, 4);
 	verify(f, &f->b, 0, 4 * PG);
@@ -698,7 +639,7 @@ static void alloc_failures_stay_coherent(void **state)
 
 		random_range(CAP, 16 * (PG / SEC), &off, &len);
 		assert_int_equal(tmem_debug_fail_alloc(f->s, nth % 40 + 1), 0);
-		if (rnd(2))
+		if (blkio_rnd(2))
 			write_ref(f, bb, off, len);
 		else
 			verify(f, bb, off, len);
@@ -718,15 +659,15 @@ static void random_mixed_two_instances(void **state)
 	unsigned i;
 
 	for (i = 0; i < 3000; i++) {
-		struct blkback *bb = rnd(2) ? &f->a : &f->b;
+		struct blkback *bb = blkio_rnd(2) ? &f->a : &f->b;
 		uint64_t off, len;
 
 		random_range(CAP, 24 * (PG / SEC), &off, &len);
 		f->hook.refuse = i % 1000 >= 700;
-		switch (rnd(12)) {
+		switch (blkio_rnd(12)) {
 		case 0:
 			assert_int_equal(bb->ops->write_zeroes(bb->be, off, len,
-							       rnd(2)), 0);
+							       blkio_rnd(2)), 0);
 			memset(f->ref + off, 0, len);
 			break;
 		case 1:
@@ -735,7 +676,7 @@ static void random_mixed_two_instances(void **state)
 					       (off_t)off), (ssize_t)len);
 			break;
 		case 2:
-			assert_int_equal(tmem_shrink(f->s, rnd(64) * PG, NULL), 0);
+			assert_int_equal(tmem_shrink(f->s, blkio_rnd(64) * PG, NULL), 0);
 			break;
 		case 3: case 4: case 5:
 			write_ref(f, bb, off, len);
@@ -950,5 +891,6 @@ int main(void)
 		T(client_destroyed_first),
 	};
 
+	blkio_seed(0x9e3779b97f4a7c15ull);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

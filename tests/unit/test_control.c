@@ -289,15 +289,20 @@ static int h_tmem(void *ctx, json_t *args, json_t **ret, char **err)
 	 * rest (here "note" and "puts"). */
 	*ret = json_pack("{s:{s:i, s:i, s:I, s:I, s:f, s:i}, "
 			 "s:[{s:s, s:i, s:I, s:f, s:s}], "
-			 "s:{s:I, s:I, s:f, s:I}}",
+			 "s:{s:s, s:I, s:I, s:f, s:I}, "
+			 "s:{s:I, s:I, s:I, s:I, s:I, s:I}}",
 			 "total", "persistent_pages", 512, "ephemeral_pages", 7,
 			 "logical_bytes", MiB(2), "stored_bytes", MiB(1),
 			 "compression_ratio", 2.0, "puts", 10,
 			 "guests", "name", "web1", "persistent_pages", 512,
 			 "stored_bytes", MiB(1), "compression_ratio", 2.0,
 			 "note", "ignored",
-			 "store", "slab_bytes", MiB(2), "slab_used_bytes",
-			 MiB(1), "slab_frag_pct", 50.0, "meta_bytes", MiB(1) / 16);
+			 "store", "compressor", "lz4-fast", "slab_bytes", MiB(2),
+			 "slab_used_bytes", MiB(1), "slab_frag_pct", 50.0,
+			 "meta_bytes", MiB(1) / 16,
+			 "latency", "put_timed", 5, "put_p50_ns", 4200,
+			 "put_p99_ns", 61000, "get_timed", 9, "get_p50_ns", 1250,
+			 "get_p99_ns", 20000);
 	return 0;
 }
 
@@ -1558,7 +1563,10 @@ static void ebbctl_run_and_friends(void **state)
 			    "2.00      -     -       -        -        -\n"
 			    "TOTAL         512          7       2M      1M        -   "
 			    "2.00      -     -       -        -        -\n"
-			    "store: 2M in slabs, 1M used (50.0% slack), 64K records\n");
+			    "store (lz4-fast): 2M in slabs, 1M used (50.0% slack), "
+			    "64K records\n"
+			    "latency: put p50 4.2 us p99 61.0 us, get p50 1.2 us "
+			    "p99 20.0 us (5 puts and 9 gets timed)\n");
 
 	ebbctl(fx, &r, false, "raw", "{\"execute\":\"echo\",\"arguments\":{\"a\":1},"
 	       "\"id\":\"r\"}", NULL);

@@ -28,6 +28,7 @@
 
 #include "swapstore.h"
 #include "tmem.h"
+#include "blkio.h"
 
 #define PG		TMEM_PAGE_SIZE
 #define SEC		BLKBACK_SECTOR
@@ -38,21 +39,6 @@
 
 /* ---- random ---- */
 
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-
-static uint64_t rng(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
-}
-
-static uint64_t rnd(uint64_t n)
-{
-	return rng() % n;
-}
-
 /* Bytes a guest might swap: zeros, noise, text, or a repeated pattern. */
 static void fill(uint8_t *p, size_t n)
 {
@@ -60,21 +46,21 @@ static void fill(uint8_t *p, size_t n)
 	size_t i;
 	uint8_t b;
 
-	switch (rnd(4)) {
+	switch (blkio_rnd(4)) {
 	case 0:
 		memset(p, 0, n);
 		break;
 	case 1:
 		for (i = 0; i < n; i++)
-			p[i] = (uint8_t)rng();
+			p[i] = (uint8_t)blkio_rng();
 		break;
 	case 2:
-		b = (uint8_t)rnd(32);
+		b = (uint8_t)blkio_rnd(32);
 		for (i = 0; i < n; i++)
 			p[i] = (uint8_t)text[(i + b) % (sizeof(text) - 1)];
 		break;
 	default:
-		b = (uint8_t)rng();
+		b = (uint8_t)blkio_rng();
 		for (i = 0; i < n; i++)
 			p[i] = (uint8_t)(b + i / 64);
 		break;
@@ -86,7 +72,7 @@ static void fill_random(uint8_t *p, size_t n)
 	size_t i;
 
 	for (i = 0; i < n; i++)
-		p[i] = (uint8_t)rng();
+		p[i] = (uint8_t)blkio_rng();
 }
 
 /* ---- charge hook: refuse growth past a limit ---- */
@@ -209,60 +195,14 @@ static int teardown(void **state)
 
 /* ---- I/O through random iovec splits ---- */
 
-/* Split [p, p + len) into 1..MAX_IOV segments of random length. */
-static unsigned split(struct fx *f, uint8_t *p, size_t len)
-{
-	unsigned n = 0;
-
-	while (len && n < MAX_IOV - 1) {
-		size_t k;
-
-		switch (rnd(4)) {
-		case 0:
-			k = 0;			/* empty segments are legal */
-			break;
-		case 1:
-			k = 1 + rnd(16);	/* tiny, not sector-sized */
-			break;
-		case 2:
-			k = PG;
-			break;
-		default:
-			k = 1 + rnd(3 * PG);
-			break;
-		}
-		if (k > len)
-			k = len;
-		f->iov[n].iov_base = p;
-		f->iov[n].iov_len = k;
-		p += k;
-		len -= k;
-		n++;
-	}
-	f->iov[n].iov_base = p;
-	f->iov[n].iov_len = len;
-	return n + 1;
-}
-
 static int dev_write(struct fx *f, uint64_t off, const uint8_t *data, size_t len)
 {
-	unsigned n;
-
-	memcpy(f->buf, data, len);
-	n = split(f, f->buf, len);
-	return f->bb.ops->write(f->bb.be, off, f->iov, n);
+	return blkio_write(&f->bb, off, data, len, f->buf, f->iov, MAX_IOV);
 }
 
 static int dev_read(struct fx *f, uint64_t off, uint8_t *out, size_t len)
 {
-	unsigned n;
-	int rc;
-
-	memset(f->buf, 0xa5, len);
-	n = split(f, f->buf, len);
-	rc = f->bb.ops->read(f->bb.be, off, f->iov, n);
-	memcpy(out, f->buf, len);
-	return rc;
+	return blkio_read(&f->bb, off, out, len, f->buf, f->iov, MAX_IOV);
 }
 
 /* Write @len random-kind bytes at @off to device and reference. */
@@ -431,8 +371,8 @@ static void random_roundtrip(void **state)
 	unsigned i;
 
 	for (i = 0; i < 4000; i++) {
-		uint64_t off = rnd(NPAGES * (PG / SEC)) * SEC;
-		uint64_t len = (1 + rnd(24 * (PG / SEC))) * SEC;
+		uint64_t off = blkio_rnd(NPAGES * (PG / SEC)) * SEC;
+		uint64_t len = (1 + blkio_rnd(24 * (PG / SEC))) * SEC;
 		uint8_t *out;
 
 		if (off + len > CAP)
@@ -443,7 +383,7 @@ static void random_roundtrip(void **state)
 		if (i % 1000 == 500)
 			f->hook.limit = -1;
 
-		switch (rnd(10)) {
+		switch (blkio_rnd(10)) {
 		case 0:
 			assert_int_equal(f->bb.ops->discard(f->bb.be, off, len), 0);
 			/* Whole pages drop to zeros; partial edges stay. */
@@ -457,7 +397,7 @@ static void random_roundtrip(void **state)
 			break;
 		case 1:
 			assert_int_equal(f->bb.ops->write_zeroes(f->bb.be, off,
-					 len, rnd(2)), 0);
+					 len, blkio_rnd(2)), 0);
 			memset(f->ref + off, 0, len);
 			break;
 		case 2: case 3: case 4:
@@ -622,8 +562,8 @@ static void subpage_writes_in_every_state(void **state)
 
 	for (page = 0; page < 3; page++) {
 		for (k = 0; k < 8; k++) {
-			uint64_t off = page * PG + rnd(PG / SEC) * SEC;
-			uint64_t len = SEC * (1 + rnd((page * PG + PG - off) / SEC));
+			uint64_t off = page * PG + blkio_rnd(PG / SEC) * SEC;
+			uint64_t len = SEC * (1 + blkio_rnd((page * PG + PG - off) / SEC));
 
 			write_ref(f, off, len);
 			verify(f, 0, 4 * PG);
@@ -751,8 +691,8 @@ static void alloc_failures_never_lose_data(void **state)
 	uint64_t nth;
 
 	for (nth = 1; nth <= 120; nth++) {
-		uint64_t off = rnd(NPAGES - 16) * PG + rnd(PG / SEC) * SEC;
-		uint64_t len = (1 + rnd(16 * (PG / SEC) - 8)) * SEC;
+		uint64_t off = blkio_rnd(NPAGES - 16) * PG + blkio_rnd(PG / SEC) * SEC;
+		uint64_t len = (1 + blkio_rnd(16 * (PG / SEC) - 8)) * SEC;
 
 		assert_int_equal(tmem_debug_fail_alloc(f->s, nth), 0);
 		write_ref(f, off, len);
@@ -903,7 +843,7 @@ static void stats_from_another_thread(void **state)
 	assert_int_equal(pthread_create(&th, NULL, stats_reader, &r), 0);
 	for (i = 0; i < 200; i++) {
 		f->hook.limit = i % 3 ? -1 : 0;
-		write_ref(f, rnd(NPAGES - 4) * PG, 4 * PG);
+		write_ref(f, blkio_rnd(NPAGES - 4) * PG, 4 * PG);
 	}
 	__atomic_store_n(&r.stop, true, __ATOMIC_RELEASE);
 	assert_int_equal(pthread_join(th, &ret), 0);
@@ -938,5 +878,6 @@ int main(void)
 		T(stats_from_another_thread),
 	};
 
+	blkio_seed(0x2545f4914f6cdd1dull);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
