@@ -16,13 +16,6 @@ import time
 from ebbtest import Ebbd, MiB, TestFailure
 
 
-def guest_tmem(d, name):
-    for g in d.c.call("tmem")["guests"]:
-        if g["name"] == name:
-            return g
-    raise TestFailure("no tmem entry for %s" % name)
-
-
 def device(t, role):
     for dv in t["devices"]:
         if dv["role"] == role:
@@ -56,7 +49,7 @@ def test_swap_pages_live_in_tmem_and_come_back_intact():
         assert "ebb-guest: swap on /dev/vda" in d.console("s")
         pagecheck(d, "s", "128M", 11, "--passes 2")
         assert vmstat(d, "s", "pswpout") > 16384
-        t = guest_tmem(d, "s")
+        t = d.tmem_guest("s")
         sw = device(t, "swap")
         assert t["persistent_pages"] > 8192, t
         assert sw["swap"]["tmem_pages"] == t["persistent_pages"], sw
@@ -66,6 +59,28 @@ def test_swap_pages_live_in_tmem_and_come_back_intact():
         info = d.c.call("info")
         assert info["store"] >= t["charged_bytes"], (info, t)
         assert info["resident"] + info["store"] + info["claims"] <= info["budget"], info
+        # The store timed its puts and gets while the guest swapped.
+        tm = d.c.call("tmem")
+        assert tm["store"]["compressor"] == "lz4-fast", tm["store"]
+        lat = tm["latency"]
+        assert lat["put_timed"] >= t["puts"] // 8 - 1 and lat["get_timed"] > 0, lat
+        assert 0 < lat["put_p50_ns"] <= lat["put_p99_ns"], lat
+        assert 0 < lat["get_p50_ns"] <= lat["get_p99_ns"], lat
+        out = d.ebbctl("tmem").stdout
+        assert "store (lz4-fast)" in out and "latency: put p50" in out, out
+
+
+def test_compressor_is_chosen_at_start():
+    """--tmem-compressor picks the store's compressor; an unknown name is
+    refused at start, naming the choices."""
+    with Ebbd(extra_args=("--tmem-compressor", "lz4")) as d:
+        assert d.c.call("tmem")["store"]["compressor"] == "lz4"
+    try:
+        Ebbd(extra_args=("--tmem-compressor", "lzma"))
+    except TestFailure as e:
+        assert "unknown --tmem-compressor 'lzma'" in str(e), e
+    else:
+        raise TestFailure("ebbd started with an unknown compressor")
 
 
 def test_swap_falls_back_to_the_backing_file_when_the_host_is_short():
@@ -75,7 +90,7 @@ def test_swap_falls_back_to_the_backing_file_when_the_host_is_short():
     with Ebbd(budget="100M") as d:
         d.run("s", 64 * MiB, swap=256 * MiB, swap_quota=256 * MiB)
         pagecheck(d, "s", "128M", 12)
-        sw = device(guest_tmem(d, "s"), "swap")
+        sw = device(d.tmem_guest("s"), "swap")
         assert sw["swap"]["refused_puts"] > 0, sw
         assert sw["swap"]["file_pages"] > 0, sw
         assert sw["swap"]["file_write_bytes"] > 0, sw
@@ -93,7 +108,7 @@ def test_kill_while_swapping_releases_everything():
         d.run("other", 64 * MiB, swap=128 * MiB)
         d.c.call("guest-exec", name="other", command="pagecheck write 96M 5 --hold 20")
         d.c.call("guest-exec", name="k", command="pagecheck write 192M 3 --passes 3")
-        d.wait_until(lambda: device(guest_tmem(d, "k"), "swap")["swap"]["file_pages"] > 1000,
+        d.wait_until(lambda: device(d.tmem_guest("k"), "swap")["swap"]["file_pages"] > 1000,
                      120, "k swapping to tmem and to its file")
         backing = os.path.join(d.dir, "state", "k.swap")
         assert os.path.exists(backing)
@@ -109,7 +124,7 @@ def test_kill_while_swapping_releases_everything():
         t = d.c.call("tmem")
         assert t["store"]["clients"] == 1, t
         info = d.c.call("info")
-        assert info["store"] >= guest_tmem(d, "other")["charged_bytes"], info
+        assert info["store"] >= d.tmem_guest("other")["charged_bytes"], info
         d.c.call("guest-stop", name="other", force=True)
         d.wait_until(lambda: d.c.call("tmem")["store"]["clients"] == 0, 20,
                      "store empty")
@@ -133,18 +148,18 @@ def test_data_disk_reads_are_cached_and_shared():
         d.run("b", 64 * MiB, disk=img, disk_ro=True)
         st, out = d.exec("a", "md5sum /dev/vda")
         assert want in out, (want, out)
-        ca = device(guest_tmem(d, "a"), "disk")["cache"]
+        ca = device(d.tmem_guest("a"), "disk")["cache"]
         assert ca["misses"] >= 4096 and ca["fills"] > 0, ca
         st, out = d.exec("b", "md5sum /dev/vda")
         assert want in out, (want, out)
-        cb = device(guest_tmem(d, "b"), "disk")["cache"]
+        cb = device(d.tmem_guest("b"), "disk")["cache"]
         assert cb["hits"] >= 4000, cb
         assert cb["file_read_bytes"] < 1 * MiB, cb
         d.exec("a", "echo 3 > /proc/sys/vm/drop_caches")
-        h0 = device(guest_tmem(d, "a"), "disk")["cache"]["hits"]
+        h0 = device(d.tmem_guest("a"), "disk")["cache"]["hits"]
         st, out = d.exec("a", "md5sum /dev/vda")
         assert want in out
-        assert device(guest_tmem(d, "a"), "disk")["cache"]["hits"] - h0 >= 4000
+        assert device(d.tmem_guest("a"), "disk")["cache"]["hits"] - h0 >= 4000
 
 
 def test_clean_cache_is_dropped_to_admit_a_guest():
@@ -160,12 +175,12 @@ def test_clean_cache_is_dropped_to_admit_a_guest():
         d.run("a", 64 * MiB, disk=img, disk_ro=True)
         st, out = d.exec("a", "md5sum /dev/vda")
         assert want in out, out
-        before = guest_tmem(d, "a")
+        before = d.tmem_guest("a")
         assert before["ephemeral_pages"] > 30000, before
         info = d.c.call("info")
         assert info["unclaimed"] < 256 * MiB, info
         d.run("b", 256 * MiB)		# refused without dropping cache
-        after = guest_tmem(d, "a")
+        after = d.tmem_guest("a")
         assert after["evictions"] > 0, after
         assert after["ephemeral_pages"] < before["ephemeral_pages"], after
         assert "clean cache" in d.daemon_log()
@@ -222,7 +237,7 @@ def test_devices_served_to_another_vmm():
             vmm.stdin.flush()
             read_until(b"ebb-guest: exit", 300)
             assert b"pagecheck: 24576 pages, 0 mismatches" in out, out[-800:]
-            t = guest_tmem(d, "ext")
+            t = d.tmem_guest("ext")
             assert t["persistent_pages"] > 4096, t
             assert device(t, "swap")["connected"], t
             assert d.guest("ext")["balloon_actual"] == 64 * MiB

@@ -453,6 +453,36 @@ static void roundtrip_kinds(void **state)
 	fx_check(f);
 }
 
+/* One put and one get in 8 (per thread) are timed into the store's
+ * latency percentiles; a fresh store has none.  Puts and gets alternate:
+ * each operation is sampled on its own count, so 64 of each time 8 of
+ * each, wherever this thread's counts stood. */
+static void latency_is_sampled(void **state)
+{
+	struct fx *f = *state;
+	uint32_t p = pool(f, A, TMEM_POOL_PERSISTENT);
+	struct tmem_store_stats ss = sstats(f);
+	uint8_t text[PG];
+	unsigned i;
+
+	assert_int_equal(ss.put_timed, 0);
+	assert_int_equal(ss.put_p50_ns, 0);
+	assert_int_equal(ss.get_timed, 0);
+	text_page(text, 7);
+	for (i = 0; i < 64; i++) {
+		assert_int_equal(put(f, A, p, 1, i, text), 0);
+		assert_int_equal(get(f, A, p, 1, i), 0);
+	}
+	ss = sstats(f);
+	assert_int_equal(ss.put_timed, 64 / 8);
+	assert_int_equal(ss.get_timed, 64 / 8);
+	assert_true(ss.put_p50_ns > 0 && ss.put_p50_ns <= ss.put_p99_ns);
+	assert_true(ss.get_p50_ns > 0 && ss.get_p50_ns <= ss.get_p99_ns);
+	/* sane magnitudes: more than a clock read, less than a second */
+	assert_true(ss.put_p99_ns < 1000000000ull);
+	assert_true(ss.get_p99_ns < 1000000000ull);
+}
+
 static void private_pool_isolation(void **state)
 {
 	struct fx *f = *state;
@@ -845,6 +875,10 @@ static void raw_threshold_and_zstd(void **state)
 	assert_ptr_equal(ops, &pagecomp_lz4);
 	assert_int_equal(pagecomp_find("zstd", &ops), 0);
 	assert_ptr_equal(ops, &pagecomp_zstd);
+	assert_int_equal(pagecomp_find("lz4-fast", &ops), 0);
+	assert_ptr_equal(ops, &pagecomp_lz4_fast);
+	assert_int_equal(pagecomp_find("liblz4", &ops), 0);
+	assert_ptr_equal(ops, &pagecomp_liblz4);
 	assert_int_equal(pagecomp_find("brotli", &ops), -ENOENT);
 	assert_int_equal(pagecomp_find(NULL, &ops), -ENOENT);
 
@@ -883,6 +917,48 @@ static void raw_threshold_and_zstd(void **state)
 	assert_int_equal(ss.total.raw_pages, 1);
 	assert_int_equal(tmem_check(s), 0);
 	tmem_store_free(s);
+}
+
+/* Every compressor behind the store: pages of each kind come back intact,
+ * compressible ones are kept compressed, the rest raw. */
+static void every_compressor_roundtrips(void **state)
+{
+	static const struct pagecomp_ops *const comps[] = {
+		&pagecomp_lz4, &pagecomp_lz4_fast, &pagecomp_liblz4, &pagecomp_zstd,
+	};
+	struct tmem_oid oid = oid_of(3);
+	struct tmem_store_stats ss;
+	uint8_t pages[4][PG], out[PG];
+	size_t c;
+	uint32_t p, i;
+
+	(void)state;
+	text_page(pages[0], 9);
+	random_page(pages[1]);
+	memset(pages[2], 0, PG);
+	for (i = 0; i < PG; i++)	/* long runs: compresses with any parse */
+		pages[3][i] = (uint8_t)(i / 512);
+	for (c = 0; c < sizeof(comps) / sizeof(comps[0]); c++) {
+		struct tmem_store_config cfg = { .comp = comps[c] };
+		struct tmem_store *s;
+
+		assert_int_equal(tmem_store_new(&cfg, &s), 0);
+		assert_int_equal(tmem_client_new(s, A, "a", NULL), 0);
+		assert_int_equal(tmem_pool_new(s, A, TMEM_POOL_PERSISTENT, NULL, &p), 0);
+		for (i = 0; i < 4; i++)
+			assert_int_equal(tmem_put(s, A, p, &oid, i, pages[i], PG), 0);
+		for (i = 0; i < 4; i++) {
+			memset(out, 0xcc, PG);
+			assert_int_equal(tmem_get(s, A, p, &oid, i, out, PG), 0);
+			assert_memory_equal(out, pages[i], PG);
+		}
+		assert_int_equal(tmem_store_stats(s, &ss), 0);
+		assert_int_equal(ss.total.zero_pages, 1);
+		assert_true(ss.total.raw_pages >= 1 && ss.total.raw_pages <= 2);
+		assert_true(ss.total.compressed_bytes < 3 * PG);
+		assert_int_equal(tmem_check(s), 0);
+		tmem_store_free(s);
+	}
 }
 
 /* ---- dedup ---- */
@@ -1682,6 +1758,7 @@ int main(void)
 		T(pool_errors),
 		T(page_errors),
 		T(roundtrip_kinds),
+		T(latency_is_sampled),
 		T(private_pool_isolation),
 		T(exclusive_get_private_ephemeral),
 		T(shared_pools),
@@ -1694,6 +1771,7 @@ int main(void)
 		T(zero_pages_are_flags),
 		T(incompressible_stored_raw),
 		cmocka_unit_test(raw_threshold_and_zstd),
+		cmocka_unit_test(every_compressor_roundtrips),
 		T(dedup_within_client),
 		cmocka_unit_test(no_dedup_store),
 		T(no_cross_client_dedup_by_default),
