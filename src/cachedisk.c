@@ -82,8 +82,15 @@ struct cachedisk {
 	uint64_t capacity;		/* file_bytes rounded down to 512 */
 	uint8_t *run;			/* RUN_BYTES: miss runs, write chunks */
 	uint8_t *page;			/* PG: bounce for split reads */
+	/* Image bytes [fill_from, fill_end) were read by consecutive miss
+	 * runs of this instance and are all in the tmem cache. */
+	uint64_t fill_from, fill_end;
 	struct cd_counters c;		/* relaxed atomics */
 };
+
+/* Bytes the host page cache may put in one folio: page cache advice only
+ * drops folios wholly inside its range, and large folios reach 2 MiB. */
+#define FOLIO_MAX	(2u << 20)
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct cd_image *registry;	/* registry_lock */
@@ -241,6 +248,35 @@ static void cache_invalidate(struct cachedisk *cd, uint64_t first, uint64_t end)
 	}
 }
 
+/* Image bytes [start, start + len), read by a miss run, are now all in the
+ * tmem cache: the host page cache's copy is a second one that the pool
+ * does not see, so drop it (POSIX_FADV_DONTNEED drops clean pages at
+ * once).  The kernel drops only folios wholly inside the advised range,
+ * and a folio may be larger than a run, so the range reaches back over
+ * the runs just before this one that were cached too (a sequential read
+ * drops everything behind it), but never to pages not in the cache.
+ * Folios straddling a run nobody read stay for the host to reclaim.
+ * Advice only: a failure changes nothing.  A run with a refused put is
+ * not dropped at all: the host is short, and its page cache is then the
+ * better judge of what to keep. */
+static void drop_page_cache(struct cachedisk *cd, uint64_t start, size_t len)
+{
+	uint64_t from = start;
+
+	if (cd->fill_end == start && cd->fill_from < start)
+		from = start - cd->fill_from > FOLIO_MAX ? start - FOLIO_MAX
+							 : cd->fill_from;
+	else
+		cd->fill_from = start;
+	cd->fill_end = start + len;
+	/* The advice leaves a partial last page; at the end of the file,
+	 * advise to the end (length 0) to take the tail page too. */
+	(void)posix_fadvise(cd->fd, (off_t)from,
+			    cd->fill_end == cd->file_bytes
+				    ? 0 : (off_t)(cd->fill_end - from),
+			    POSIX_FADV_DONTNEED);
+}
+
 /* Step 3 of the read: pages [first, first + n) missed; the request wants
  * device bytes [want, want_end) of them, at request offset want - @off. */
 static int miss_fill(struct cachedisk *cd, struct iovcur *c, uint64_t off,
@@ -249,7 +285,7 @@ static int miss_fill(struct cachedisk *cd, struct iovcur *c, uint64_t off,
 {
 	uint64_t start = first * PG, gen;
 	size_t len = (size_t)n * PG, valid, done;
-	uint32_t i;
+	uint32_t i, fill_ok = 0;
 	int rc;
 
 	/* Pages of a request lie below capacity <= file_bytes. */
@@ -271,14 +307,19 @@ static int miss_fill(struct cachedisk *cd, struct iovcur *c, uint64_t off,
 	if (cd->img->gen != gen) {
 		ctr_add(&cd->c.fills_raced, n);
 	} else {
-		for (i = 0; i < n; i++) {
-			if (cache_put(cd, first + i, cd->run + (size_t)i * PG))
-				ctr_add(&cd->c.fills_refused, 1);
-			else
-				ctr_add(&cd->c.fills, 1);
-		}
+		for (i = 0; i < n; i++)
+			if (!cache_put(cd, first + i, cd->run + (size_t)i * PG))
+				fill_ok++;
+		ctr_add(&cd->c.fills, fill_ok);
+		ctr_add(&cd->c.fills_refused, n - fill_ok);
 	}
 	pthread_mutex_unlock(&cd->img->lock);
+	/* Outside the image lock: a syscall need not hold up the image's
+	 * other users (the fill streak is this instance's own). */
+	if (fill_ok == n)
+		drop_page_cache(cd, start, valid);
+	else
+		cd->fill_end = cd->fill_from = 0;
 	return 0;
 }
 

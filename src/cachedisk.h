@@ -54,10 +54,15 @@
  * instances opened before and after a write would stop sharing and then
  * invalidate only their own copies.)
  *
- * Host page cache.  The image is opened without O_DIRECT, so the host
- * kernel caches it too and misses cost memory twice until it reclaims
- * them.  Known, deliberate for now: O_DIRECT needs aligned I/O and is not
- * supported by every filesystem (tmpfs before 6.6); a later option.
+ * Host page cache.  The image is opened without O_DIRECT (which needs
+ * aligned I/O and is not supported by every filesystem: tmpfs before 6.6),
+ * so the host kernel caches what is read.  Once a missed run's pages are
+ * all in the tmem cache, their page cache copy is dropped
+ * (POSIX_FADV_DONTNEED), so an image read once is held once, compressed
+ * and charged, rather than twice.  That advice applies to the file, so a
+ * program outside ebb reading the same image loses those cached pages
+ * too.  Pages a write dirtied stay in the page cache until written back;
+ * on tmpfs the page cache is the file itself and nothing is dropped.
  *
  * Read-only instances (@read_only) open the file O_RDONLY, announce
  * read_only, offer no FLUSH, DISCARD or WRITE_ZEROES, and fail write with
