@@ -91,6 +91,9 @@ struct swapstore {
 	uint32_t wrun_n;		/* its pages, in run[0 .. wrun_n) */
 	uint64_t punch_first;		/* first page of the punch queue */
 	uint64_t punch_n;		/* its pages */
+	/* File bytes [wb_lo, wb_hi) span every page ever written to the
+	 * file (wb_hi == 0: none), so every page cache copy of its data. */
+	uint64_t wb_lo, wb_hi;
 	struct ss_counters c;		/* relaxed atomics */
 };
 
@@ -178,6 +181,44 @@ static void punch_queue(struct swapstore *ss, uint64_t p)
 	ss->punch_n = 1;
 }
 
+/* ---- the backing file ---- */
+
+/* Move file bytes [off, off + len) to (@write) or from @buf, counted.
+ *
+ * Then let the host page cache's copies go: a page is kept by the guest
+ * (read back) or by the file (written), so a third copy in host memory,
+ * which no pool charges, only takes room from a host that is already
+ * short (why the page is here and not in tmem).  POSIX_FADV_DONTNEED
+ * drops clean pages at once and starts writeback of dirty ones without
+ * waiting.  It is given the whole span ever written, not just this I/O:
+ * the kernel drops only folios wholly inside the range, and the host's
+ * large folios outgrow a run; pages this write dirtied go out to disk
+ * and a later I/O drops them.  Advice only: its failure changes nothing.
+ * The cost is that a page written and soon punched may reach the disk
+ * where the kernel would have let it expire. */
+static int file_io(struct swapstore *ss, bool write, uint8_t *buf,
+		   size_t len, uint64_t off, size_t *done)
+{
+	int rc;
+
+	rc = pio_full(write, ss->fd, buf, len, off, done);
+	ctr_add(write ? &ss->c.file_write_bytes : &ss->c.file_read_bytes,
+		*done);
+	if (rc)
+		ctr_add(&ss->c.io_errors, 1);
+	if (write && *done) {
+		if (ss->wb_hi == 0 || off < ss->wb_lo)
+			ss->wb_lo = off;
+		if (off + *done > ss->wb_hi)
+			ss->wb_hi = off + *done;
+	}
+	if (ss->wb_hi)
+		(void)posix_fadvise(ss->fd, (off_t)ss->wb_lo,
+				    (off_t)(ss->wb_hi - ss->wb_lo),
+				    POSIX_FADV_DONTNEED);
+	return rc;
+}
+
 /* Step 5 of the write: the write run to the file. */
 static int wrun_flush(struct swapstore *ss)
 {
@@ -187,11 +228,8 @@ static int wrun_flush(struct swapstore *ss)
 
 	if (!ss->wrun_n)
 		return 0;
-	rc = pio_full(true, ss->fd, ss->run, (size_t)ss->wrun_n * PG,
-		      ss->wrun_first * PG, &done);
-	ctr_add(&ss->c.file_write_bytes, done);
-	if (rc)
-		ctr_add(&ss->c.io_errors, 1);
+	rc = file_io(ss, true, ss->run, (size_t)ss->wrun_n * PG,
+		     ss->wrun_first * PG, &done);
 	for (i = 0; i < ss->wrun_n && (i + 1u) * (size_t)PG <= done; i++)
 		map_set(ss, ss->wrun_first + i, PS_FILE);
 	ss->wrun_n = 0;
@@ -224,7 +262,6 @@ static int page_get(struct swapstore *ss, uint64_t p, uint8_t *buf)
 static int page_load(struct swapstore *ss, uint64_t p, uint8_t *buf)
 {
 	size_t done;
-	int rc;
 
 	switch (map_get(ss, p)) {
 	case PS_NONE:
@@ -233,11 +270,7 @@ static int page_load(struct swapstore *ss, uint64_t p, uint8_t *buf)
 	case PS_TMEM:
 		return page_get(ss, p, buf);
 	case PS_FILE:
-		rc = pio_full(false, ss->fd, buf, PG, p * PG, &done);
-		ctr_add(&ss->c.file_read_bytes, done);
-		if (rc)
-			ctr_add(&ss->c.io_errors, 1);
-		return rc;
+		return file_io(ss, false, buf, PG, p * PG, &done);
 	default:
 		return -EIO;
 	}
@@ -403,13 +436,10 @@ static int ss_read(void *be, uint64_t off, const struct iovec *iov,
 		/* The read run ends before a page that does not extend it,
 		 * when run[] could not take another page, and at the end. */
 		if (run_len && (st != PS_FILE || run_len + n > RUN_BYTES)) {
-			rc = pio_full(false, ss->fd, ss->run, run_len, run_off,
-				      &done);
-			ctr_add(&ss->c.file_read_bytes, done);
-			if (rc) {
-				ctr_add(&ss->c.io_errors, 1);
+			rc = file_io(ss, false, ss->run, run_len, run_off,
+				     &done);
+			if (rc)
 				return rc;
-			}
 			iovcur_put(&c, run_off - off, ss->run, run_len);
 			run_len = 0;
 		}

@@ -117,7 +117,9 @@ class Ebbd:
     """A private ebbd: `with Ebbd(budget="2G") as d: d.run("g1", "256M")`."""
 
     def __init__(self, budget=None, extra_args=()):
-        self.dir = tempfile.mkdtemp(prefix="ebb-e2e-")
+        # On disk, like ebbd's default state dir (/var/lib/ebb): swap
+        # backing files on a tmpfs /tmp would be host memory themselves.
+        self.dir = tempfile.mkdtemp(prefix="ebb-e2e-", dir="/var/tmp")
         self.sock = os.path.join(self.dir, "ebbd.sock")
         self.log = os.path.join(self.dir, "ebbd.log")
         args = [ebbd_binary(), "--socket", self.sock,

@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 
-from ebbtest import Ebbd, MiB, TestFailure
+from ebbtest import Ebbd, MiB, TestFailure, page_cache_bytes
 
 
 def device(t, role):
@@ -86,7 +86,8 @@ def test_compressor_is_chosen_at_start():
 def test_swap_falls_back_to_the_backing_file_when_the_host_is_short():
     """The same workload with a budget so small that the pool refuses most
     puts: the device writes those pages to the backing file instead, never
-    fails a write, and the guest reads every page back correctly."""
+    fails a write, and the guest reads every page back correctly; the host
+    page cache does not keep a second copy of the file's pages."""
     with Ebbd(budget="100M") as d:
         d.run("s", 64 * MiB, swap=256 * MiB, swap_quota=256 * MiB)
         pagecheck(d, "s", "128M", 12)
@@ -97,6 +98,14 @@ def test_swap_falls_back_to_the_backing_file_when_the_host_is_short():
         assert sw["ioerr"] == 0 and sw["swap"]["lost_pages"] == 0, sw
         info = d.c.call("info")
         assert info["over"] == 0, info
+        # The backing file's pages do not stay in the host page cache as
+        # well (stop 7: all 93 MiB did): at most what the last moments
+        # wrote may still be on its way to disk.
+        file_bytes = sw["swap"]["file_pages"] * 4096
+        cached = page_cache_bytes(os.path.join(d.dir, "state", "s.swap"))
+        print("  file pages %d MiB, of them in the host page cache %d MiB" % (
+            file_bytes // MiB, cached // MiB))
+        assert cached < file_bytes // 4, (cached, sw)
 
 
 def test_kill_while_swapping_releases_everything():

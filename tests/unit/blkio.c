@@ -1,6 +1,9 @@
 #include "blkio.h"
 
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/vfs.h>
 
 #include "tmem.h"	/* TMEM_PAGE_SIZE */
 
@@ -79,4 +82,32 @@ int blkio_read(const struct blkback *bb, uint64_t off, uint8_t *out,
 	rc = bb->ops->read(bb->be, off, iov, n);
 	memcpy(out, buf, len);
 	return rc;
+}
+
+unsigned blkio_pages_cached(int fd, uint64_t first, uint64_t n)
+{
+	size_t len = (size_t)(first + n) * TMEM_PAGE_SIZE;
+	unsigned char *vec = malloc(first + n);
+	unsigned count = 0;
+	uint64_t i;
+	void *map;
+
+	if (!vec)
+		abort();
+	map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED || mincore(map, len, vec) || munmap(map, len))
+		abort();
+	for (i = first; i < first + n; i++)
+		count += vec[i] & 1;
+	free(vec);
+	return count;
+}
+
+bool blkio_on_tmpfs(int fd)
+{
+	struct statfs fs;
+
+	if (fstatfs(fd, &fs))
+		abort();
+	return fs.f_type == 0x01021994;		/* TMPFS_MAGIC */
 }

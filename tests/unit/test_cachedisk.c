@@ -18,10 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
-#include <sys/vfs.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -629,25 +627,6 @@ static void refused_fills_are_fine(void **state)
 	fx_check(f);
 }
 
-/* Pages [first, first + n) of the image in the host page cache, counted
- * with mincore on a mapping of the file. */
-static unsigned page_cached(struct fx *f, unsigned first, unsigned n)
-{
-	unsigned char vec[IMG_PAGES + 1];
-	unsigned i, count = 0;
-	void *map;
-
-	assert_true(first + n <= IMG_PAGES + 1);
-	map = mmap(NULL, (size_t)(first + n) * PG, PROT_READ, MAP_SHARED,
-		   f->fd, 0);
-	assert_true(map != MAP_FAILED);
-	assert_int_equal(mincore(map, (size_t)(first + n) * PG, vec), 0);
-	assert_int_equal(munmap(map, (size_t)(first + n) * PG), 0);
-	for (i = first; i < first + n; i++)
-		count += vec[i] & 1;
-	return count;
-}
-
 /* Missed runs leave the host page cache once the tmem cache holds them
  * (a sequential read drops everything behind it, whatever the page
  * cache's folio sizes); runs with a refused put stay there.  (On tmpfs
@@ -655,31 +634,29 @@ static unsigned page_cached(struct fx *f, unsigned first, unsigned n)
 static void filled_pages_leave_the_host_page_cache(void **state)
 {
 	struct fx *f = *state;
-	struct statfs fs;
 
-	assert_int_equal(fstatfs(f->fd, &fs), 0);
-	if (fs.f_type == 0x01021994) {	/* TMPFS_MAGIC */
+	if (blkio_on_tmpfs(f->fd)) {
 		print_message("image on tmpfs: page cache is the file\n");
 		return;
 	}
 	/* Written back, the image is clean; then out of the page cache. */
 	assert_int_equal(fdatasync(f->fd), 0);
-	assert_int_equal(page_cached(f, 0, IMG_PAGES + 1), IMG_PAGES + 1);
+	assert_int_equal(blkio_pages_cached(f->fd, 0, IMG_PAGES + 1), IMG_PAGES + 1);
 	assert_int_equal(posix_fadvise(f->fd, 0, 0, POSIX_FADV_DONTNEED), 0);
-	assert_int_equal(page_cached(f, 0, IMG_PAGES + 1), 0);
+	assert_int_equal(blkio_pages_cached(f->fd, 0, IMG_PAGES + 1), 0);
 
 	f->hook.refuse = true;
 	verify(f, &f->a, 0, 16 * PG);
 	assert_int_equal(st(&f->a).fills_refused, 16);
-	assert_int_equal(page_cached(f, 0, 16), 16);
+	assert_int_equal(blkio_pages_cached(f->fd, 0, 16), 16);
 
 	f->hook.refuse = false;
 	verify(f, &f->a, 0, IMG_BYTES / SEC * SEC);
 	assert_int_equal(st(&f->a).fills, IMG_PAGES + 1);
-	assert_int_equal(page_cached(f, 0, IMG_PAGES + 1), 0);
+	assert_int_equal(blkio_pages_cached(f->fd, 0, IMG_PAGES + 1), 0);
 	/* Hits read no file. */
 	verify(f, &f->a, 0, IMG_BYTES / SEC * SEC);
-	assert_int_equal(page_cached(f, 0, IMG_PAGES + 1), 0);
+	assert_int_equal(blkio_pages_cached(f->fd, 0, IMG_PAGES + 1), 0);
 	fx_check(f);
 }
 

@@ -779,6 +779,41 @@ static void long_runs_use_few_syscalls(void **state)
 	fx_check(f);
 }
 
+/* Pages in the backing file leave the host page cache: every file I/O
+ * drops the clean ones and starts writeback of the dirty ones.  (On tmpfs
+ * the page cache is the file: nothing to check.) */
+static void file_pages_leave_the_host_page_cache(void **state)
+{
+	struct fx *f = *state;
+	const unsigned n = 100;
+	int fd;
+
+	fd = open(f->path, O_RDONLY);
+	assert_true(fd >= 0);
+	if (blkio_on_tmpfs(fd)) {
+		print_message("backing file on tmpfs: page cache is the file\n");
+		close(fd);
+		return;
+	}
+	f->hook.limit = 0;
+	fill_random(f->ref, n * PG);
+	assert_int_equal(dev_write(f, 0, f->ref, n * PG), 0);
+	assert_int_equal(st(f).file_pages, n);
+	/* Written back (the device does not wait for that itself), the
+	 * pages are clean, so the next I/O drops every one. */
+	assert_int_equal(fdatasync(fd), 0);
+	verify(f, 0, 4 * PG);
+	assert_int_equal(blkio_pages_cached(fd, 0, n), 0);
+
+	write_ref(f, (n + 10) * PG, 4 * PG);
+	assert_int_equal(fdatasync(fd), 0);
+	verify(f, (n - 1) * PG, PG);
+	assert_int_equal(blkio_pages_cached(fd, 0, n + 14), 0);
+	assert_int_equal(close(fd), 0);
+	verify_all(f);
+	fx_check(f);
+}
+
 static void iovec_edge_cases(void **state)
 {
 	struct fx *f = *state;
@@ -874,6 +909,7 @@ int main(void)
 		T(alloc_failures_never_lose_data),
 		T(file_write_error_loses_only_unwritten_pages),
 		T(long_runs_use_few_syscalls),
+		T(file_pages_leave_the_host_page_cache),
 		T(iovec_edge_cases),
 		T(stats_from_another_thread),
 	};
