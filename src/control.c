@@ -47,6 +47,7 @@
 #include "log.h"
 #include "loop.h"
 #include "size.h"
+#include "usock.h"
 
 #define WHO			"control"
 #define IN_CAP_MAX		(CONTROL_LINE_MAX + 1)	/* a line and its '\n' */
@@ -994,21 +995,12 @@ int control_open(struct loop *loop, const char *path,
 	rc = clear_stale(&sa);
 	if (rc)
 		goto err_free;
-	c->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (c->listen_fd < 0) {
-		rc = -errno;
-		goto err_free;
-	}
-	if (bind(c->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		rc = -errno;
-		goto err_close;
-	}
 	/* The parent directory (0750 when we create it) is the real gate; the
 	 * mode keeps the socket itself from being world-connectable. */
-	if (chmod(path, 0660) < 0 || stat(path, &st) < 0 ||
-	    listen(c->listen_fd, LISTEN_BACKLOG) < 0) {
-		rc = -errno;
-		goto err_unlink;
+	c->listen_fd = usock_listen(path, 0660, LISTEN_BACKLOG, &st);
+	if (c->listen_fd < 0) {
+		rc = c->listen_fd;
+		goto err_free;
 	}
 	c->dev = st.st_dev;
 	c->ino = st.st_ino;
@@ -1022,7 +1014,6 @@ int control_open(struct loop *loop, const char *path,
 
 err_unlink:
 	unlink(path);
-err_close:
 	close(c->listen_fd);
 err_free:
 	free(c->greeting);

@@ -27,10 +27,10 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "usock.h"
 
 #define VU_VERSION		0x1
 #define VU_FLAG_VERSION_MASK	0x3
@@ -839,7 +839,6 @@ int vu_dev_new(struct loop *loop, const char *path, const char *name,
 	       const struct vu_dev_ops *ops, void *opaque,
 	       struct vu_dev **out)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct vu_dev *dev;
 	int rc;
 
@@ -863,26 +862,16 @@ int vu_dev_new(struct loop *loop, const char *path, const char *name,
 		*out = dev;
 		return 0;
 	}
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		rc = -ENAMETOOLONG;
-		goto err_free;
-	}
-	strcpy(sa.sun_path, path);
 	dev->path = strdup(path);
 	if (!dev->path) {
 		rc = -ENOMEM;
 		goto err_free;
 	}
-	dev->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	dev->listen_fd = usock_listen(path, 0660, 4, NULL);
 	if (dev->listen_fd < 0) {
-		rc = -errno;
+		rc = dev->listen_fd;
+		dev->listen_fd = -1;
 		goto err_free;
-	}
-	unlink(path);
-	if (bind(dev->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    listen(dev->listen_fd, 4) < 0) {
-		rc = -errno;
-		goto err_close;
 	}
 	rc = loop_watch_add(loop, dev->listen_fd, EPOLLIN, on_listen, dev,
 			    &dev->listen_w);
@@ -893,7 +882,6 @@ int vu_dev_new(struct loop *loop, const char *path, const char *name,
 
 err_unlink:
 	unlink(path);
-err_close:
 	close(dev->listen_fd);
 err_free:
 	free(dev->path);
