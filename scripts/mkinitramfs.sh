@@ -1,19 +1,24 @@
 #!/bin/sh
 # Build the guest initramfs: OUTDIR/initramfs.cpio.gz.
 #
-#   mkinitramfs.sh [-i INIT] [-b BUSYBOX] [-m MODDIR] OUTDIR [TOOL...]
+#   mkinitramfs.sh [-k KIND] [-i INIT] [-b BUSYBOX] [-m MODDIR] OUTDIR [TOOL...]
 #
+#   KIND     whose kernel the image is for: uml (default), the UML kernel
+#            of Debian's user-mode-linux, or qemu, Debian's cloud amd64
+#            kernel under QEMU (scripts/qemu-kernel.sh fetches it)
 #   INIT     the guest's /init script (default: guest/init beside this script)
 #   BUSYBOX  a statically linked busybox (default: busybox on PATH, as
 #            installed by Debian's busybox-static)
-#   MODDIR   the UML kernel's module tree (default: the only directory in
-#            /usr/lib/uml/modules, from Debian's user-mode-linux)
+#   MODDIR   the kernel's module tree (uml default: the only directory in
+#            /usr/lib/uml/modules, from Debian's user-mode-linux; qemu
+#            default: the modules beside scripts/qemu-kernel.sh's kernel)
 #   TOOL     static guest programs to put in /bin (meson passes the built
 #            memhog and pagecheck)
 #
-# The image holds busybox with one symlink per applet, the virtio_balloon
-# and virtio_blk modules and the optional zswap ones (zsmalloc, lz4; flat,
-# in /lib/modules), the tools and /init.
+# The image holds busybox with one symlink per applet, the kernel's virtio
+# drivers (flat, in /lib/modules, with /lib/modules/load naming the ones
+# /init loads, in order), the tools and /init.  The UML image also holds
+# the modules of a denser zswap.
 # The archive is built without root: the kernel's built-in initramfs
 # already provides /dev/console, and devtmpfs supplies the rest.
 set -eu
@@ -21,26 +26,19 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 init="$here/../guest/init"
 busybox=$(command -v busybox || echo /bin/busybox)
+kind=uml
 moddir=
-# /init loads the two virtio drivers.  zswap, lzo and zbud are built into
-# Debian's linux.uml; the other three are for a denser zswap, loaded on
-# demand (insmod zsmalloc.ko, lz4_compress.ko then lz4.ko) before
-# choosing them in /sys/module/zswap/parameters (bench/swap_bench.py).
-modules="kernel/drivers/virtio/virtio_balloon.ko
-	kernel/drivers/block/virtio_blk.ko
-	kernel/mm/zsmalloc.ko
-	kernel/lib/lz4/lz4_compress.ko
-	kernel/crypto/lz4.ko"
 
-usage="usage: $0 [-i INIT] [-b BUSYBOX] [-m MODDIR] OUTDIR [TOOL...]"
+usage="usage: $0 [-k uml|qemu] [-i INIT] [-b BUSYBOX] [-m MODDIR] OUTDIR [TOOL...]"
 
 die() {
 	echo "mkinitramfs: $*" >&2
 	exit 1
 }
 
-while getopts i:b:m: opt; do
+while getopts k:i:b:m: opt; do
 	case $opt in
+	k) kind=$OPTARG ;;
 	i) init=$OPTARG ;;
 	b) busybox=$OPTARG ;;
 	m) moddir=$OPTARG ;;
@@ -52,13 +50,46 @@ shift $((OPTIND - 1))
 outdir=$1
 shift
 
-if [ -z "$moddir" ]; then
-	for d in /usr/lib/uml/modules/*/; do
-		[ -z "$moddir" ] || die "several UML module trees, pick one with -m"
-		moddir=${d%/}
-	done
-fi
-[ -d "$moddir" ] || die "no UML modules (install user-mode-linux)"
+case $kind in
+uml)
+	# /init loads the two virtio drivers.  zswap, lzo and zbud are built
+	# into Debian's linux.uml; the other three are for a denser zswap,
+	# loaded on demand (insmod zsmalloc.ko, lz4_compress.ko then lz4.ko)
+	# before choosing them in /sys/module/zswap/parameters
+	# (bench/swap_bench.py).
+	modules="kernel/drivers/virtio/virtio_balloon.ko
+		kernel/drivers/block/virtio_blk.ko
+		kernel/mm/zsmalloc.ko
+		kernel/lib/lz4/lz4_compress.ko
+		kernel/crypto/lz4.ko"
+	load="virtio_balloon virtio_blk"
+	if [ -z "$moddir" ]; then
+		for d in /usr/lib/uml/modules/*/; do
+			[ -z "$moddir" ] ||
+				die "several UML module trees, pick one with -m"
+			moddir=${d%/}
+		done
+	fi
+	[ -d "$moddir" ] || die "no UML modules (install user-mode-linux)"
+	;;
+qemu)
+	# Debian builds virtio PCI and virtio-blk as modules; dependencies
+	# first.  (QEMU has no vhost-user balloon to load a driver for.)
+	modules="kernel/drivers/virtio/virtio_ring.ko
+		kernel/drivers/virtio/virtio.ko
+		kernel/drivers/virtio/virtio_pci_legacy_dev.ko
+		kernel/drivers/virtio/virtio_pci_modern_dev.ko
+		kernel/drivers/virtio/virtio_pci.ko
+		kernel/drivers/block/virtio_blk.ko"
+	load="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev
+		virtio_pci virtio_blk"
+	[ -n "$moddir" ] || moddir=$("$here/qemu-kernel.sh" -m)
+	[ -d "$moddir" ] || die "no QEMU guest modules (run scripts/deps.sh)"
+	;;
+*)
+	die "$usage"
+	;;
+esac
 [ -f "$init" ] || die "no init script at $init"
 [ -x "$busybox" ] || die "no busybox (install busybox-static)"
 
@@ -95,6 +126,9 @@ for m in $modules; do
 		strip --strip-debug "$stage/lib/modules/${m##*/}"
 	fi
 done
+for m in $load; do
+	echo "$m"
+done >"$stage/lib/modules/load"
 for prog in "$@"; do
 	cp "$prog" "$stage/bin/"
 done

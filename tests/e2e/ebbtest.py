@@ -343,6 +343,95 @@ class Qsd:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class QemuGuest:
+    """A guest under QEMU, the second vhost-user frontend beside UML's:
+    Debian's cloud amd64 kernel (scripts/qemu-kernel.sh) on TCG, the
+    busybox image built for that kernel (mkinitramfs.sh -k qemu, same
+    /init and agent as the UML guests), RAM a shared memfd (vhost-user
+    needs it mappable by the backend), and one vhost-user-blk-pci disk per
+    socket in `disks`, /dev/vda first.  The console is the serial line,
+    logged to a file; `exec` drives the agent like Ebbd.exec.
+
+        with QemuGuest("128M", [sock]) as q:
+            status, out = q.exec("cat /proc/swaps")
+
+    Needs qemu-system-x86 and the kernel (scripts/deps.sh)."""
+
+    def __init__(self, mem, disks, timeout=120):
+        here = os.path.dirname(os.path.abspath(__file__))
+        scripts = os.path.join(here, "..", "..", "scripts")
+        kernel = subprocess.run([os.path.join(scripts, "qemu-kernel.sh"), "-k"],
+                                capture_output=True, text=True,
+                                check=True).stdout.strip()
+        if not os.path.exists(kernel):
+            raise TestFailure("no QEMU guest kernel at %s (run scripts/deps.sh)" % kernel)
+        self.dir = tempfile.mkdtemp(prefix="ebb-qemu-", dir="/var/tmp")
+        tools = [os.path.join(build_dir(), "guest", t) for t in ("pagecheck", "memhog")]
+        subprocess.run([os.path.join(scripts, "mkinitramfs.sh"), "-k", "qemu", self.dir]
+                       + tools, check=True, capture_output=True)
+        mem = parse_size(mem) // MiB
+        self.log = os.path.join(self.dir, "console.log")
+        argv = ["qemu-system-x86_64", "-machine", "q35,accel=tcg", "-smp", "1",
+                "-m", "%dM" % mem, "-object",
+                "memory-backend-memfd,id=ram,size=%dM,share=on" % mem,
+                "-machine", "memory-backend=ram",
+                "-kernel", kernel, "-initrd", os.path.join(self.dir, "initramfs.cpio.gz"),
+                "-append", "console=ttyS0 quiet panic=-1",
+                "-nographic", "-nodefaults", "-no-reboot", "-serial", "stdio"]
+        for i, sock in enumerate(disks):
+            argv += ["-chardev", "socket,id=vu%d,path=%s" % (i, sock),
+                     "-device", "vhost-user-blk-pci,chardev=vu%d,num-queues=1" % i]
+        self.logf = open(self.log, "wb")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=self.logf,
+                                     stderr=subprocess.STDOUT)
+        self.wait(r"ebb-guest: ready", timeout)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def console(self):
+        with open(self.log, errors="replace") as f:
+            return f.read()
+
+    def wait(self, pattern, timeout, start=0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            m = re.search(pattern, self.console()[start:])
+            if m:
+                return m
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise TestFailure("QEMU guest: no /%s/ within %ss (qemu %s); tail:\n%s"
+                          % (pattern, timeout, self.proc.poll(), self.console()[-2000:]))
+
+    def exec(self, command, timeout=300):
+        start = len(self.console())
+        self.proc.stdin.write(command.encode() + b"\n")
+        self.proc.stdin.flush()
+        m = self.wait(r"ebb-guest: exit (\d+) " + re.escape(command), timeout, start)
+        return int(m.group(1)), self.console()[start:]
+
+    def close(self):
+        """End of input: the agent powers the guest off."""
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.logf.close()
+        if os.environ.get("EBB_KEEP"):
+            print("  (kept %s)" % self.dir)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def parse_size(s):
     """'512M' -> bytes (binary suffixes K M G T, as ebbd takes them)."""
     if isinstance(s, int):
