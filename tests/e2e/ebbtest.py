@@ -409,12 +409,21 @@ class QemuGuest:
         raise TestFailure("QEMU guest: no /%s/ within %ss (qemu %s); tail:\n%s"
                           % (pattern, timeout, self.proc.poll(), self.console()[-2000:]))
 
-    def exec(self, command, timeout=300):
-        start = len(self.console())
+    def start(self, command):
+        """Send a command line to the agent; do not wait for it."""
         self.proc.stdin.write(command.encode() + b"\n")
         self.proc.stdin.flush()
+
+    def exec(self, command, timeout=300):
+        start = len(self.console())
+        self.start(command)
         m = self.wait(r"ebb-guest: exit (\d+) " + re.escape(command), timeout, start)
         return int(m.group(1)), self.console()[start:]
+
+    def kill(self):
+        """The VMM dies at once (SIGKILL), in the middle of whatever I/O."""
+        self.proc.kill()
+        self.proc.wait()
 
     def close(self):
         """End of input: the agent powers the guest off."""

@@ -15,7 +15,7 @@ import re
 import subprocess
 import tempfile
 
-from ebbtest import Ebbd, MiB, QemuGuest, build_dir
+from ebbtest import Ebbd, MiB, QemuGuest, TestFailure, build_dir
 
 
 def dump(size, seed, fill="mixed"):
@@ -84,3 +84,50 @@ def test_qemu_frontend_swaps_and_reads_and_writes_a_disk():
     finally:
         os.unlink(img)
         os.rmdir(work)
+
+
+def test_qemu_killed_mid_swap_and_a_new_vmm_takes_the_device():
+    """The VMM is SIGKILLed while its guest swaps heavily: ebbd notices the
+    disconnect and keeps running.  The swap contents stay: a backend cannot
+    tell a dead VMM from one that reconnects to a still-running guest (QEMU
+    can), and dropping them would lose that guest's pages.  A new QEMU
+    connects to the same socket, boots, swaps onto the device and gets
+    every page back.  Stopping the guest then releases its store pages and
+    pool charge."""
+    with Ebbd(budget="2G") as d:
+        r = d.c.call("guest-run", name="q", mem=128 * MiB, external=True,
+                     swap=256 * MiB, swap_quota=256 * MiB)
+        sock = r["sockets"]["swap"]
+        with QemuGuest("128M", [sock]) as q1:
+            q1.start("pagecheck write 192M 5 --passes 3")
+            d.wait_until(lambda: d.tmem_guest("q")["persistent_pages"] > 8192, 120,
+                         "q swapping into tmem")
+            q1.kill()
+        d.wait_until(lambda: not device(d.tmem_guest("q"), "swap")["connected"], 20,
+                     "ebbd to see the VMM gone")
+        assert d.alive()
+        left = d.tmem_guest("q")["persistent_pages"]
+        assert left > 0, left
+
+        with QemuGuest("128M", [sock]) as q2:
+            assert "ebb-guest: swap on /dev/vda" in q2.console(), q2.console()[-2000:]
+            # Kept: only mkswap's header page was written since.
+            after = d.tmem_guest("q")["persistent_pages"]
+            assert left - 1 <= after <= left + 1, (left, after)
+            st, out = q2.exec("pagecheck write 192M 6 --passes 2")
+            assert st == 0 and re.search(r"pagecheck: 49152 pages, 0 mismatches", out), out
+            sw = device(d.tmem_guest("q"), "swap")
+            assert sw["ioerr"] == 0 and not sw["failed"], sw
+            # The new guest's pages replaced the old ones slot by slot: the
+            # pool never holds more than the device's capacity.
+            t = d.tmem_guest("q")
+            assert t["persistent_pages"] == sw["swap"]["tmem_pages"] <= 65536, (t, sw)
+        assert d.c.call("info")["store"] > 0
+        d.c.call("guest-stop", name="q", force=True)
+        d.wait_until(lambda: d.guest("q")["state"] in ("stopped", "failed"), 20,
+                     "q stopped")
+        names = [g["name"] for g in d.c.call("tmem")["guests"]]
+        assert "q" not in names, names
+        info = d.c.call("info")
+        assert info["store"] == 0 and info["claims"] == 0, info
+        print("  %d pages of the killed guest kept in tmem for the next VMM" % left)
