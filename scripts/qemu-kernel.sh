@@ -38,9 +38,10 @@ fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ebb-qemu-kernel.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-# apt-get download writes into the current directory as user _apt when it
-# can; a private mktemp directory is root's, which apt only warns about.
-(cd "$tmp" && apt-get download -qq "$p" 2>/dev/null)
+# apt-get download drops to user _apt when it can write the directory;
+# this private one is root's, so apt warns ("unsandboxed") and goes on as
+# root.  Its errors must show, so stderr stays.
+(cd "$tmp" && apt-get download -qq "$p")
 dpkg-deb -x "$tmp"/"$p"_*.deb "$tmp/x"
 rm -rf "$dir.new"
 mkdir -p "$dir.new"
