@@ -108,7 +108,9 @@ struct vu_dev_ops {
 
 /*
  * Listen on @path (replacing a stale socket) for a frontend of a device
- * described by @ops.  @name tags log lines ("g1/balloon").
+ * described by @ops.  @name tags log lines ("g1/balloon").  The socket
+ * file (mode 0660) appears only once it accepts (usock.h), so a VMM may
+ * connect as soon as it sees the file.
  */
 int vu_dev_new(struct loop *loop, const char *path, const char *name,
 	       const struct vu_dev_ops *ops, void *opaque,
