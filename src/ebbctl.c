@@ -850,15 +850,23 @@ static int prealloc_wait(struct conn *cn, const char *name)
 	return pw.state == PW_DONE ? 0 : EXIT_FAIL;
 }
 
+/* The guest's line, then one line per device socket: a VMM that ebbd did
+ * not launch (--external) needs the paths to connect to. */
 static void print_run(json_t *r)
 {
 	char b1[32], b2[32], b3[32];
+	json_t *socks = json_object_get(r, "sockets"), *path;
+	const char *role;
 
 	printf("%s: started, pid %s, mem %s, claim %s\n",
 	       jstr(r, "name"),
 	       fmt_value(json_object_get(r, "pid"), b1, sizeof(b1)),
 	       fmt_size(json_object_get(r, "mem"), b2, sizeof(b2)),
 	       fmt_size(json_object_get(r, "claim"), b3, sizeof(b3)));
+	json_object_foreach(socks, role, path) {
+		if (json_is_string(path))
+			printf("  %s socket: %s\n", role, json_string_value(path));
+	}
 }
 
 static int cmd_run(int argc, char **argv)

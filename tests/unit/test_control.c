@@ -215,20 +215,25 @@ static int h_guest_run(void *ctx, json_t *args, json_t **ret, char **err)
 	struct fx *fx = ctx;
 	const char *name;
 	uint64_t mem, min = 0;
-	bool prealloc = false;
+	bool prealloc = false, external = false;
 	int rc;
 
 	record(fx, args);
 	if ((rc = control_arg_str(args, "name", true, &name, err)) ||
 	    (rc = control_arg_size(args, "mem", true, &mem, err)) ||
 	    (rc = control_arg_size(args, "min", false, &min, err)) ||
-	    (rc = control_arg_bool(args, "prealloc", false, &prealloc, err)))
+	    (rc = control_arg_bool(args, "prealloc", false, &prealloc, err)) ||
+	    (rc = control_arg_bool(args, "external", false, &external, err)))
 		return rc;
 	if (prealloc)
 		loop_timer_add(fx->loop, 100, 0, prealloc_later, fx, NULL);
-	*ret = json_pack("{s:s, s:i, s:I, s:I}", "name", name, "pid", 1234,
-			 "mem", (json_int_t)mem, "claim",
-			 (json_int_t)(min ? min : mem));
+	*ret = json_pack("{s:s, s:i, s:I, s:I}", "name", name,
+			 "pid", external ? 0 : 1234, "mem", (json_int_t)mem,
+			 "claim", (json_int_t)(min ? min : mem));
+	if (external)
+		json_object_set_new(*ret, "sockets", json_pack("{s:s, s:s}",
+			"balloon", "/run/ebb/x/balloon.sock",
+			"swap", "/run/ebb/x/swap.sock"));
 	return 0;
 }
 
@@ -317,7 +322,7 @@ static const struct control_cmd test_cmds[] = {
 	{ .name = "info", .fn = h_info, .args = "" },
 	{ .name = "guest-stats", .fn = h_guest_stats, .args = "name" },
 	{ .name = "guest-run", .fn = h_guest_run,
-	  .args = "name mem min prealloc cmdline" },
+	  .args = "name mem min prealloc cmdline external swap" },
 	{ .name = "balloon", .fn = h_balloon, .args = "name target" },
 	{ .name = "claim", .fn = h_claim, .args = "name size" },
 	{ .name = "guest-stop", .fn = h_record, .args = "name force" },
@@ -1529,6 +1534,14 @@ static void ebbctl_run_and_friends(void **state)
 	assert_true(json_is_true(json_object_get(fx->last_args, "prealloc")));
 	assert_string_equal(json_string_value(json_object_get(fx->last_args,
 				"cmdline")), "quiet loglevel=3");
+
+	/* Another VMM connects to the device sockets: they are printed. */
+	ebbctl(fx, &r, false, "run", "x", "--mem", "128M", "--external",
+	       "--swap", "256M", NULL);
+	assert_status(r, 0);
+	assert_string_equal(r.out, "x: started, pid 0, mem 128M, claim 128M\n"
+			    "  balloon socket: /run/ebb/x/balloon.sock\n"
+			    "  swap socket: /run/ebb/x/swap.sock\n");
 
 	ebbctl(fx, &r, false, "claim", "web1", "0", NULL);
 	assert_status(r, 0);
