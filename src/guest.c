@@ -167,11 +167,23 @@ static const struct balloon_events balloon_ev = {
 	.failed = on_balloon_failed,
 };
 
+/* Every device gets the guest's memory table; the balloon's is the usual
+ * source.  A VMM without a vhost-user balloon (QEMU has none) connects
+ * only disks, whose tables map the same RAM file. */
 int guest_refresh_resident(struct guest *g, uint64_t *out)
 {
 	uint64_t r;
 	int rc = balloon_resident_bytes(g->balloon, &r);
 
+	for (unsigned i = 0; rc == -ENOTCONN && i < g->ndisks; i++) {
+		const struct guestmem *gm;
+
+		if (!g->disks[i])
+			continue;
+		gm = vu_dev_mem(blk_vu(g->disks[i]));
+		if (gm->nregions)
+			rc = gm_resident_bytes(gm, &r);
+	}
 	if (rc == 0)
 		g->resident_bytes = r;
 	if (out)
@@ -179,14 +191,32 @@ int guest_refresh_resident(struct guest *g, uint64_t *out)
 	return rc;
 }
 
+/* A guest runs once its balloon driver is up; another VMM's guest may
+ * have no balloon (QEMU has no vhost-user one), so any driver will do. */
+static bool driver_ready(struct guest *g)
+{
+	struct balloon_info bi;
+	struct blk_info di;
+
+	balloon_get_info(g->balloon, &bi);
+	if (bi.ready || !g->external)
+		return bi.ready;
+	for (unsigned i = 0; i < g->ndisks; i++) {
+		if (!g->disks[i])
+			continue;
+		blk_get_info(g->disks[i], &di);
+		if (di.ready)
+			return true;
+	}
+	return false;
+}
+
 static void on_tick(void *opaque)
 {
 	struct guest *g = opaque;
-	struct balloon_info bi;
 
 	guest_refresh_resident(g, NULL);
-	balloon_get_info(g->balloon, &bi);
-	if (g->state == GUEST_STARTING && bi.ready)
+	if (g->state == GUEST_STARTING && driver_ready(g))
 		set_state(g, GUEST_RUNNING);
 }
 

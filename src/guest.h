@@ -12,7 +12,10 @@
  *       \------------------------ process died early ------------------> failed
  *
  * An external guest has no process: ebbd only serves its device sockets
- * to whatever VMM connects, and stopping it just ends that service.
+ * to whatever VMM connects, and stopping it just ends that service.  Its
+ * VMM may connect no balloon (QEMU has no vhost-user balloon): it runs
+ * once any of its drivers is ready, and its RAM is measured through a
+ * disk's memory table.
  *
  * The UML command line is built here: the kernel connects to its device
  * sockets while booting, so they listen before the process starts.

@@ -53,6 +53,14 @@ def test_qemu_frontend_swaps_and_reads_and_writes_a_disk():
                 st, out = q.exec("grep -E '^pswp(in|out) ' /proc/vmstat")
                 vm = dict(re.findall(r"^(pswp\w+) (\d+)$", out, re.M))
                 assert int(vm["pswpout"]) > 16384 and int(vm["pswpin"]) > 16384, out
+                # No balloon: the guest runs, and its RAM is measured,
+                # through its disks' memory tables.
+                g = d.guest("q")
+                assert g["state"] == "running", g
+                assert 16 * MiB < g["resident"] <= 128 * MiB, g
+                info = d.c.call("info")
+                assert info["resident"] >= g["resident"], (info, g)
+                assert info["resident"] + info["store"] + info["claims"] <= info["budget"], info
                 t = d.tmem_guest("q")
                 sw = device(t, "swap")
                 assert t["persistent_pages"] > 8192, t
