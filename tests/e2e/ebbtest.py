@@ -43,6 +43,23 @@ def initrd_path():
     return os.environ.get("EBB_INITRD", os.path.join(build_dir(), "guest", "initramfs.cpio.gz"))
 
 
+def reap(proc, timeout):
+    """Wait for a process we asked to end; kill it after `timeout` s."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def remove_workdir(path):
+    """Remove a test's scratch directory, or keep it (EBB_KEEP=1)."""
+    if os.environ.get("EBB_KEEP"):
+        print("  (kept %s)" % path)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 class Client:
     """One control connection.  Events that arrive are kept in .events."""
 
@@ -135,7 +152,9 @@ class Ebbd:
         deadline = time.time() + 10
         while not os.path.exists(self.sock):
             if self.proc.poll() is not None or time.time() > deadline:
-                raise TestFailure("ebbd did not start:\n" + open(self.log).read())
+                log = open(self.log).read()
+                self.stop()
+                raise TestFailure("ebbd did not start:\n" + log)
             time.sleep(0.02)
         self.c = Client(self.sock)
 
@@ -152,18 +171,10 @@ class Ebbd:
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            reap(self.proc, 20)
         self.logf.close()
-        rc = self.proc.returncode
-        if os.environ.get("EBB_KEEP"):
-            print("  (kept %s)" % self.dir)
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
-        return rc
+        remove_workdir(self.dir)
+        return self.proc.returncode
 
     def daemon_log(self):
         return open(self.log).read()
@@ -331,16 +342,9 @@ class Qsd:
     def close(self):
         if self.proc.poll() is None:
             self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            reap(self.proc, 10)
         self.logf.close()
-        if os.environ.get("EBB_KEEP"):
-            print("  (kept %s)" % self.dir)
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        remove_workdir(self.dir)
 
 
 class QemuGuest:
@@ -429,16 +433,9 @@ class QemuGuest:
         """End of input: the agent powers the guest off."""
         if self.proc.poll() is None:
             self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            reap(self.proc, 20)
         self.logf.close()
-        if os.environ.get("EBB_KEEP"):
-            print("  (kept %s)" % self.dir)
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        remove_workdir(self.dir)
 
 
 def parse_size(s):
