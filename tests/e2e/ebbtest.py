@@ -354,14 +354,15 @@ class QemuGuest:
     /init and agent as the UML guests), RAM a shared memfd (vhost-user
     needs it mappable by the backend), and one vhost-user-blk-pci disk per
     socket in `disks`, /dev/vda first.  The console is the serial line,
-    logged to a file; `exec` drives the agent like Ebbd.exec.
+    logged to a file; `exec` drives the agent like Ebbd.exec.  With
+    `reboot`, a guest reboot resets the machine instead of ending QEMU.
 
         with QemuGuest("128M", [sock]) as q:
             status, out = q.exec("cat /proc/swaps")
 
     Needs qemu-system-x86 and the kernel (scripts/deps.sh)."""
 
-    def __init__(self, mem, disks, timeout=120):
+    def __init__(self, mem, disks, timeout=120, reboot=False):
         here = os.path.dirname(os.path.abspath(__file__))
         scripts = os.path.join(here, "..", "..", "scripts")
         kernel = subprocess.run([os.path.join(scripts, "qemu-kernel.sh"), "-k"],
@@ -381,7 +382,9 @@ class QemuGuest:
                 "-machine", "memory-backend=ram",
                 "-kernel", kernel, "-initrd", os.path.join(self.dir, "initramfs.cpio.gz"),
                 "-append", "console=ttyS0 quiet panic=-1",
-                "-nographic", "-nodefaults", "-no-reboot", "-serial", "stdio"]
+                "-nographic", "-nodefaults", "-serial", "stdio"]
+        if not reboot:
+            argv.append("-no-reboot")
         for i, sock in enumerate(disks):
             argv += ["-chardev", "socket,id=vu%d,path=%s" % (i, sock),
                      "-device", "vhost-user-blk-pci,chardev=vu%d,num-queues=1" % i]

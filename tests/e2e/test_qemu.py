@@ -139,3 +139,27 @@ def test_qemu_killed_mid_swap_and_a_new_vmm_takes_the_device():
         info = d.c.call("info")
         assert info["store"] == 0 and info["claims"] == 0, info
         print("  %d pages of the killed guest kept in tmem for the next VMM" % left)
+
+
+def test_qemu_guest_reboot_resets_the_device_on_the_same_connection():
+    """A guest reboot under QEMU resets its devices without closing the
+    vhost-user connection: QEMU stops the rings, and after the new boot
+    negotiates features and sets the rings up again on the same socket.
+    The new guest swaps onto the device again and gets every page back."""
+    with Ebbd(budget="2G") as d:
+        r = d.c.call("guest-run", name="q", mem=128 * MiB, external=True,
+                     swap=256 * MiB, swap_quota=256 * MiB)
+        with QemuGuest("128M", [r["sockets"]["swap"]], reboot=True) as q:
+            st, out = q.exec("pagecheck write 192M 3")
+            assert st == 0 and "pagecheck: 49152 pages, 0 mismatches" in out, out
+            n = len(q.console())
+            q.start("reboot -f")
+            q.wait(r"ebb-guest: ready", 120, n)
+            assert "ebb-guest: swap on /dev/vda" in q.console()[n:], q.console()[n:]
+            st, out = q.exec("pagecheck write 192M 4 --passes 2")
+            assert st == 0 and "pagecheck: 49152 pages, 0 mismatches" in out, out
+            sw = device(d.tmem_guest("q"), "swap")
+            assert sw["connected"] and not sw["failed"] and sw["ioerr"] == 0, sw
+            assert d.alive()
+        # One connection for both boots.
+        assert d.daemon_log().count("frontend connected") == 1, d.daemon_log()
