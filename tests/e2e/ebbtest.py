@@ -441,6 +441,14 @@ class QemuGuest:
         remove_workdir(self.dir)
 
 
+def tmem_device(t, role):
+    """The device of `role` ("swap", "disk") in a guest's tmem entry."""
+    for dv in t["devices"]:
+        if dv["role"] == role:
+            return dv
+    raise TestFailure("no %s device in %s" % (role, t))
+
+
 def parse_size(s):
     """'512M' -> bytes (binary suffixes K M G T, as ebbd takes them)."""
     if isinstance(s, int):

@@ -15,17 +15,14 @@ import re
 import subprocess
 import tempfile
 
-from ebbtest import Ebbd, MiB, QemuGuest, TestFailure, build_dir
+from ebbtest import Ebbd, MiB, QemuGuest, build_dir
+from ebbtest import tmem_device as device
 
 
 def dump(size, seed, fill="mixed"):
     pc = os.path.join(build_dir(), "guest", "pagecheck")
     return subprocess.run([pc, "dump", size, str(seed), "--fill", fill],
                           capture_output=True, check=True).stdout
-
-
-def device(t, role):
-    return next(dv for dv in t["devices"] if dv["role"] == role)
 
 
 def test_qemu_frontend_swaps_and_reads_and_writes_a_disk():

@@ -14,13 +14,7 @@ import shutil
 import time
 
 from ebbtest import Ebbd, MiB, TestFailure, page_cache_bytes
-
-
-def device(t, role):
-    for dv in t["devices"]:
-        if dv["role"] == role:
-            return dv
-    raise TestFailure("no %s device in %s" % (role, t))
+from ebbtest import tmem_device as device
 
 
 def pagecheck(d, name, size, seed, extra=""):
