@@ -73,16 +73,16 @@ uml)
 	[ -d "$moddir" ] || die "no UML modules (install user-mode-linux)"
 	;;
 qemu)
-	# Debian builds virtio PCI and virtio-blk as modules; dependencies
-	# first.  (QEMU has no vhost-user balloon to load a driver for.)
+	# Debian builds virtio PCI and virtio-blk as modules: all loaded,
+	# dependencies first.  (QEMU has no vhost-user balloon to load a
+	# driver for.)
 	modules="kernel/drivers/virtio/virtio_ring.ko
 		kernel/drivers/virtio/virtio.ko
 		kernel/drivers/virtio/virtio_pci_legacy_dev.ko
 		kernel/drivers/virtio/virtio_pci_modern_dev.ko
 		kernel/drivers/virtio/virtio_pci.ko
 		kernel/drivers/block/virtio_blk.ko"
-	load="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev
-		virtio_pci virtio_blk"
+	load=$(for m in $modules; do basename "$m" .ko; done)
 	[ -n "$moddir" ] || moddir=$("$here/qemu-kernel.sh" -m)
 	[ -d "$moddir" ] || die "no QEMU guest modules (run scripts/deps.sh)"
 	;;
