@@ -1106,14 +1106,21 @@ static void own_event_overflow(void **state)
 {
 	struct fx *fx = *state;
 	struct cli c;
+	struct pollfd pfd;
 
 	/* A handler whose events overflow the very client it serves: that
 	 * client is dropped mid-dispatch (and freed after), no reply. */
 	cli_open(fx, &c);
 	cli_sends(&c, "{\"execute\":\"emit\",\"arguments\":"
 		  "{\"count\":400,\"size\":8192}}\n");
-	/* Not reading until the server has dropped us: the count comes from
-	 * a request served only after the emitting handler returned. */
+	/* Not reading until the server has dropped us.  The hangup shows
+	 * without reading; only then may another client connect (to count),
+	 * or it could be accepted before the emit runs, get the 400 events
+	 * too, and be dropped for not reading them. */
+	pfd.fd = c.fd;
+	pfd.events = POLLRDHUP;
+	assert_int_equal(poll(&pfd, 1, RECV_TIMEOUT_S * 1000), 1);
+	assert_true(pfd.revents & (POLLRDHUP | POLLHUP));
 	wait_clients(fx, 0);
 	assert_true(cli_eof(&c, NULL));
 	cli_close(&c);
