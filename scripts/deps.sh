@@ -1,7 +1,8 @@
 #!/bin/sh
-# Install every Debian package ebb needs to build, boot guests, test and
-# benchmark, and fetch Debian's cloud kernel for the QEMU test guests
-# (scripts/qemu-kernel.sh).  Idempotent: does nothing (and needs no
+# Install every Debian package ebb needs to build (ebb's guest kernel
+# included: linux-source-6.1 and the kernel's build tools), boot guests,
+# test and benchmark, and fetch Debian's cloud kernel for the QEMU test
+# guests (scripts/qemu-kernel.sh).  Idempotent: does nothing (and needs no
 # network) when all are present, so both `make demo` and `make test` call
 # it first.
 set -eu
@@ -9,7 +10,8 @@ set -eu
 PKGS="build-essential meson ninja-build pkg-config clang libclang-rt-14-dev \
 libcmocka-dev libjansson-dev liblz4-dev libzstd-dev libxxhash-dev \
 user-mode-linux busybox-static cpio gzip python3 procps util-linux \
-qemu-system-common qemu-system-x86"
+qemu-system-common qemu-system-x86 \
+linux-source-6.1 flex bison bc patch xz-utils"
 
 here=$(cd "$(dirname "$0")" && pwd)
 missing=""

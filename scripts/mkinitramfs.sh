@@ -1,11 +1,13 @@
 #!/bin/sh
-# Build the guest initramfs: OUTDIR/initramfs.cpio.gz.
+# Build the guest initramfs: OUTDIR/NAME (default initramfs.cpio.gz).
 #
-#   mkinitramfs.sh [-k KIND] [-i INIT] [-b BUSYBOX] [-m MODDIR] OUTDIR [TOOL...]
+#   mkinitramfs.sh [-k KIND] [-n NAME] [-i INIT] [-b BUSYBOX] [-m MODDIR] OUTDIR [TOOL...]
 #
-#   KIND     whose kernel the image is for: uml (default), the UML kernel
-#            of Debian's user-mode-linux, or qemu, Debian's cloud amd64
-#            kernel under QEMU (scripts/qemu-kernel.sh fetches it)
+#   KIND     whose kernel the image is for: ebb (default), ebb's own UML
+#            guest kernel (scripts/guest-kernel.sh), which has every driver
+#            built in, so the image holds no modules; uml, the UML kernel of
+#            Debian's user-mode-linux; or qemu, Debian's cloud amd64 kernel
+#            under QEMU (scripts/qemu-kernel.sh fetches it)
 #   INIT     the guest's /init script (default: guest/init beside this script)
 #   BUSYBOX  a statically linked busybox (default: busybox on PATH, as
 #            installed by Debian's busybox-static)
@@ -16,9 +18,9 @@
 #            memhog and pagecheck)
 #
 # The image holds busybox with one symlink per applet, the kernel's virtio
-# drivers (flat, in /lib/modules, with /lib/modules/load naming the ones
-# /init loads, in order), the tools and /init.  The UML image also holds
-# the modules of a denser zswap.
+# drivers where they are modules (flat, in /lib/modules, with
+# /lib/modules/load naming the ones /init loads, in order), the tools and
+# /init.  Debian's UML image also holds the modules of a denser zswap.
 # The archive is built without root: the kernel's built-in initramfs
 # already provides /dev/console, and devtmpfs supplies the rest.
 set -eu
@@ -26,19 +28,21 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 init="$here/../guest/init"
 busybox=$(command -v busybox || echo /bin/busybox)
-kind=uml
+kind=ebb
+name=initramfs.cpio.gz
 moddir=
 
-usage="usage: $0 [-k uml|qemu] [-i INIT] [-b BUSYBOX] [-m MODDIR] OUTDIR [TOOL...]"
+usage="usage: $0 [-k ebb|uml|qemu] [-n NAME] [-i INIT] [-b BUSYBOX] [-m MODDIR] OUTDIR [TOOL...]"
 
 die() {
 	echo "mkinitramfs: $*" >&2
 	exit 1
 }
 
-while getopts k:i:b:m: opt; do
+while getopts k:n:i:b:m: opt; do
 	case $opt in
 	k) kind=$OPTARG ;;
+	n) name=$OPTARG ;;
 	i) init=$OPTARG ;;
 	b) busybox=$OPTARG ;;
 	m) moddir=$OPTARG ;;
@@ -51,6 +55,11 @@ outdir=$1
 shift
 
 case $kind in
+ebb)
+	# Everything is built in (guest/kernel/config): no modules at all.
+	modules=
+	load=
+	;;
 uml)
 	# /init loads the two virtio drivers.  zswap, lzo and zbud are built
 	# into Debian's linux.uml; the other three are for a denser zswap,
@@ -102,7 +111,7 @@ done
 
 mkdir -p "$outdir"
 outdir=$(cd "$outdir" && pwd)	# absolute: cpio runs inside the stage
-out="$outdir/initramfs.cpio.gz"
+out="$outdir/$name"
 
 stage=$(mktemp -d "${TMPDIR:-/tmp}/ebb-initramfs.XXXXXX")
 trap 'rm -rf "$stage" "$stage.list" "$out.cpio" "$out.tmp"' EXIT

@@ -45,6 +45,9 @@
 #define ACCOUNT_MS	500	/* residency measurement period */
 #define STOP_GRACE_MS	10000	/* power-off time before a kill */
 
+#ifndef EBB_DEFAULT_KERNEL
+#define EBB_DEFAULT_KERNEL "/usr/local/share/ebb/linux"
+#endif
 #ifndef EBB_DEFAULT_INITRD
 #define EBB_DEFAULT_INITRD "/usr/local/share/ebb/initramfs.cpio.gz"
 #endif
@@ -1129,7 +1132,7 @@ static void usage(FILE *f)
 		"  --socket PATH     control socket (default %s)\n"
 		"  --run-dir DIR     per-guest sockets (default /run/ebb)\n"
 		"  --log-dir DIR     guest console logs (default /var/log/ebb)\n"
-		"  --kernel PATH     UML kernel (default /usr/bin/linux.uml)\n"
+		"  --kernel PATH     UML guest kernel (default %s)\n"
 		"  --initrd PATH     guest initramfs (default %s)\n"
 		"  --ram-dir DIR     where guests keep their RAM files (default /dev/shm)\n"
 		"  --budget SIZE     host memory budget (default: memory cgroup\n"
@@ -1138,7 +1141,7 @@ static void usage(FILE *f)
 		"  --tmem-compressor NAME\n"
 		"                    lz4-fast (default: fastest gets, matches of 8+\n"
 		"                    bytes), lz4 (denser: 6+), liblz4 or zstd\n",
-		CONTROL_DEFAULT_PATH, EBB_DEFAULT_INITRD);
+		CONTROL_DEFAULT_PATH, EBB_DEFAULT_KERNEL, EBB_DEFAULT_INITRD);
 }
 
 int main(int argc, char **argv)
@@ -1169,7 +1172,7 @@ int main(int argc, char **argv)
 
 	d.env.run_dir = "/run/ebb";
 	d.env.log_dir = "/var/log/ebb";
-	d.env.kernel = "/usr/bin/linux.uml";
+	d.env.kernel = EBB_DEFAULT_KERNEL;
 	d.env.initrd = EBB_DEFAULT_INITRD;
 	d.env.ram_dir = "/dev/shm";
 	d.state_dir = "/var/lib/ebb";

@@ -43,6 +43,11 @@ def initrd_path():
     return os.environ.get("EBB_INITRD", os.path.join(build_dir(), "guest", "initramfs.cpio.gz"))
 
 
+def kernel_path():
+    """ebb's guest kernel, the one ebbd boots by default (guest/kernel/)."""
+    return os.environ.get("EBB_KERNEL", os.path.join(build_dir(), "guest", "linux"))
+
+
 def reap(proc, timeout):
     """Wait for a process we asked to end; kill it after `timeout` s."""
     try:
@@ -133,7 +138,7 @@ class CommandError(Exception):
 class Ebbd:
     """A private ebbd: `with Ebbd(budget="2G") as d: d.run("g1", "256M")`."""
 
-    def __init__(self, budget=None, extra_args=()):
+    def __init__(self, budget=None, extra_args=(), kernel=None, initrd=None):
         # On disk, like ebbd's default state dir (/var/lib/ebb): swap
         # backing files on a tmpfs /tmp would be host memory themselves.
         self.dir = tempfile.mkdtemp(prefix="ebb-e2e-", dir="/var/tmp")
@@ -142,7 +147,8 @@ class Ebbd:
         args = [ebbd_binary(), "--socket", self.sock,
                 "--run-dir", os.path.join(self.dir, "run"),
                 "--log-dir", os.path.join(self.dir, "logs"),
-                "--initrd", initrd_path(),
+                "--kernel", kernel or kernel_path(),
+                "--initrd", initrd or initrd_path(),
                 "--state-dir", os.path.join(self.dir, "state")]
         if budget:
             args += ["--budget", budget]

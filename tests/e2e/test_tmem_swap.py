@@ -202,7 +202,7 @@ def test_devices_served_to_another_vmm():
     every page back intact."""
     import subprocess
     import tempfile
-    from ebbtest import initrd_path
+    from ebbtest import initrd_path, kernel_path
 
     with Ebbd(budget="2G") as d:
         r = d.c.call("guest-run", name="ext", mem=64 * MiB, external=True,
@@ -210,7 +210,7 @@ def test_devices_served_to_another_vmm():
         socks = r["sockets"]
         assert os.path.exists(socks["balloon"]) and os.path.exists(socks["swap"]), r
         umldir = tempfile.mkdtemp(prefix="ebb-vmm-")
-        argv = ["/usr/bin/linux.uml", "mem=64M", "initrd=" + initrd_path(),
+        argv = [kernel_path(), "mem=64M", "initrd=" + initrd_path(),
                 "con=null", "con0=fd:0,fd:1", "ssl=null", "quiet",
                 "virtio_uml.device=%s:5" % socks["balloon"],
                 "virtio_uml.device=%s:2" % socks["swap"],
