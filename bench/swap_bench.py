@@ -206,14 +206,18 @@ def run_noswap(d, name, args):
 
 
 def zswap_on(d, name, args):
-    """Loads the zswap pool's modules from the initramfs and switches zswap
-    on.  zsmalloc and lz4 are modules in Debian's UML, loaded after zswap
-    initialised, so boot parameters cannot pick them: set them here."""
+    """Switches zswap on with the chosen zpool and compressor.  They are
+    built into ebb's guest kernel; in Debian's UML zsmalloc and lz4 are
+    modules, loaded (from its image) after zswap initialised, so boot
+    parameters cannot pick them: set them here, at run time, for both."""
     cmds = []
+    mods = []
     if args.zswap_zpool == "zsmalloc":
-        cmds.append("insmod /lib/modules/zsmalloc.ko")
+        mods.append("zsmalloc")
     if args.zswap_compressor == "lz4":
-        cmds += ["insmod /lib/modules/lz4_compress.ko", "insmod /lib/modules/lz4.ko"]
+        mods += ["lz4_compress", "lz4"]
+    for m in mods:
+        cmds.append("[ ! -f /lib/modules/%s.ko ] || insmod /lib/modules/%s.ko" % (m, m))
     p = "/sys/module/zswap/parameters/"
     cmds += ["echo %s > %szpool" % (args.zswap_zpool, p),
              "echo %s > %scompressor" % (args.zswap_compressor, p)]

@@ -104,7 +104,7 @@ struct round_args {
 static void round_xmm(const struct image *in, struct image *out,
 		      const struct round_args *ra)
 {
-	asm volatile(REGS16(XLOAD) SPIN_SYSCALL_SPIN REGS16(XSTORE)
+	__asm__ volatile(REGS16(XLOAD) SPIN_SYSCALL_SPIN REGS16(XSTORE)
 		     ROUND_OPERANDS
 		     : GP_CLOBBERS, "xmm0", "xmm1", "xmm2", "xmm3", "xmm4",
 		       "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
@@ -115,7 +115,7 @@ __attribute__((target("avx")))
 static void round_ymm(const struct image *in, struct image *out,
 		      const struct round_args *ra)
 {
-	asm volatile(REGS16(YLOAD) SPIN_SYSCALL_SPIN REGS16(YSTORE)
+	__asm__ volatile(REGS16(YLOAD) SPIN_SYSCALL_SPIN REGS16(YSTORE)
 		     "vzeroupper\n\t"
 		     ROUND_OPERANDS
 		     : GP_CLOBBERS, "xmm0", "xmm1", "xmm2", "xmm3", "xmm4",
@@ -127,7 +127,7 @@ __attribute__((target("avx512f,avx512bw")))
 static void round_zmm(const struct image *in, struct image *out,
 		      const struct round_args *ra)
 {
-	asm volatile(REGS32(ZLOAD) REGS8(KLOAD) SPIN_SYSCALL_SPIN
+	__asm__ volatile(REGS32(ZLOAD) REGS8(KLOAD) SPIN_SYSCALL_SPIN
 		     REGS32(ZSTORE) REGS8(KSTORE)
 		     "vzeroupper\n\t"
 		     ROUND_OPERANDS
@@ -144,7 +144,7 @@ static unsigned long long xgetbv0(void)
 {
 	unsigned int lo, hi;
 
-	asm volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+	__asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
 	return ((unsigned long long)hi << 32) | lo;
 }
 

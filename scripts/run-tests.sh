@@ -5,7 +5,8 @@
 #   2. the same unit tests under AddressSanitizer + UndefinedBehaviorSanitizer;
 #   3. the same unit tests under ThreadSanitizer (the pool stress test is
 #      the one that matters there);
-#   4. end-to-end tests: real UML guests under a real ebbd.
+#   4. end-to-end tests: real UML guests (ebb's own guest kernel, built or
+#      found in the cache by the plain build) under a real ebbd.
 #
 # Meson counts test programs; run.py counts e2e test functions.
 set -u
@@ -67,7 +68,7 @@ SUITES="--suite tsan"
 suite "unit tests under TSan" build-tsan -Db_sanitize=thread -Db_lundef=false
 
 echo "== end-to-end tests (real UML guests)"
-if [ -x build/src/ebbd ] && [ -f build/guest/initramfs.cpio.gz ]; then
+if [ -x build/src/ebbd ] && [ -f build/guest/initramfs.cpio.gz ] && [ -x build/guest/linux ]; then
 	EBB_BUILD=build python3 tests/e2e/run.py >build/e2e.log 2>&1
 	cat build/e2e.log
 	line=$(tail -1 build/e2e.log)
@@ -80,7 +81,7 @@ if [ -x build/src/ebbd ] && [ -f build/guest/initramfs.cpio.gz ]; then
 		passed=$((passed + p)); failed=$((failed + ${f:-0})); skipped=$((skipped + ${s:-0}))
 	fi
 else
-	echo "ebbd or the guest image was not built"
+	echo "ebbd, the guest kernel or the guest image was not built"
 	failed=$((failed + 1))
 fi
 

@@ -64,6 +64,11 @@ def test_vector_registers_survive_context_switches():
         print("  %s, host xsave area %d bytes: %d context switches, 0 corrupted"
               % (regs, xsave, switches))
         assert switches >= 2000, "only %d context switches" % switches
+        # A caught signal copies the FP state into the signal frame and
+        # back: the task's state now lies past the fixed task_struct, and
+        # hardened usercopy (on in ebb's config) checks that copy.
+        out = guest_exec_ok(d, "vec", "trap 'echo caught-usr1' USR1; kill -USR1 $$; echo after-signal")
+        assert "caught-usr1" in out and "after-signal" in out, out
 
 
 def test_stock_debian_kernel_where_the_host_allows():
