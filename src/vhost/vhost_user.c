@@ -77,6 +77,7 @@ struct vu_dev {
 	size_t have;		/* bytes of buf filled */
 	int fds[VU_MAX_FDS];	/* fds received with the current message */
 	unsigned nfds;
+	char why[96];		/* a violation's formatted reason */
 };
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -220,7 +221,102 @@ static int reply_u64(struct vu_dev *dev, int fd, const struct vu_hdr *req,
 	return send_reply(dev, fd, req, &v, sizeof(v));
 }
 
+/* ---- payload layouts ---------------------------------------------------- */
+
+/*
+ * The payloads ebb reads and writes, as vhost-user.rst defines them.  The
+ * protocol carries numbers in the host's byte order (both ends run on one
+ * machine), so they are copied, never byte-swapped.  Every payload is
+ * copied out of the message buffer before use: the buffer has no alignment
+ * guarantee past the 12-byte header.
+ *
+ * u64 (SET_FEATURES, SET_PROTOCOL_FEATURES, SET_STATUS, SET_VRING_KICK,
+ * SET_VRING_CALL, SET_VRING_ERR; the reply of every GET_* but the ring
+ * base and the config, and the REPLY_ACK status):
+ *
+ *   offset  size  field
+ *        0     8  value (ring fd messages: ring index in bits 0-7,
+ *                 VU_VRING_NOFD in bit 8, the rest reserved)
+ *
+ * vring state (SET_VRING_NUM, SET_VRING_BASE, SET_VRING_ENABLE,
+ * GET_VRING_BASE and its reply):
+ *
+ *   offset  size  field
+ *        0     4  index    ring index
+ *        4     4  num      ring size, base index, or enable (0/1)
+ *
+ * vring address (SET_VRING_ADDR):
+ *
+ *   offset  size  field
+ *        0     4  index    ring index
+ *        4     4  flags    (logging; not offered)
+ *        8     8  desc     descriptor table, frontend user address
+ *       16     8  used     used ring, ditto
+ *       24     8  avail    available ring, ditto
+ *       32     8  log      (logging; not offered)
+ *
+ * memory table (SET_MEM_TABLE; one fd per region):
+ *
+ *   offset  size  field
+ *        0     4  nregions
+ *        4     4  padding
+ *        8  32*n  regions: struct gm_region_desc each
+ *                   +0  8  guest_addr
+ *                   +8  8  size
+ *                  +16  8  user_addr
+ *                  +24  8  mmap_offset
+ *
+ * config (GET_CONFIG, SET_CONFIG; the reply to GET_CONFIG has the same
+ * layout):
+ *
+ *   offset  size  field
+ *        0     4  offset   into the device's config space
+ *        4     4  size     bytes of config that follow
+ *        8     4  flags
+ *       12  size  config bytes
+ */
+struct vu_vring_state {
+	uint32_t index;
+	uint32_t num;
+};
+
+struct vu_vring_addr {
+	uint32_t index;
+	uint32_t flags;
+	uint64_t desc;
+	uint64_t used;
+	uint64_t avail;
+	uint64_t log;
+};
+
+#define VU_MEM_TABLE_HDR	8	/* nregions + padding */
+#define VU_MEM_REGION_SIZE	32
+
+struct vu_config_hdr {
+	uint32_t offset;
+	uint32_t size;
+	uint32_t flags;
+};
+
+_Static_assert(sizeof(struct vu_hdr) == VU_HDR_SIZE, "vhost-user header");
+_Static_assert(sizeof(struct vu_vring_state) == 8, "vring state payload");
+_Static_assert(sizeof(struct vu_vring_addr) == 40, "vring address payload");
+_Static_assert(sizeof(struct gm_region_desc) == VU_MEM_REGION_SIZE,
+	       "memory region payload");
+_Static_assert(sizeof(struct vu_config_hdr) == 12, "config payload header");
+_Static_assert(VU_MEM_TABLE_HDR + VU_MEM_REGION_SIZE * GM_MAX_REGIONS <=
+	       VU_MAX_PAYLOAD, "a full memory table fits a message");
+_Static_assert(sizeof(struct vu_config_hdr) + VU_MAX_CONFIG <= VU_MAX_PAYLOAD,
+	       "a full config access fits a message");
+
 /* ---- message handlers ------------------------------------------------- */
+
+/* One received message, as the handlers see it. */
+struct vu_msg {
+	int fd;				/* connection, for replies */
+	const struct vu_hdr *h;		/* its header */
+	const uint8_t *p;		/* its payload, h->size bytes */
+};
 
 /* Check a vring-state or vring-fd message's queue index. */
 static struct vq *msg_vq(struct vu_dev *dev, uint32_t index, const char **why)
@@ -232,12 +328,23 @@ static struct vq *msg_vq(struct vu_dev *dev, uint32_t index, const char **why)
 	return &dev->vqs[index];
 }
 
-static void on_kick(void *opaque, uint32_t events);
+static uint64_t msg_u64(const struct vu_msg *m)
+{
+	uint64_t v;
 
-struct kick_ctx {
-	struct vu_dev *dev;
-	unsigned q;
-};
+	memcpy(&v, m->p, sizeof(v));
+	return v;
+}
+
+static struct vu_vring_state msg_state(const struct vu_msg *m)
+{
+	struct vu_vring_state st;
+
+	memcpy(&st, m->p, sizeof(st));
+	return st;
+}
+
+static void on_kick(void *opaque, uint32_t events);
 
 static int set_vring_fd(struct vu_dev *dev, uint32_t req, uint64_t v,
 			const char **why)
@@ -254,7 +361,9 @@ static int set_vring_fd(struct vu_dev *dev, uint32_t req, uint64_t v,
 	vq = msg_vq(dev, (uint32_t)q, why);
 	if (!vq)
 		return -EINVAL;
-	if (nofd != (dev->nfds == 0) || dev->nfds > 1) {
+	/* The table allows at most one fd; whether one is due depends on
+	 * the NOFD bit of the payload. */
+	if (nofd != (dev->nfds == 0)) {
 		*why = "ring fd message with wrong number of fds";
 		return -EINVAL;
 	}
@@ -300,23 +409,26 @@ static int set_vring_fd(struct vu_dev *dev, uint32_t req, uint64_t v,
 	return 0;
 }
 
-static int set_mem_table(struct vu_dev *dev, const uint8_t *p, uint32_t size,
-			 const char **why)
+static int h_vring_fd(struct vu_dev *dev, const struct vu_msg *m,
+		      const char **why)
+{
+	return set_vring_fd(dev, m->h->request, msg_u64(m), why);
+}
+
+static int h_set_mem_table(struct vu_dev *dev, const struct vu_msg *m,
+			   const char **why)
 {
 	struct gm_region_desc d[GM_MAX_REGIONS];
 	int fds[GM_MAX_REGIONS];
-	uint32_t n;
+	uint32_t n, size = m->h->size;
 	int rc;
 
-	if (size < 8) {
-		*why = "short memory table";
-		return -EINVAL;
-	}
-	memcpy(&n, p, 4);
+	memcpy(&n, m->p, sizeof(n));
 	/* QEMU sends exactly n regions; UML sends the whole 8-slot table
 	 * with the unused slots zeroed.  Accept both, nothing else. */
-	if (n == 0 || n > GM_MAX_REGIONS || size < 8 + 32 * n ||
-	    size > 8 + 32 * GM_MAX_REGIONS) {
+	if (n == 0 || n > GM_MAX_REGIONS ||
+	    size < VU_MEM_TABLE_HDR + VU_MEM_REGION_SIZE * n ||
+	    size > VU_MEM_TABLE_HDR + VU_MEM_REGION_SIZE * GM_MAX_REGIONS) {
 		*why = "memory table region count does not match its size";
 		return -EINVAL;
 	}
@@ -325,7 +437,8 @@ static int set_mem_table(struct vu_dev *dev, const uint8_t *p, uint32_t size,
 		return -EINVAL;
 	}
 	for (uint32_t i = 0; i < n; i++) {
-		memcpy(&d[i], p + 8 + 32 * i, 32);
+		memcpy(&d[i], m->p + VU_MEM_TABLE_HDR + VU_MEM_REGION_SIZE * i,
+		       VU_MEM_REGION_SIZE);
 		fds[i] = take_fd(dev, i);
 	}
 	rc = gm_set_table(&dev->mem, d, fds, n);
@@ -355,264 +468,381 @@ static int set_mem_table(struct vu_dev *dev, const uint8_t *p, uint32_t size,
 	return 0;
 }
 
-static int handle_config(struct vu_dev *dev, int fd, const struct vu_hdr *h,
-			 const uint8_t *p, bool *replied, const char **why)
+/* The config access a GET_CONFIG or SET_CONFIG names, checked against the
+ * message and the device's config space. */
+static int config_access(struct vu_dev *dev, const struct vu_msg *m,
+			 struct vu_config_hdr *c, const char **why)
 {
-	uint8_t cfg[VU_MAX_CONFIG] = { 0 };
-	uint8_t out[12 + VU_MAX_CONFIG];
-	uint32_t off, len;
-
-	if (h->size < 12) {
-		*why = "short config message";
-		return -EINVAL;
-	}
-	memcpy(&off, p, 4);
-	memcpy(&len, p + 4, 4);
-	if (len > VU_MAX_CONFIG || h->size != 12 + len ||
-	    off > dev->ops->config_len || len > dev->ops->config_len - off) {
+	memcpy(c, m->p, sizeof(*c));
+	if (c->size > VU_MAX_CONFIG || m->h->size != sizeof(*c) + c->size ||
+	    c->offset > dev->ops->config_len ||
+	    c->size > dev->ops->config_len - c->offset) {
 		*why = "config access out of range";
 		return -EINVAL;
 	}
-	if (h->request == VU_SET_CONFIG) {
-		if (!dev->ops->set_config)
-			return -ENOTSUP;
-		return dev->ops->set_config(dev->opaque, off, p + 12, len);
-	}
+	return 0;
+}
+
+static int h_get_config(struct vu_dev *dev, const struct vu_msg *m,
+			const char **why)
+{
+	uint8_t cfg[VU_MAX_CONFIG] = { 0 };
+	uint8_t out[sizeof(struct vu_config_hdr) + VU_MAX_CONFIG];
+	struct vu_config_hdr c;
+	int rc = config_access(dev, m, &c, why);
+
+	if (rc)
+		return rc;
 	dev->ops->get_config(dev->opaque, cfg);
-	memcpy(out, p, 12);
+	memcpy(out, m->p, sizeof(c));
 	/* UML asks for [0, off+len) with offset 0 and copies from off. */
-	memcpy(out + 12, cfg + off, len);
-	*replied = true;
-	return send_reply(dev, fd, h, out, 12 + len);
+	memcpy(out + sizeof(c), cfg + c.offset, c.size);
+	return send_reply(dev, m->fd, m->h, out, (uint32_t)sizeof(c) + c.size);
+}
+
+static int h_set_config(struct vu_dev *dev, const struct vu_msg *m,
+			const char **why)
+{
+	struct vu_config_hdr c;
+	int rc = config_access(dev, m, &c, why);
+
+	if (rc)
+		return rc;
+	if (!dev->ops->set_config)
+		return -ENOTSUP;
+	return dev->ops->set_config(dev->opaque, c.offset, m->p + sizeof(c),
+				    c.size);
+}
+
+static int h_get_features(struct vu_dev *dev, const struct vu_msg *m,
+			  const char **why)
+{
+	return reply_u64(dev, m->fd, m->h, offered_features(dev));
+}
+
+static int h_set_features(struct vu_dev *dev, const struct vu_msg *m,
+			  const char **why)
+{
+	uint64_t v = msg_u64(m);
+
+	if (v & ~offered_features(dev)) {
+		*why = "driver accepted features we did not offer";
+		return -EINVAL;
+	}
+	dev->features = v;
+	if (dev->ops->features_set)
+		dev->ops->features_set(dev->opaque, v);
+	return 0;
+}
+
+static int h_get_protocol_features(struct vu_dev *dev, const struct vu_msg *m,
+				   const char **why)
+{
+	return reply_u64(dev, m->fd, m->h, offered_protocol_features(dev));
+}
+
+static int h_set_protocol_features(struct vu_dev *dev, const struct vu_msg *m,
+				   const char **why)
+{
+	uint64_t v = msg_u64(m);
+
+	if (v & ~offered_protocol_features(dev)) {
+		*why = "frontend set protocol features we did not offer";
+		return -EINVAL;
+	}
+	dev->protocol_features = v;
+	return 0;
+}
+
+/* SET_OWNER and SET_STATUS: nothing to do, but acked. */
+static int h_accept(struct vu_dev *dev, const struct vu_msg *m,
+		    const char **why)
+{
+	return 0;
+}
+
+static int h_reset(struct vu_dev *dev, const struct vu_msg *m,
+		   const char **why)
+{
+	for (unsigned q = 0; q < VU_MAX_QUEUES; q++) {
+		loop_watch_del(dev->kick_w[q]);
+		dev->kick_w[q] = NULL;
+		vq_reset(&dev->vqs[q]);
+	}
+	return 0;
+}
+
+static int h_get_queue_num(struct vu_dev *dev, const struct vu_msg *m,
+			   const char **why)
+{
+	return reply_u64(dev, m->fd, m->h, dev->ops->nqueues);
+}
+
+static int h_get_max_mem_slots(struct vu_dev *dev, const struct vu_msg *m,
+			       const char **why)
+{
+	return reply_u64(dev, m->fd, m->h, GM_MAX_REGIONS);
+}
+
+static int h_get_status(struct vu_dev *dev, const struct vu_msg *m,
+			const char **why)
+{
+	return reply_u64(dev, m->fd, m->h, 0);
+}
+
+static int h_set_backend_req_fd(struct vu_dev *dev, const struct vu_msg *m,
+				const char **why)
+{
+	if (dev->backend_fd >= 0)
+		close(dev->backend_fd);
+	dev->backend_fd = take_fd(dev, 0);
+	fcntl(dev->backend_fd, F_SETFL,
+	      fcntl(dev->backend_fd, F_GETFL) | O_NONBLOCK);
+	return 0;
+}
+
+static int h_set_vring_num(struct vu_dev *dev, const struct vu_msg *m,
+			   const char **why)
+{
+	struct vu_vring_state st = msg_state(m);
+	struct vq *vq = msg_vq(dev, st.index, why);
+
+	if (!vq)
+		return -EINVAL;
+	if (st.num == 0 || st.num > VQ_MAX_SIZE || (st.num & (st.num - 1))) {
+		*why = "ring size not a power of two up to 1024";
+		return -EINVAL;
+	}
+	vq->num = (uint16_t)st.num;
+	if (vq_map(vq, &dev->mem) < 0) {
+		*why = "ring outside guest memory";
+		return -EFAULT;
+	}
+	return 0;
+}
+
+static int h_set_vring_addr(struct vu_dev *dev, const struct vu_msg *m,
+			    const char **why)
+{
+	struct vu_vring_addr a;
+	struct vq *vq;
+
+	memcpy(&a, m->p, sizeof(a));
+	vq = msg_vq(dev, a.index, why);
+	if (!vq)
+		return -EINVAL;
+	vq->desc_addr = a.desc;
+	vq->used_addr = a.used;
+	vq->avail_addr = a.avail;
+	vq->addr_set = true;
+	if (vq_map(vq, &dev->mem) < 0) {
+		*why = "ring address outside guest memory or misaligned";
+		return -EFAULT;
+	}
+	return 0;
+}
+
+static int h_set_vring_base(struct vu_dev *dev, const struct vu_msg *m,
+			    const char **why)
+{
+	struct vu_vring_state st = msg_state(m);
+	struct vq *vq = msg_vq(dev, st.index, why);
+
+	if (!vq)
+		return -EINVAL;
+	if (st.num > 0xffff) {
+		*why = "ring base beyond 16 bits";
+		return -EINVAL;
+	}
+	vq->last_avail = (uint16_t)st.num;
+	vq->used_idx = (uint16_t)st.num;
+	return 0;
+}
+
+static int h_get_vring_base(struct vu_dev *dev, const struct vu_msg *m,
+			    const char **why)
+{
+	struct vu_vring_state st = msg_state(m), out;
+	struct vq *vq = msg_vq(dev, st.index, why);
+
+	if (!vq)
+		return -EINVAL;
+	/* Stops the ring (spec: "stop ring upon receiving"). */
+	loop_watch_del(dev->kick_w[st.index]);
+	dev->kick_w[st.index] = NULL;
+	out.index = st.index;
+	out.num = vq->last_avail;
+	if (vq->kick_fd >= 0)
+		close(vq->kick_fd);
+	vq->kick_fd = -1;
+	vq->started = false;
+	return send_reply(dev, m->fd, m->h, &out, sizeof(out));
+}
+
+static int h_set_vring_enable(struct vu_dev *dev, const struct vu_msg *m,
+			      const char **why)
+{
+	struct vu_vring_state st = msg_state(m);
+	struct vq *vq = msg_vq(dev, st.index, why);
+
+	if (!vq)
+		return -EINVAL;
+	if (st.num > 1) {
+		*why = "ring enable value not 0 or 1";
+		return -EINVAL;
+	}
+	vq->enabled = st.num;
+	if (vq_ready(vq) && dev->ops->queue_kick)
+		dev->ops->queue_kick(dev->opaque, dev, st.index);
+	return 0;
+}
+
+/* ---- the rules table ---------------------------------------------------- */
+
+/*
+ * One row per request ebb serves: the payload size it must have (exact
+ * when min == max; a variable layout's own bounds are checked by its
+ * handler), how many fds it may carry (a payload-dependent exact count,
+ * like one per memory region, is checked by the handler), whether it is
+ * always answered (GET_*: the handler sends the reply) or acked only on
+ * NEED_REPLY, and its handler.  handle_msg() checks size and fds here, in
+ * one place, before any handler runs.
+ */
+struct vu_rule {
+	uint32_t request;		/* VU_* */
+	const char *name;		/* for errors and logs */
+	uint32_t min_size, max_size;	/* payload bytes */
+	uint8_t min_fds, max_fds;	/* fds riding on the message */
+	bool replies;			/* the handler sends the reply */
+	int (*handle)(struct vu_dev *dev, const struct vu_msg *m,
+		      const char **why);
+};
+
+#define U64	8, 8			/* payload sizes, per layout above */
+#define STATE	8, 8
+#define NONE	0, 0
+#define ANY	0, VU_MAX_PAYLOAD
+
+static const struct vu_rule vu_rules[] = {
+	{ VU_GET_FEATURES, "GET_FEATURES", NONE, 0, 0, true, h_get_features },
+	{ VU_SET_FEATURES, "SET_FEATURES", U64, 0, 0, false, h_set_features },
+	{ VU_SET_OWNER, "SET_OWNER", NONE, 0, 0, false, h_accept },
+	{ VU_RESET_OWNER, "RESET_OWNER", NONE, 0, 0, false, h_reset },
+	{ VU_SET_MEM_TABLE, "SET_MEM_TABLE", VU_MEM_TABLE_HDR, VU_MAX_PAYLOAD,
+	  0, GM_MAX_REGIONS, false, h_set_mem_table },
+	{ VU_SET_VRING_NUM, "SET_VRING_NUM", STATE, 0, 0, false,
+	  h_set_vring_num },
+	{ VU_SET_VRING_ADDR, "SET_VRING_ADDR", sizeof(struct vu_vring_addr),
+	  sizeof(struct vu_vring_addr), 0, 0, false, h_set_vring_addr },
+	{ VU_SET_VRING_BASE, "SET_VRING_BASE", STATE, 0, 0, false,
+	  h_set_vring_base },
+	{ VU_GET_VRING_BASE, "GET_VRING_BASE", STATE, 0, 0, true,
+	  h_get_vring_base },
+	{ VU_SET_VRING_KICK, "SET_VRING_KICK", U64, 0, 1, false, h_vring_fd },
+	{ VU_SET_VRING_CALL, "SET_VRING_CALL", U64, 0, 1, false, h_vring_fd },
+	{ VU_SET_VRING_ERR, "SET_VRING_ERR", U64, 0, 1, false, h_vring_fd },
+	{ VU_GET_PROTOCOL_FEATURES, "GET_PROTOCOL_FEATURES", NONE, 0, 0, true,
+	  h_get_protocol_features },
+	{ VU_SET_PROTOCOL_FEATURES, "SET_PROTOCOL_FEATURES", U64, 0, 0, false,
+	  h_set_protocol_features },
+	{ VU_GET_QUEUE_NUM, "GET_QUEUE_NUM", NONE, 0, 0, true,
+	  h_get_queue_num },
+	{ VU_SET_VRING_ENABLE, "SET_VRING_ENABLE", STATE, 0, 0, false,
+	  h_set_vring_enable },
+	/* Its payload was never looked at; any is still accepted. */
+	{ VU_SET_BACKEND_REQ_FD, "SET_BACKEND_REQ_FD", ANY, 1, 1, false,
+	  h_set_backend_req_fd },
+	/* A config message may be as large as any message: its own size
+	 * field is checked against the payload (config_access). */
+	{ VU_GET_CONFIG, "GET_CONFIG", sizeof(struct vu_config_hdr),
+	  VU_MAX_PAYLOAD, 0, 0, true, h_get_config },
+	{ VU_SET_CONFIG, "SET_CONFIG", sizeof(struct vu_config_hdr),
+	  VU_MAX_PAYLOAD, 0, 0, false, h_set_config },
+	{ VU_RESET_DEVICE, "RESET_DEVICE", NONE, 0, 0, false, h_reset },
+	{ VU_GET_MAX_MEM_SLOTS, "GET_MAX_MEM_SLOTS", NONE, 0, 0, true,
+	  h_get_max_mem_slots },
+	{ VU_SET_STATUS, "SET_STATUS", U64, 0, 0, false, h_accept },
+	{ VU_GET_STATUS, "GET_STATUS", NONE, 0, 0, true, h_get_status },
+};
+
+#undef U64
+#undef STATE
+#undef NONE
+#undef ANY
+
+static const struct vu_rule *vu_rule_find(uint32_t request)
+{
+	for (size_t i = 0; i < sizeof(vu_rules) / sizeof(vu_rules[0]); i++)
+		if (vu_rules[i].request == request)
+			return &vu_rules[i];
+	return NULL;
+}
+
+/* The words of a wrong fd count (frontend tests and logs look for them). */
+static const char *fds_wrong(const struct vu_rule *r)
+{
+	if (!r->max_fds)
+		return "unexpected file descriptors";
+	if (r->min_fds == 1 && r->max_fds == 1)
+		return "message without one fd";
+	return "wrong number of fds";
 }
 
 /*
- * Handle one complete message.  Returns 0, or -errno with *why set; a
- * protocol violation (-EINVAL/-EFAULT/-EPROTO) fails the device, other
- * errors are reported to the frontend in the ack.
+ * Handle one complete message: find its rule, check its payload size and
+ * fd count, run its handler.  Returns 0, or -errno with *why set; a
+ * protocol violation (-EINVAL/-EFAULT) fails the device, other errors are
+ * reported to the frontend in the ack.  *rule is the message's row, NULL
+ * for a request ebb does not serve.
  */
-static int handle_msg(struct vu_dev *dev, int fd, const struct vu_hdr *h,
-		      const uint8_t *p, bool *replied, const char **why)
+static int handle_msg(struct vu_dev *dev, const struct vu_msg *m,
+		      const struct vu_rule **rule, const char **why)
 {
-	uint64_t v = 0;
-	uint32_t st[2] = { 0, 0 };	/* vring state: index, num */
-	struct vq *vq;
+	const struct vu_rule *r = vu_rule_find(m->h->request);
 
-	*replied = false;
-	/* Fixed-size payloads first: anything else is a violation. */
-	switch (h->request) {
-	case VU_SET_FEATURES:
-	case VU_SET_PROTOCOL_FEATURES:
-	case VU_SET_VRING_KICK:
-	case VU_SET_VRING_CALL:
-	case VU_SET_VRING_ERR:
-	case VU_SET_STATUS:
-		if (h->size != 8) {
-			*why = "u64 message with wrong payload size";
-			return -EINVAL;
-		}
-		memcpy(&v, p, 8);
-		break;
-	case VU_SET_VRING_NUM:
-	case VU_SET_VRING_BASE:
-	case VU_GET_VRING_BASE:
-	case VU_SET_VRING_ENABLE:
-		if (h->size != 8) {
-			*why = "vring state message with wrong payload size";
-			return -EINVAL;
-		}
-		memcpy(st, p, 8);
-		break;
-	case VU_SET_VRING_ADDR:
-		if (h->size != 40) {
-			*why = "vring address message with wrong payload size";
-			return -EINVAL;
-		}
-		break;
-	case VU_GET_FEATURES:
-	case VU_GET_PROTOCOL_FEATURES:
-	case VU_SET_OWNER:
-	case VU_RESET_OWNER:
-	case VU_RESET_DEVICE:
-	case VU_GET_QUEUE_NUM:
-	case VU_GET_MAX_MEM_SLOTS:
-	case VU_GET_STATUS:
-		/* These take no payload; bytes there mean the frontend and
-		 * we disagree about the message. */
-		if (h->size != 0) {
-			*why = "payload on a message that takes none";
-			return -EINVAL;
-		}
-		break;
-	default:
-		break;
-	}
-	/* Only these requests carry fds. */
-	if (dev->nfds && h->request != VU_SET_MEM_TABLE &&
-	    h->request != VU_SET_VRING_KICK && h->request != VU_SET_VRING_CALL &&
-	    h->request != VU_SET_VRING_ERR &&
-	    h->request != VU_SET_BACKEND_REQ_FD) {
-		*why = "unexpected file descriptors";
-		return -EINVAL;
-	}
-
-	switch (h->request) {
-	case VU_GET_FEATURES:
-		*replied = true;
-		return reply_u64(dev, fd, h, offered_features(dev));
-	case VU_SET_FEATURES:
-		if (v & ~offered_features(dev)) {
-			*why = "driver accepted features we did not offer";
-			return -EINVAL;
-		}
-		dev->features = v;
-		if (dev->ops->features_set)
-			dev->ops->features_set(dev->opaque, v);
-		return 0;
-	case VU_GET_PROTOCOL_FEATURES:
-		*replied = true;
-		return reply_u64(dev, fd, h, offered_protocol_features(dev));
-	case VU_SET_PROTOCOL_FEATURES:
-		if (v & ~offered_protocol_features(dev)) {
-			*why = "frontend set protocol features we did not offer";
-			return -EINVAL;
-		}
-		dev->protocol_features = v;
-		return 0;
-	case VU_SET_OWNER:
-		return 0;
-	case VU_RESET_OWNER:
-	case VU_RESET_DEVICE:
-		for (unsigned q = 0; q < VU_MAX_QUEUES; q++) {
-			loop_watch_del(dev->kick_w[q]);
-			dev->kick_w[q] = NULL;
-			vq_reset(&dev->vqs[q]);
-		}
-		return 0;
-	case VU_GET_QUEUE_NUM:
-		*replied = true;
-		return reply_u64(dev, fd, h, dev->ops->nqueues);
-	case VU_GET_MAX_MEM_SLOTS:
-		*replied = true;
-		return reply_u64(dev, fd, h, GM_MAX_REGIONS);
-	case VU_SET_MEM_TABLE:
-		return set_mem_table(dev, p, h->size, why);
-	case VU_SET_BACKEND_REQ_FD:
-		if (dev->nfds != 1) {
-			*why = "backend request fd message without one fd";
-			return -EINVAL;
-		}
-		if (dev->backend_fd >= 0)
-			close(dev->backend_fd);
-		dev->backend_fd = take_fd(dev, 0);
-		fcntl(dev->backend_fd, F_SETFL,
-		      fcntl(dev->backend_fd, F_GETFL) | O_NONBLOCK);
-		return 0;
-	case VU_SET_VRING_NUM:
-		vq = msg_vq(dev, st[0], why);
-		if (!vq)
-			return -EINVAL;
-		if (st[1] == 0 || st[1] > VQ_MAX_SIZE || (st[1] & (st[1] - 1))) {
-			*why = "ring size not a power of two up to 1024";
-			return -EINVAL;
-		}
-		vq->num = (uint16_t)st[1];
-		if (vq_map(vq, &dev->mem) < 0) {
-			*why = "ring outside guest memory";
-			return -EFAULT;
-		}
-		return 0;
-	case VU_SET_VRING_ADDR: {
-		struct {
-			uint32_t index, flags;
-			uint64_t desc, used, avail, log;
-		} a;
-
-		memcpy(&a, p, sizeof(a));
-		vq = msg_vq(dev, a.index, why);
-		if (!vq)
-			return -EINVAL;
-		vq->desc_addr = a.desc;
-		vq->used_addr = a.used;
-		vq->avail_addr = a.avail;
-		vq->addr_set = true;
-		if (vq_map(vq, &dev->mem) < 0) {
-			*why = "ring address outside guest memory or misaligned";
-			return -EFAULT;
-		}
-		return 0;
-	}
-	case VU_SET_VRING_BASE:
-		vq = msg_vq(dev, st[0], why);
-		if (!vq)
-			return -EINVAL;
-		if (st[1] > 0xffff) {
-			*why = "ring base beyond 16 bits";
-			return -EINVAL;
-		}
-		vq->last_avail = (uint16_t)st[1];
-		vq->used_idx = (uint16_t)st[1];
-		return 0;
-	case VU_GET_VRING_BASE: {
-		uint32_t out[2];
-
-		vq = msg_vq(dev, st[0], why);
-		if (!vq)
-			return -EINVAL;
-		/* Stops the ring (spec: "stop ring upon receiving"). */
-		loop_watch_del(dev->kick_w[st[0]]);
-		dev->kick_w[st[0]] = NULL;
-		out[0] = st[0];
-		out[1] = vq->last_avail;
-		if (vq->kick_fd >= 0)
-			close(vq->kick_fd);
-		vq->kick_fd = -1;
-		vq->started = false;
-		*replied = true;
-		return send_reply(dev, fd, h, out, sizeof(out));
-	}
-	case VU_SET_VRING_KICK:
-	case VU_SET_VRING_CALL:
-	case VU_SET_VRING_ERR:
-		return set_vring_fd(dev, h->request, v, why);
-	case VU_SET_VRING_ENABLE:
-		vq = msg_vq(dev, st[0], why);
-		if (!vq)
-			return -EINVAL;
-		if (st[1] > 1) {
-			*why = "ring enable value not 0 or 1";
-			return -EINVAL;
-		}
-		vq->enabled = st[1];
-		if (vq_ready(vq) && dev->ops->queue_kick)
-			dev->ops->queue_kick(dev->opaque, dev, st[0]);
-		return 0;
-	case VU_GET_CONFIG:
-	case VU_SET_CONFIG:
-		return handle_config(dev, fd, h, p, replied, why);
-	case VU_SET_STATUS:
-		return 0;
-	case VU_GET_STATUS:
-		*replied = true;
-		return reply_u64(dev, fd, h, 0);
-	default:
+	*rule = r;
+	if (!r) {
 		/* Logging and other optional requests we did not offer. */
+		if (dev->nfds) {
+			*why = "unexpected file descriptors";
+			return -EINVAL;
+		}
 		*why = "unsupported request";
 		return -ENOTSUP;
 	}
+	if (m->h->size < r->min_size || m->h->size > r->max_size) {
+		/* Bytes where none belong mean the frontend and we disagree
+		 * about the message: a violation, whatever the request. */
+		if (r->min_size == r->max_size)
+			snprintf(dev->why, sizeof(dev->why),
+				 "wrong payload size %u (takes %u)", m->h->size,
+				 r->min_size);
+		else
+			snprintf(dev->why, sizeof(dev->why),
+				 "wrong payload size %u (takes %u to %u)",
+				 m->h->size, r->min_size, r->max_size);
+		*why = dev->why;
+		return -EINVAL;
+	}
+	if (dev->nfds < r->min_fds || dev->nfds > r->max_fds) {
+		*why = fds_wrong(r);
+		return -EINVAL;
+	}
+	return r->handle(dev, m, why);
 }
 
 /* A complete message is in dev->buf: check, dispatch, ack. */
 static int dispatch(struct vu_dev *dev, int fd)
 {
 	struct vu_hdr h;
+	struct vu_msg m = { .fd = fd, .h = &h, .p = dev->buf + VU_HDR_SIZE };
+	const struct vu_rule *r;
 	const char *why = "error";
-	bool replied;
 	int rc, wr;
 
 	memcpy(&h, dev->buf, VU_HDR_SIZE);
 	dev->hold_asked = false;
-	rc = handle_msg(dev, fd, &h, dev->buf + VU_HDR_SIZE, &replied, &why);
+	rc = handle_msg(dev, &m, &r, &why);
 	close_msg_fds(dev);
 	if (rc == -EPIPE)
 		return rc;
@@ -627,16 +857,17 @@ static int dispatch(struct vu_dev *dev, int fd)
 	}
 	dev->hold_asked = false;
 	if (rc == -EINVAL || rc == -EFAULT) {
-		char msg[128];
+		char msg[160];
 
-		snprintf(msg, sizeof(msg), "request %u: %s", h.request, why);
+		snprintf(msg, sizeof(msg), "request %u: %s: %s", h.request,
+			 r ? r->name : "unknown", why);
 		vu_dev_fail(dev, msg);
 		return -ECONNRESET;
 	}
 	if (rc < 0)
-		log_warn(dev->name, "request %u refused: %s (%s)", h.request,
-			 why, strerror(-rc));
-	if (!replied && (h.flags & VU_FLAG_NEED_REPLY) &&
+		log_warn(dev->name, "request %u (%s) refused: %s (%s)", h.request,
+			 r ? r->name : "unknown", why, strerror(-rc));
+	if (!(r && r->replies) && (h.flags & VU_FLAG_NEED_REPLY) &&
 	    (dev->protocol_features & (1ull << VU_PF_REPLY_ACK))) {
 		wr = reply_u64(dev, fd, &h, rc < 0 ? 1 : 0);
 		if (wr < 0)
