@@ -11,52 +11,83 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "guest_run.h"
+
+/* What `run`'s options gave, per guest_run_args[] (guest_run.h). */
 struct run_opts {
-	uint64_t mem, min;
-	bool have_mem, have_min, prealloc, no_claim, no_reporting, external;
-	bool disk_ro;
-	uint64_t swap, swap_quota;
-	const char *cmdline, *disk;
+	struct guest_run v;
+	bool given[GUEST_RUN_NARGS];	/* by index in guest_run_args[] */
 };
+
+/* getopt codes: the argument's index in guest_run_args[] above this. */
+#define RUN_OPT_BASE	0x200
 
 static int run_opt(int c, const char *arg, void *ctx)
 {
 	struct run_opts *r = ctx;
+	const struct guest_run_arg *a;
+	char what[40];
 
-	switch (c) {
-	case 'm':
-		r->have_mem = true;
-		return parse_size("--mem", arg, &r->mem);
-	case 'n':
-		r->have_min = true;
-		return parse_size("--min", arg, &r->min);
-	case 'p':
-		r->prealloc = true;
+	if (c < RUN_OPT_BASE || (size_t)(c - RUN_OPT_BASE) >= guest_run_nargs)
+		return EXIT_USAGE;
+	a = &guest_run_args[c - RUN_OPT_BASE];
+	r->given[c - RUN_OPT_BASE] = true;
+	switch (a->kind) {
+	case GR_SIZE:
+		snprintf(what, sizeof(what), "--%s", a->option);
+		return parse_size(what, arg, guest_run_field(&r->v, a));
+	case GR_STR:
+		*(const char **)guest_run_field(&r->v, a) = arg;
 		return 0;
-	case 'c':
-		r->cmdline = arg;
-		return 0;
-	case 'N':
-		r->no_claim = true;
-		return 0;
-	case 'R':
-		r->no_reporting = true;
-		return 0;
-	case 'x':
-		r->external = true;
-		return 0;
-	case 'w':
-		return parse_size("--swap", arg, &r->swap);
-	case 'q':
-		return parse_size("--swap-quota", arg, &r->swap_quota);
-	case 'd':
-		r->disk = arg;
-		return 0;
-	case 'o':
-		r->disk_ro = true;
+	default:
+		*(bool *)guest_run_field(&r->v, a) = a->flag;
 		return 0;
 	}
-	return EXIT_USAGE;
+}
+
+/* The request's arguments into *@out: NAME, then every option given, as
+ * the daemon reads them.  0, or EXIT_USAGE after reporting why. */
+static int run_args(const struct run_opts *r, const char *name, json_t **out)
+{
+	json_t *args;
+
+	for (size_t i = 0; i < guest_run_nargs; i++) {
+		const struct guest_run_arg *a = &guest_run_args[i];
+
+		if (a->option && a->required && !r->given[i])
+			return usage_err("run: missing --%s %s", a->option,
+					 a->kind == GR_SIZE ? "SIZE" : "VALUE");
+	}
+	args = json_object();
+	if (!args)
+		return EXIT_FAIL;
+	for (size_t i = 0; i < guest_run_nargs; i++) {
+		const struct guest_run_arg *a = &guest_run_args[i];
+		const void *v = (const char *)&r->v + a->offset;
+		json_t *j;
+
+		if (!a->option)
+			j = json_string(name);
+		else if (!r->given[i] ||
+			 (a->kind == GR_SIZE && a->omit_zero && !*(const uint64_t *)v))
+			continue;
+		else if (a->kind == GR_SIZE)
+			j = json_integer((json_int_t)*(const uint64_t *)v);
+		else if (a->kind == GR_BOOL)
+			j = json_boolean(*(const bool *)v);
+		else
+			j = json_string(*(const char *const *)v);
+		/* json_string() fails only on invalid UTF-8 (or no memory). */
+		if (!j) {
+			json_decref(args);
+			if (!a->option)
+				return usage_err("run: NAME must be valid UTF-8");
+			return usage_err("run: --%s must be valid UTF-8", a->option);
+		}
+		json_object_set_new(args, a->key, j);
+	}
+	*out = args;
+	return 0;
 }
 
 /* run --prealloc: follow the daemon's PREALLOC_* events for @name until
@@ -169,71 +200,35 @@ static void print_run(json_t *r)
 
 int ebbctl_run(int argc, char **argv)
 {
-	static const struct option lo[] = {
-		{ "mem", required_argument, NULL, 'm' },
-		{ "min", required_argument, NULL, 'n' },
-		{ "prealloc", no_argument, NULL, 'p' },
-		{ "cmdline", required_argument, NULL, 'c' },
-		{ "no-claim", no_argument, NULL, 'N' },
-		{ "no-reporting", no_argument, NULL, 'R' },
-		{ "external", no_argument, NULL, 'x' },
-		{ "swap", required_argument, NULL, 'w' },
-		{ "swap-quota", required_argument, NULL, 'q' },
-		{ "disk", required_argument, NULL, 'd' },
-		{ "disk-ro", no_argument, NULL, 'o' },
-		GLOBAL_OPTIONS, { 0 },
-	};
-	struct run_opts r = { 0 };
+	static const struct option globals[] = { GLOBAL_OPTIONS };
+	struct option lo[GUEST_RUN_NARGS + sizeof(globals) / sizeof(globals[0]) + 1];
+	struct run_opts r = { .v.name = NULL };
 	struct conn cn;
-	json_t *args, *ret = NULL;
+	json_t *args = NULL, *ret = NULL;
+	size_t n = 0;
 	int rc;
 
+	/* One long option per argument that has one (guest_run.h). */
+	for (size_t i = 0; i < GUEST_RUN_NARGS; i++) {
+		const struct guest_run_arg *a = &guest_run_args[i];
+
+		if (a->option)
+			lo[n++] = (struct option){ a->option,
+				a->kind == GR_BOOL ? no_argument : required_argument,
+				NULL, RUN_OPT_BASE + (int)i };
+	}
+	for (size_t i = 0; i < sizeof(globals) / sizeof(globals[0]); i++)
+		lo[n++] = globals[i];
+	lo[n] = (struct option){ 0 };
+	guest_run_defaults(&r.v);
 	rc = parse_opts(argc, argv, ":", lo, run_opt, &r);
 	if (!rc)
 		rc = want_args(argc, argv, 1, "NAME");
+	if (!rc)
+		rc = run_args(&r, argv[optind], &args);
 	if (rc)
 		return rc;
-	if (!r.have_mem)
-		return usage_err("run: missing --mem SIZE");
-	args = json_pack("{s:s, s:I}", "name", argv[optind], "mem", (json_int_t)r.mem);
-	if (!args)
-		return usage_err("run: NAME must be valid UTF-8");
-	if (r.have_min)
-		json_object_set_new(args, "min", json_integer((json_int_t)r.min));
-	if (r.prealloc)
-		json_object_set_new(args, "prealloc", json_true());
-	if (r.no_claim)
-		json_object_set_new(args, "claim", json_false());
-	if (r.no_reporting)
-		json_object_set_new(args, "reporting", json_false());
-	if (r.external)
-		json_object_set_new(args, "external", json_true());
-	if (r.swap)
-		json_object_set_new(args, "swap", json_integer((json_int_t)r.swap));
-	if (r.swap_quota)
-		json_object_set_new(args, "swap_quota",
-				    json_integer((json_int_t)r.swap_quota));
-	if (r.disk_ro)
-		json_object_set_new(args, "disk_ro", json_true());
-	if (r.disk) {
-		json_t *dp = json_string(r.disk);
-
-		if (!dp) {
-			json_decref(args);
-			return usage_err("run: --disk must be valid UTF-8");
-		}
-		json_object_set_new(args, "disk", dp);
-	}
-	if (r.cmdline) {
-		json_t *cl = json_string(r.cmdline);
-
-		if (!cl) {
-			json_decref(args);
-			return usage_err("run: --cmdline must be valid UTF-8");
-		}
-		json_object_set_new(args, "cmdline", cl);
-	}
-	if (!r.prealloc)
+	if (!r.v.prealloc)
 		return call_and_print("guest-run", args, true, print_run);
 	/* With --prealloc the launch is not over when the reply comes: stay
 	 * on the same connection (events are already flowing) until the

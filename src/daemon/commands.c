@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "guest_run.h"
 #include "loop.h"
 
 static int lookup(struct ebbd *d, json_t *args, struct slot **out, char **err)
@@ -48,173 +49,70 @@ static json_t *tmem_stats_json(const struct tmem_stats *t)
 		"dedup_ratio", t->dedup_ratio);
 }
 
-static int claim_refused(struct ebbd *d, const char *name, uint64_t want,
-			 char **err)
+
+/* guest-run's checks that need no slot: sizes and the name. */
+static int check_run(const struct guest_run *r, char **err)
 {
-	struct pool_info pi;
-	char a[16], b[16], c[16], e[16], f[16];
-
-	pool_info(d->pool, &pi);
-	*err = errf("cannot claim %s for guest '%s': only %s unclaimed "
-		    "(budget %s, resident %s, claimed %s)",
-		    fmt_size(want, a), name,
-		    fmt_size(pi.unclaimed_pages * POOL_PAGE_SIZE, b),
-		    fmt_size(pi.budget_bytes, c),
-		    fmt_size(pi.tot_pages * POOL_PAGE_SIZE, e),
-		    fmt_size(pi.claim_pages * POOL_PAGE_SIZE, f));
-	return -ENOMEM;
-}
-
-static int cmd_run(void *ctx, json_t *args, json_t **ret, char **err)
-{
-	struct ebbd *d = ctx;
-	struct guest_config cfg = { .cmdline = NULL };
-	const char *name, *cmdline = NULL, *disk = NULL;
-	uint64_t mem = 0, min = 0, swap = 0, quota = 0;
-	bool external = false, reporting = true, prealloc = false, claim = true;
-	bool disk_ro = false;
-	struct slot *s;
-	int rc;
-
-	if ((rc = control_arg_str(args, "name", true, &name, err)) ||
-	    (rc = control_arg_size(args, "mem", true, &mem, err)) ||
-	    (rc = control_arg_size(args, "min", false, &min, err)) ||
-	    (rc = control_arg_str(args, "cmdline", false, &cmdline, err)) ||
-	    (rc = control_arg_bool(args, "external", false, &external, err)) ||
-	    (rc = control_arg_bool(args, "reporting", false, &reporting, err)) ||
-	    (rc = control_arg_bool(args, "prealloc", false, &prealloc, err)) ||
-	    (rc = control_arg_bool(args, "claim", false, &claim, err)) ||
-	    (rc = control_arg_size(args, "swap", false, &swap, err)) ||
-	    (rc = control_arg_size(args, "swap_quota", false, &quota, err)) ||
-	    (rc = control_arg_str(args, "disk", false, &disk, err)) ||
-	    (rc = control_arg_bool(args, "disk_ro", false, &disk_ro, err)))
-		return rc;
-	if (swap % POOL_PAGE_SIZE || swap > SWAPSTORE_MAX_BYTES ||
-	    (swap && swap < (1ull << 20))) {
+	if (r->swap % POOL_PAGE_SIZE || r->swap > SWAPSTORE_MAX_BYTES ||
+	    (r->swap && r->swap < (1ull << 20))) {
 		*err = errf("swap must be whole pages, at least 1M and at most %llu GiB",
 			    (unsigned long long)(SWAPSTORE_MAX_BYTES >> 30));
 		return -EINVAL;
 	}
-	if (!guest_name_valid(name)) {
+	if (!guest_name_valid(r->name)) {
 		*err = errf("invalid guest name '%s' (1-31 of A-Z a-z 0-9 - _ ., "
-			    "not starting with - or .)", name);
+			    "not starting with - or .)", r->name);
 		return -EINVAL;
 	}
-	if (mem < (32ull << 20) || mem % (1ull << 20) ||
-	    mem > POOL_GUEST_MAX_PAGES * POOL_PAGE_SIZE) {
+	if (!guest_mem_valid(r->mem) ||
+	    r->mem > POOL_GUEST_MAX_PAGES * POOL_PAGE_SIZE) {
 		*err = errf("mem must be a whole number of MiB, at least 32M");
 		return -EINVAL;
 	}
-	if (min > mem || (min && min % POOL_PAGE_SIZE)) {
+	if (r->min > r->mem || (r->min && r->min % POOL_PAGE_SIZE)) {
 		*err = errf("min must be whole pages and at most mem");
 		return -EINVAL;
 	}
+	return 0;
+}
+
+/* The GUEST_STARTED event and the reply: pid, sizes, device sockets. */
+static json_t *guest_started(struct ebbd *d, struct slot *s,
+			     const struct guest_run *r)
+{
+	const char *role, *sock;
+	struct guest_info gi;
+	struct blk_info bi;
+	json_t *ret, *socks;
+
+	guest_get_info(s->g, &gi);
+	control_event(d->ctl, "GUEST_STARTED",
+		      json_pack("{s:s, s:i}", "name", r->name, "pid", (int)gi.pid));
+	ret = json_pack("{s:s, s:i, s:I, s:I, s:{s:s}}", "name", r->name,
+			"pid", (int)gi.pid, "mem", (json_int_t)r->mem,
+			"claim", (json_int_t)(r->claim ? guest_run_claim_bytes(r) : 0),
+			"sockets", "balloon", guest_balloon_socket(s->g));
+	socks = json_object_get(ret, "sockets");
+	for (unsigned i = 0; guest_disk_info(s->g, i, &role, &sock, &bi) == 0; i++)
+		json_object_set_new(socks, role, json_string(sock));
+	return ret;
+}
+
+static int cmd_guest_run(void *ctx, json_t *args, json_t **ret, char **err)
+{
+	struct ebbd *d = ctx;
+	struct guest_run r;
+	struct slot *s;
+	int rc;
+
+	if ((rc = guest_run_parse(args, &r, err)) || (rc = check_run(&r, err)))
+		return rc;
 	if (d->shutting_down)
 		return -ESHUTDOWN;
-	s = find_slot(d, name);
-	if (s) {
-		enum guest_state st = guest_get_state(s->g);
-
-		if (st != GUEST_STOPPED && st != GUEST_FAILED) {
-			*err = errf("guest '%s' already exists (%s)", name,
-				    guest_state_name(st));
-			return -EEXIST;
-		}
-		/* A stopped guest's record gives way to the new launch. */
-		guest_free(s->g);
-		s->g = NULL;
-	}
-	s = NULL;
-	for (unsigned i = 0; i < MAX_GUESTS && !s; i++)
-		if (!d->slots[i].g)
-			s = &d->slots[i];
-	if (!s) {
-		*err = errf("too many guests (%d)", MAX_GUESTS);
-		return -ENOSPC;
-	}
-
-	/* 1. Admission: stake the claim before anything exists. */
-	s->d = d;
-	s->id = ++d->next_id;
-	rc = pool_guest_add(d->pool, s->id, mem / POOL_PAGE_SIZE);
-	if (rc < 0) {
-		s->id = 0;
+	rc = slot_launch(d, &r, &s, err);
+	if (rc)
 		return rc;
-	}
-	/* claim=false is the naive toolstack the race benchmark compares
-	 * against: no stake, growth simply has to fit when it happens. */
-	rc = claim ? claim_with_room(d, s->id, (min ? min : mem) / POOL_PAGE_SIZE,
-				     name) : 0;
-	if (rc < 0) {
-		pool_guest_remove(d->pool, s->id);
-		s->id = 0;
-		if (rc == -ENOMEM)
-			return claim_refused(d, name, min ? min : mem, err);
-		return rc;
-	}
-
-	/* 2. Launch. */
-	snprintf(cfg.name, sizeof(cfg.name), "%s", name);
-	cfg.mem_bytes = mem;
-	cfg.cmdline = cmdline;
-	cfg.external = external;
-	/* A preallocated guest is promised its memory: free page reporting
-	 * would hand the populated pages straight back (and its claim is
-	 * already consumed), so it is not offered.  The balloon still is. */
-	cfg.no_reporting = !reporting || prealloc;
-	s->swap_disk = s->data_disk = -1;
-	s->swap = NULL;
-	s->disk = NULL;
-	s->store_bytes = 0;
-	s->tmem_client = false;
-	if (swap || disk) {
-		rc = add_disks(d, s, name, mem, swap, quota, disk, disk_ro, &cfg,
-			       err);
-		if (rc < 0) {
-			pool_guest_remove(d->pool, s->id);
-			s->id = 0;
-			return rc;
-		}
-	}
-	rc = guest_start(&d->env, &cfg, &ebbd_guest_events, d, &s->g);
-	if (rc < 0) {
-		/* guest_start destroyed the backends. */
-		if (s->tmem_client)
-			tmem_client_destroy(d->store, client_of(s));
-		s->tmem_client = false;
-		pool_guest_remove(d->pool, s->id);
-		s->id = 0;
-		s->g = NULL;
-		*err = errf("cannot start guest '%s': %s", name, strerror(-rc));
-		return rc;
-	}
-	s->over_budget = false;
-	s->prealloc_bytes = prealloc ? (claim && min ? min : mem) : 0;
-	s->prealloc_started = false;
-	s->pre = NULL;
-	memset(&s->pre_last, 0, sizeof(s->pre_last));
-	{
-		struct guest_info gi;
-
-		guest_get_info(s->g, &gi);
-		control_event(d->ctl, "GUEST_STARTED",
-			      json_pack("{s:s, s:i}", "name", name, "pid",
-					(int)gi.pid));
-		*ret = json_pack("{s:s, s:i, s:I, s:I, s:{s:s}}", "name", name,
-				 "pid", (int)gi.pid, "mem", (json_int_t)mem,
-				 "claim", (json_int_t)(claim ? (min ? min : mem) : 0),
-				 "sockets", "balloon",
-				 guest_balloon_socket(s->g));
-		{
-			json_t *socks = json_object_get(*ret, "sockets");
-			const char *role, *sock;
-			struct blk_info bi;
-
-			for (unsigned i = 0;
-			     guest_disk_info(s->g, i, &role, &sock, &bi) == 0; i++)
-				json_object_set_new(socks, role, json_string(sock));
-		}
-	}
+	*ret = guest_started(d, s, &r);
 	return 0;
 }
 
@@ -260,16 +158,13 @@ static json_t *guest_json_full(struct ebbd *d, struct slot *s)
 				    json_integer((json_int_t)(pi.store_pages *
 							      POOL_PAGE_SIZE)));
 
-	if (!s->prealloc_bytes)
+	if (s->pre_state == PRE_NONE)
 		return o;
-	if (s->pre)
+	if (s->pre_state == PRE_RUNNING)
 		prealloc_status(s->pre, &st);
 	json_object_set_new(o, "prealloc", prealloc_json(&st));
 	json_object_set_new(json_object_get(o, "prealloc"), "state",
-			    json_string(s->pre ? "running" :
-					!s->prealloc_started ? "waiting" :
-					!st.finished ? "cancelled" :
-					st.result == 0 ? "done" : "failed"));
+			    json_string(slot_prealloc_state_name(s->pre_state)));
 	return o;
 }
 
@@ -571,7 +466,7 @@ static int cmd_claim(void *ctx, json_t *args, json_t **ret, char **err)
 }
 
 const struct control_cmd ebbd_commands[] = {
-	{ "guest-run", cmd_run, "name mem min cmdline external reporting prealloc claim swap swap_quota disk disk_ro",
+	{ "guest-run", cmd_guest_run, GUEST_RUN_KEYS,
 	  "claim memory for a guest and launch it" },
 	{ "guest-list", cmd_list, "", "list guests" },
 	{ "balloon", cmd_balloon, "name target",

@@ -28,6 +28,7 @@
 
 #include "control.h"
 #include "guest.h"
+#include "guest_run.h"
 #include "loop.h"
 #include "pool.h"
 #include "prealloc.h"
@@ -43,18 +44,41 @@
 #define EBB_DEFAULT_INITRD "/usr/local/share/ebb/initramfs.cpio.gz"
 #endif
 
+/*
+ * A slot's preallocation (guest-run prealloc=true): populate the RAM file
+ * when it arrives, holding the guest's boot meanwhile.  Every move goes
+ * through slot_prealloc_set_state(), checked against its table in slots.c;
+ * this diagram is that table:
+ *
+ *   none --asked for--> waiting --RAM file arrived--> running --+--> done
+ *                          |                             |      +--> failed
+ *                          +--cannot start--> cancelled <+ guest stopped
+ *
+ *   Every end state (done, failed, cancelled), and waiting, go back to
+ *   none when a new guest takes the slot.
+ */
+enum slot_prealloc {
+	PRE_NONE,		/* not asked for */
+	PRE_WAITING,		/* asked; the RAM file has not arrived */
+	PRE_RUNNING,		/* the worker populates (slot.pre is set) */
+	PRE_DONE,		/* populated; the boot went on */
+	PRE_FAILED,		/* the worker failed; the guest was killed */
+	PRE_CANCELLED,		/* could not start, or the guest stopped */
+	PRE_NSTATES,
+};
+
 struct slot {
 	struct ebbd *d;
 	struct guest *g;	/* NULL: free slot */
 	uint64_t id;		/* pool guest id; 0 once removed from the pool */
 	bool over_budget;	/* last pool_set_resident verdict */
-	/* --prealloc: populate this much when the RAM file arrives, holding
-	 * the guest's boot meanwhile.  The worker owns the pool entry's
-	 * growth while it runs (account_guest skips the guest). */
-	uint64_t prealloc_bytes;
-	struct prealloc *pre;
-	uint64_t hold_token;
-	bool prealloc_started;
+	/* --prealloc: populate prealloc_bytes when the RAM file arrives.
+	 * The worker owns the pool entry's growth while it runs
+	 * (account_guest skips the guest). */
+	enum slot_prealloc pre_state;	/* see the diagram above */
+	uint64_t prealloc_bytes;	/* how much; 0 unless asked for */
+	struct prealloc *pre;		/* the worker, set only while running */
+	uint64_t hold_token;		/* the boot hold, while running */
 	struct prealloc_status pre_last;	/* final status, for guest-list */
 	/* tmem: the guest's client in the store (its id is the slot's
 	 * index), and the bytes the store has charged it, which the pool
@@ -98,9 +122,19 @@ uint32_t client_of(const struct slot *s);
 int store_charge(void *opaque, uint32_t client, int64_t delta);
 int claim_with_room(struct ebbd *d, uint64_t guest, uint64_t total_pages,
 		    const char *name);
-int add_disks(struct ebbd *d, struct slot *s, const char *name, uint64_t mem,
-	      uint64_t swap, uint64_t quota, const char *disk, bool disk_ro,
-	      struct guest_config *cfg, char **err);
+/* -ENOMEM with *@err saying what the pool lacked for a claim of @want. */
+int claim_refused(struct ebbd *d, const char *name, uint64_t want,
+		  char **err);
+/* guest-run, its arguments checked: take a slot, admit the guest to the
+ * pool (its claim), make its devices and start it.  On failure nothing is
+ * left (slot free, no pool entry, no store client). */
+int slot_launch(struct ebbd *d, const struct guest_run *r, struct slot **out,
+		char **err);
+/* Release the slot's store client and pool entry (the guest's teardown). */
+void slot_release(struct ebbd *d, struct slot *s);
+void slot_prealloc_set_state(struct slot *s, enum slot_prealloc to,
+			     const char *why);
+const char *slot_prealloc_state_name(enum slot_prealloc st);
 
 
 #endif

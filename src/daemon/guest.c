@@ -1,8 +1,15 @@
+/*
+ * guest: one UML guest launched and served by ebbd (API, states and their
+ * diagram in guest.h): its launch as named steps with one undo, its state
+ * machine, its process, console and devices.
+ */
 #include "guest.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,12 +19,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <linux/virtio_ids.h>
+
 #include "log.h"
 #include "vhost_user.h"
 
 #define GUEST_TICK_MS	500	/* residency refresh and boot watch period */
-#define UML_VIRTIO_BALLOON 5	/* virtio device id, virtio_ids.h */
-#define UML_VIRTIO_BLOCK 2	/* virtio device id, virtio_ids.h */
 
 struct guest;
 
@@ -85,6 +92,11 @@ bool guest_name_valid(const char *name)
 	return true;
 }
 
+bool guest_mem_valid(uint64_t bytes)
+{
+	return bytes >= (32ull << 20) && bytes % (1ull << 20) == 0;
+}
+
 /* A stopped guest's block devices go at once: their backends hold host
  * memory (tmem pages) and files that belong to no one any more. */
 static void free_disks(struct guest *g)
@@ -95,21 +107,40 @@ static void free_disks(struct guest *g)
 	}
 }
 
-/* Every state change goes through here, so events cannot be missed. */
-static void set_state(struct guest *g, enum guest_state to)
+/*
+ * The guest's state machine (drawn in guest.h): allowed[from][to] lists
+ * every move, and guest_set_state() is the only place the state changes,
+ * so no event is missed.  Staying in a state is not a move (a second stop
+ * of a stopping guest changes nothing); stopped and failed are final.
+ */
+static const bool allowed[GUEST_NSTATES][GUEST_NSTATES] = {
+	[GUEST_STARTING] = {
+		[GUEST_RUNNING] = true,		/* a driver is ready */
+		[GUEST_STOPPING] = true,	/* stop asked */
+		[GUEST_FAILED] = true,		/* process died first */
+	},
+	[GUEST_RUNNING] = {
+		[GUEST_STOPPING] = true,	/* stop asked */
+		[GUEST_STOPPED] = true,		/* process exited */
+	},
+	[GUEST_STOPPING] = {
+		[GUEST_STOPPED] = true,		/* exited; external: at once */
+	},
+};
+
+static void guest_set_state(struct guest *g, enum guest_state to,
+			    const char *why)
 {
 	enum guest_state from = g->state;
 
 	if (from == to)
 		return;
-	/* stopped and failed are final. */
-	if (from == GUEST_STOPPED || from == GUEST_FAILED)
-		return;
+	assert(allowed[from][to]);
 	g->state = to;
 	if (to == GUEST_STOPPED || to == GUEST_FAILED)
 		free_disks(g);
-	log_info(g->name, "%s -> %s", guest_state_name(from),
-		 guest_state_name(to));
+	log_info(g->name, "%s -> %s (%s)", guest_state_name(from),
+		 guest_state_name(to), why);
 	if (g->ev && g->ev->state_changed)
 		g->ev->state_changed(g->opaque, g, from);
 }
@@ -217,7 +248,7 @@ static void on_tick(void *opaque)
 
 	guest_refresh_resident(g, NULL);
 	if (g->state == GUEST_STARTING && driver_ready(g))
-		set_state(g, GUEST_RUNNING);
+		guest_set_state(g, GUEST_RUNNING, "a driver is ready");
 }
 
 static void close_console(struct guest *g)
@@ -252,7 +283,10 @@ static void on_exit_fd(void *opaque, uint32_t events)
 		 WIFEXITED(status) ? "status" : "signal",
 		 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
 	/* A guest nobody asked to stop that died before it came up failed. */
-	set_state(g, g->state == GUEST_STARTING ? GUEST_FAILED : GUEST_STOPPED);
+	if (g->state == GUEST_STARTING)
+		guest_set_state(g, GUEST_FAILED, "process exited before it came up");
+	else
+		guest_set_state(g, GUEST_STOPPED, "process exited");
 }
 
 static void on_kill_timer(void *opaque)
@@ -304,152 +338,224 @@ static void exec_uml(const struct guest *g, char *const argv[], int stdin_fd,
 	_exit(127);
 }
 
-#define MAX_ARGS 64
+/* ---- launching: named steps with one undo ------------------------------ */
 
-int guest_start(const struct guest_env *env, const struct guest_config *cfg,
-		const struct guest_events *ev, void *opaque,
-		struct guest **out)
-{
-	char a_mem[32], a_initrd[300], a_balloon[340], a_name[64];
-	char a_umldir[280], a_disk[GUEST_MAX_DISKS][340];
-	unsigned ndone = 0;
+#define MAX_ARGS	64
+#define ARG_BYTES	4096	/* storage for the formatted arguments */
+
+/* The UML command line under construction; every append checks its room. */
+struct uml_argv {
 	char *argv[MAX_ARGS];
-	char *extra = NULL;
-	int argc = 0, pipefd[2], log_fd, rc;
-	struct guest *g;
-	sigset_t all, old;
-	pid_t pid;
+	unsigned argc;
+	char buf[ARG_BYTES];	/* formatted arguments live here */
+	size_t used;		/* bytes of buf taken */
+	char *extra;		/* copy of cfg->cmdline its words point into */
+};
 
-	/* UML takes mem= in whole megabytes. */
+static int argv_add(struct uml_argv *a, const char *arg)
+{
+	/* One slot stays for the terminating NULL. */
+	if (a->argc >= MAX_ARGS - 1)
+		return -E2BIG;
+	a->argv[a->argc++] = (char *)arg;
+	return 0;
+}
+
+static int argv_addf(struct uml_argv *a, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static int argv_addf(struct uml_argv *a, const char *fmt, ...)
+{
+	size_t room = sizeof(a->buf) - a->used;
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(a->buf + a->used, room, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= room)
+		return -E2BIG;
+	a->used += (size_t)n + 1;
+	return argv_add(a, a->buf + a->used - (size_t)n - 1);
+}
+
+/* guest_start's working state, handed from step to step. */
+struct launch {
+	const struct guest_env *env;
+	const struct guest_config *cfg;
+	const struct guest_events *ev;
+	void *opaque;
+	struct guest *g;	/* from START_ALLOC */
+	unsigned ndone;		/* disks whose device took their backend */
+	struct uml_argv av;	/* from START_ARGV */
+	int pipe_rd, pipe_wr;	/* console pipe, until the spawn takes it */
+	int log_fd;		/* console log, until the spawn takes it */
+};
+
+/* The steps, in order.  An external guest skips ARGV, CONSOLE and SPAWN. */
+enum start_step {
+	START_NOTHING,		/* only the backends are ours to destroy */
+	START_ALLOC,		/* struct guest allocated */
+	START_DIRS,		/* run and log directories exist */
+	START_DEVICES,		/* balloon and disks listen */
+	START_ARGV,		/* command line built */
+	START_CONSOLE,		/* console pipe and log file open */
+	START_SPAWN,		/* UML process running */
+	START_WATCH,		/* exit and tick watched: done */
+};
+
+static int check_config(struct launch *l)
+{
+	const struct guest_config *cfg = l->cfg;
+
 	if (!guest_name_valid(cfg->name) || cfg->ndisks > GUEST_MAX_DISKS ||
-	    cfg->mem_bytes < (32ull << 20) || cfg->mem_bytes % (1ull << 20)) {
-		rc = -EINVAL;
-		goto err_backends;
-	}
-	g = calloc(1, sizeof(*g));
-	if (!g) {
-		rc = -ENOMEM;
-		goto err_backends;
-	}
-	g->env = env;
-	g->ev = ev;
-	g->opaque = opaque;
+	    !guest_mem_valid(cfg->mem_bytes))
+		return -EINVAL;
+	return 0;
+}
+
+static int alloc_guest(struct launch *l)
+{
+	const struct guest_config *cfg = l->cfg;
+	struct guest *g = calloc(1, sizeof(*g));
+
+	if (!g)
+		return -ENOMEM;
+	g->env = l->env;
+	g->ev = l->ev;
+	g->opaque = l->opaque;
 	g->pidfd = -1;
 	g->console_fd = -1;
 	g->mem_bytes = cfg->mem_bytes;
 	g->state = GUEST_STARTING;
+	g->external = cfg->external;
 	snprintf(g->name, sizeof(g->name), "%s", cfg->name);
-	snprintf(g->dir, sizeof(g->dir), "%s/%s", env->run_dir, cfg->name);
+	snprintf(g->dir, sizeof(g->dir), "%s/%s", l->env->run_dir, cfg->name);
 	snprintf(g->balloon_sock, sizeof(g->balloon_sock), "%s/balloon.sock",
 		 g->dir);
-	snprintf(g->log_path, sizeof(g->log_path), "%s/%s.log", env->log_dir,
-		 cfg->name);
+	snprintf(g->log_path, sizeof(g->log_path), "%s/%s.log",
+		 l->env->log_dir, cfg->name);
+	l->g = g;
+	return 0;
+}
 
-	rc = mkdir_p(g->dir);
-	if (rc < 0)
-		goto err_free;
-	rc = mkdir_p(env->log_dir);
-	if (rc < 0)
-		goto err_free;
-	{
-		char bname[GUEST_NAME_MAX + 16];
+static int make_dirs(struct launch *l)
+{
+	int rc = mkdir_p(l->g->dir);
 
-		snprintf(bname, sizeof(bname), "%s/balloon", g->name);
-		rc = balloon_new(env->loop, g->balloon_sock, bname,
-				 !cfg->no_reporting, &balloon_ev, g,
-				 &g->balloon);
-	}
+	return rc < 0 ? rc : mkdir_p(l->env->log_dir);
+}
+
+/* The balloon, then one blk device per disk.  On failure this step takes
+ * back its own devices; the backends no device took stay for undo. */
+static int open_devices(struct launch *l)
+{
+	struct guest *g = l->g;
+	char bname[GUEST_NAME_MAX + 16];
+	int rc;
+
+	snprintf(bname, sizeof(bname), "%s/balloon", g->name);
+	rc = balloon_new(l->env->loop, g->balloon_sock, bname,
+			 !l->cfg->no_reporting, &balloon_ev, g, &g->balloon);
 	if (rc < 0)
-		goto err_rmdir;
-	for (; ndone < cfg->ndisks; ndone++) {
-		const struct guest_disk *dk = &cfg->disks[ndone];
+		return rc;
+	for (; l->ndone < l->cfg->ndisks; l->ndone++) {
+		const struct guest_disk *dk = &l->cfg->disks[l->ndone];
+		unsigned i = l->ndone;
 		char dname[GUEST_NAME_MAX + GUEST_ROLE_MAX + 1];
 
-		snprintf(g->disk_role[ndone], GUEST_ROLE_MAX, "%s", dk->role);
-		snprintf(g->disk_sock[ndone], sizeof(g->disk_sock[ndone]),
-			 "%s/%s.sock", g->dir, dk->role);
+		snprintf(g->disk_role[i], GUEST_ROLE_MAX, "%s", dk->role);
+		snprintf(g->disk_sock[i], sizeof(g->disk_sock[i]), "%s/%s.sock",
+			 g->dir, dk->role);
 		snprintf(dname, sizeof(dname), "%s/%s", g->name, dk->role);
-		g->disk_refs[ndone] = (struct disk_ref){ g, ndone };
-		rc = blk_new(env->loop, g->disk_sock[ndone], dname, &dk->back,
-			     &dk->params, &disk_ev, &g->disk_refs[ndone],
-			     &g->disks[ndone]);
-		if (rc < 0)
-			goto err_disks;
-		g->ndisks = ndone + 1;
+		g->disk_refs[i] = (struct disk_ref){ g, i };
+		rc = blk_new(l->env->loop, g->disk_sock[i], dname, &dk->back,
+			     &dk->params, &disk_ev, &g->disk_refs[i],
+			     &g->disks[i]);
+		if (rc < 0) {
+			free_disks(g);
+			balloon_free(g->balloon);
+			g->balloon = NULL;
+			return rc;
+		}
+		g->ndisks = i + 1;
 	}
+	return 0;
+}
 
-	if (cfg->external) {
-		g->external = true;
-		rc = loop_timer_add(env->loop, GUEST_TICK_MS, GUEST_TICK_MS,
-				    on_tick, g, &g->tick);
-		if (rc < 0)
-			goto err_disks;
-		log_info(g->name, "serving devices for an external VMM at %s",
-			 g->dir);
-		*out = g;
-		return 0;
-	}
+static int build_argv(struct launch *l)
+{
+	const struct guest_env *env = l->env;
+	struct uml_argv *a = &l->av;
+	struct guest *g = l->g;
+	int rc;
 
-	/* 1. The UML command line. */
-	snprintf(a_mem, sizeof(a_mem), "mem=%lluM",
-		 (unsigned long long)(cfg->mem_bytes >> 20));
-	snprintf(a_initrd, sizeof(a_initrd), "initrd=%s", env->initrd);
-	snprintf(a_balloon, sizeof(a_balloon), "virtio_uml.device=%s:%d",
-		 g->balloon_sock, UML_VIRTIO_BALLOON);
-	snprintf(a_name, sizeof(a_name), "ebb.name=%s", g->name);
-	snprintf(a_umldir, sizeof(a_umldir), "uml_dir=%s", g->dir);
-	argv[argc++] = (char *)env->kernel;
-	argv[argc++] = a_mem;
-	argv[argc++] = a_initrd;
-	argv[argc++] = (char *)"con=null";
-	argv[argc++] = (char *)"con0=fd:0,fd:1";
-	argv[argc++] = (char *)"ssl=null";
-	/* Free pages are reported in 2 MiB blocks: one host huge page each. */
-	argv[argc++] = (char *)"page_reporting.page_reporting_order=9";
-	argv[argc++] = a_balloon;
+	if ((rc = argv_add(a, env->kernel)) ||
+	    (rc = argv_addf(a, "mem=%lluM",
+			    (unsigned long long)(l->cfg->mem_bytes >> 20))) ||
+	    (rc = argv_addf(a, "initrd=%s", env->initrd)) ||
+	    (rc = argv_add(a, "con=null")) ||
+	    (rc = argv_add(a, "con0=fd:0,fd:1")) ||
+	    (rc = argv_add(a, "ssl=null")) ||
+	    /* Free pages are reported in 2 MiB blocks: one host huge page
+	     * each. */
+	    (rc = argv_add(a, "page_reporting.page_reporting_order=9")) ||
+	    (rc = argv_addf(a, "virtio_uml.device=%s:%d", g->balloon_sock,
+			    VIRTIO_ID_BALLOON)))
+		return rc;
 	for (unsigned i = 0; i < g->ndisks; i++) {
-		snprintf(a_disk[i], sizeof(a_disk[i]), "virtio_uml.device=%s:%d",
-			 g->disk_sock[i], UML_VIRTIO_BLOCK);
-		argv[argc++] = a_disk[i];
+		rc = argv_addf(a, "virtio_uml.device=%s:%d", g->disk_sock[i],
+			       VIRTIO_ID_BLOCK);
+		if (rc)
+			return rc;
 	}
-	argv[argc++] = a_name;
-	/* 256 legacy ptys cost 1-2 s of boot and nobody uses them. */
-	argv[argc++] = (char *)"pty.legacy_count=0";
-	/* UML's pid files go to the guest's run directory, not ~/.uml. */
-	argv[argc++] = a_umldir;
-	argv[argc++] = (char *)"quiet";
-	if (cfg->cmdline && *cfg->cmdline) {
+	if ((rc = argv_addf(a, "ebb.name=%s", g->name)) ||
+	    /* 256 legacy ptys cost 1-2 s of boot and nobody uses them. */
+	    (rc = argv_add(a, "pty.legacy_count=0")) ||
+	    /* UML's pid files go to the guest's run directory, not ~/.uml. */
+	    (rc = argv_addf(a, "uml_dir=%s", g->dir)) ||
+	    (rc = argv_add(a, "quiet")))
+		return rc;
+	if (l->cfg->cmdline && *l->cfg->cmdline) {
 		char *save = NULL;
 
-		extra = strdup(cfg->cmdline);
-		if (!extra) {
-			rc = -ENOMEM;
-			goto err_disks;
-		}
-		for (char *t = strtok_r(extra, " \t", &save); t;
+		a->extra = strdup(l->cfg->cmdline);
+		if (!a->extra)
+			return -ENOMEM;
+		for (char *t = strtok_r(a->extra, " \t", &save); t;
 		     t = strtok_r(NULL, " \t", &save)) {
-			if (argc >= MAX_ARGS - 1) {
-				rc = -E2BIG;
-				goto err_extra;
-			}
-			argv[argc++] = t;
+			rc = argv_add(a, t);
+			if (rc)
+				return rc;
 		}
 	}
-	argv[argc] = NULL;
+	a->argv[a->argc] = NULL;
+	return 0;
+}
 
-	/* 2. Console: a pipe in, a log file out. */
-	if (pipe2(pipefd, O_CLOEXEC) < 0) {
-		rc = -errno;
-		goto err_extra;
-	}
-	log_fd = open(g->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-		      0640);
-	if (log_fd < 0) {
-		rc = -errno;
-		goto err_pipe;
-	}
+/* Console: a pipe in, a log file out. */
+static int open_console(struct launch *l)
+{
+	int p[2];
 
-	/* 3. Fork with signals blocked so the child starts clean. */
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	l->pipe_rd = p[0];
+	l->pipe_wr = p[1];
+	l->log_fd = open(l->g->log_path,
+			 O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	return l->log_fd < 0 ? -errno : 0;
+}
+
+/* Fork with signals blocked so the child starts clean.  The console's
+ * write end becomes the guest's; the rest is closed either way. */
+static int spawn(struct launch *l)
+{
+	struct guest *g = l->g;
+	sigset_t all, old;
+	pid_t pid;
+	int rc;
+
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	pid = fork();
@@ -459,69 +565,140 @@ int guest_start(const struct guest_env *env, const struct guest_config *cfg,
 		sigemptyset(&none);
 		signal(SIGPIPE, SIG_DFL);
 		signal(SIGCHLD, SIG_DFL);
-		if (env->ram_dir)
-			setenv("TMPDIR", env->ram_dir, 1);
+		if (l->env->ram_dir)
+			setenv("TMPDIR", l->env->ram_dir, 1);
 		pthread_sigmask(SIG_SETMASK, &none, NULL);
-		exec_uml(g, argv, pipefd[0], log_fd);
+		exec_uml(g, l->av.argv, l->pipe_rd, l->log_fd);
 	}
 	rc = -errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	close(log_fd);
-	close(pipefd[0]);
-	pipefd[0] = -1;
+	close(l->log_fd);
+	close(l->pipe_rd);
+	l->log_fd = l->pipe_rd = -1;
 	if (pid < 0)
-		goto err_pipe;
+		return rc;
 	g->pid = pid;
-	g->console_fd = pipefd[1];
+	g->console_fd = l->pipe_wr;
+	l->pipe_wr = -1;
 	fcntl(g->console_fd, F_SETFL, O_NONBLOCK);
-	free(extra);
-	extra = NULL;
-
-	/* 4. Watch for its exit. */
-	g->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	if (g->pidfd < 0 ||
-	    loop_watch_add(env->loop, g->pidfd, EPOLLIN, on_exit_fd, g,
-			   &g->pid_w) < 0 ||
-	    loop_timer_add(env->loop, GUEST_TICK_MS, GUEST_TICK_MS, on_tick, g,
-			   &g->tick) < 0) {
-		rc = -errno ? -errno : -ENOMEM;
-		kill(-pid, SIGKILL);
-		waitpid(pid, NULL, 0);
-		g->pid = 0;
-		goto err_console;
-	}
-	log_info(g->name, "started UML pid %d, %llu MiB, console log %s",
-		 (int)pid, (unsigned long long)(cfg->mem_bytes >> 20),
-		 g->log_path);
-	*out = g;
+	free(l->av.extra);
+	l->av.extra = NULL;
 	return 0;
+}
 
-err_console:
-	loop_watch_del(g->pid_w);
-	if (g->pidfd >= 0)
-		close(g->pidfd);
-	close_console(g);
-	goto err_disks;
-err_pipe:
-	if (pipefd[0] >= 0)
-		close(pipefd[0]);
-	close(pipefd[1]);
-err_extra:
-	free(extra);
-err_disks:
-	free_disks(g);
-	balloon_free(g->balloon);
-err_rmdir:
-	rmdir(g->dir);
-err_free:
-	free(g);
-err_backends:
+static int watch_process(struct launch *l)
+{
+	struct guest *g = l->g;
+
+	g->pidfd = (int)syscall(SYS_pidfd_open, g->pid, 0);
+	if (g->pidfd < 0 ||
+	    loop_watch_add(l->env->loop, g->pidfd, EPOLLIN, on_exit_fd, g,
+			   &g->pid_w) < 0 ||
+	    loop_timer_add(l->env->loop, GUEST_TICK_MS, GUEST_TICK_MS, on_tick,
+			   g, &g->tick) < 0)
+		return -errno ? -errno : -ENOMEM;
+	log_info(g->name, "started UML pid %d, %llu MiB, console log %s",
+		 (int)g->pid, (unsigned long long)(l->cfg->mem_bytes >> 20),
+		 g->log_path);
+	return 0;
+}
+
+/* An external guest has no process: only the tick watches it come up. */
+static int watch_external(struct launch *l)
+{
+	struct guest *g = l->g;
+	int rc = loop_timer_add(l->env->loop, GUEST_TICK_MS, GUEST_TICK_MS,
+				on_tick, g, &g->tick);
+
+	if (rc < 0)
+		return rc;
+	log_info(g->name, "serving devices for an external VMM at %s", g->dir);
+	return 0;
+}
+
+/* Take back every step up to and including @reached, newest first. */
+static void start_undo(struct launch *l, enum start_step reached)
+{
+	struct guest *g = l->g;
+
+	if (reached >= START_SPAWN) {
+		/* The process runs but cannot be watched: it must not live
+		 * on unobserved. */
+		kill(-g->pid, SIGKILL);
+		waitpid(g->pid, NULL, 0);
+		g->pid = 0;
+		loop_watch_del(g->pid_w);
+		g->pid_w = NULL;
+		if (g->pidfd >= 0)
+			close(g->pidfd);
+		g->pidfd = -1;
+		close_console(g);
+	}
+	/* A step's own loose ends (-1 and NULL when it never got there, or
+	 * when spawn() handed them over), whichever step failed. */
+	if (l->pipe_rd >= 0)
+		close(l->pipe_rd);
+	if (l->pipe_wr >= 0)
+		close(l->pipe_wr);
+	if (l->log_fd >= 0)
+		close(l->log_fd);
+	free(l->av.extra);
+	if (reached >= START_DEVICES) {
+		free_disks(g);
+		balloon_free(g->balloon);
+	}
+	if (reached >= START_DIRS)
+		rmdir(g->dir);
+	if (reached >= START_ALLOC)
+		free(g);
 	/* The backends no device took (blk_new leaves a failed one's with
 	 * us) are destroyed here, as the contract says. */
-	for (unsigned i = ndone; i < cfg->ndisks && i < GUEST_MAX_DISKS; i++)
-		if (cfg->disks[i].back.ops && cfg->disks[i].back.ops->destroy)
-			cfg->disks[i].back.ops->destroy(cfg->disks[i].back.be);
-	return rc;
+	for (unsigned i = l->ndone; i < l->cfg->ndisks && i < GUEST_MAX_DISKS; i++)
+		if (l->cfg->disks[i].back.ops && l->cfg->disks[i].back.ops->destroy)
+			l->cfg->disks[i].back.ops->destroy(l->cfg->disks[i].back.be);
+}
+
+int guest_start(const struct guest_env *env, const struct guest_config *cfg,
+		const struct guest_events *ev, void *opaque,
+		struct guest **out)
+{
+	enum { BOTH, UML, EXTERNAL };
+	/* Each step, the step it completes, and which guests take it. */
+	static const struct {
+		int (*run)(struct launch *l);
+		enum start_step done;
+		int kind;
+	} steps[] = {
+		{ check_config, START_NOTHING, BOTH },
+		{ alloc_guest, START_ALLOC, BOTH },
+		{ make_dirs, START_DIRS, BOTH },
+		{ open_devices, START_DEVICES, BOTH },
+		{ build_argv, START_ARGV, UML },
+		{ open_console, START_CONSOLE, UML },
+		{ spawn, START_SPAWN, UML },
+		{ watch_process, START_WATCH, UML },
+		{ watch_external, START_WATCH, EXTERNAL },
+	};
+	struct launch l = {
+		.env = env, .cfg = cfg, .ev = ev, .opaque = opaque,
+		.pipe_rd = -1, .pipe_wr = -1, .log_fd = -1,
+	};
+	enum start_step reached = START_NOTHING;
+
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+		int rc;
+
+		if (steps[i].kind == (cfg->external ? UML : EXTERNAL))
+			continue;
+		rc = steps[i].run(&l);
+		if (rc < 0) {
+			start_undo(&l, reached);
+			return rc;
+		}
+		reached = steps[i].done;
+	}
+	*out = l.g;
+	return 0;
 }
 
 int guest_disk_info(const struct guest *g, unsigned i, const char **role,
@@ -542,11 +719,11 @@ int guest_stop(struct guest *g, uint64_t grace_ms)
 	if (g->external) {
 		loop_timer_del(g->tick);
 		g->tick = NULL;
-		set_state(g, GUEST_STOPPING);
-		set_state(g, GUEST_STOPPED);
+		guest_set_state(g, GUEST_STOPPING, "stop asked");
+		guest_set_state(g, GUEST_STOPPED, "external: service ended");
 		return 0;
 	}
-	set_state(g, GUEST_STOPPING);
+	guest_set_state(g, GUEST_STOPPING, "stop asked");
 	/* Ask the agent in words, then end its input (which the agent also
 	 * takes as "power off"); the kill timer covers a wedged guest. */
 	if (grace_ms)

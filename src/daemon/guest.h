@@ -6,10 +6,17 @@
  * from, the console log file, the per-guest run directory with its
  * vhost-user sockets, and the devices behind those sockets (the balloon).
  *
- * States (all transitions in set_state()):
+ * States (every move in guest_set_state(), checked against its table
+ * allowed[][] in guest.c; this diagram is that table):
  *
- *   starting --driver ready--> running --stop/exit--> stopping --reaped--> stopped
- *       \------------------------ process died early ------------------> failed
+ *   starting --a driver is ready--> running --process exited--> stopped
+ *     |   |                           |                            ^
+ *     |   +--stop asked--> stopping <-+ stop asked                 |
+ *     |                       |                                    |
+ *     |                       +--process exited (external: at once)+
+ *     +--process exited before it came up--> failed
+ *
+ *   stopped and failed are final.
  *
  * An external guest has no process: ebbd only serves its device sockets
  * to whatever VMM connects, and stopping it just ends that service.  Its
@@ -44,6 +51,7 @@ enum guest_state {
 	GUEST_STOPPING,
 	GUEST_STOPPED,
 	GUEST_FAILED,
+	GUEST_NSTATES,
 };
 
 /* Daemon-wide settings every guest launch uses. */
@@ -106,6 +114,9 @@ struct guest_info {
 
 /* Is @name usable as a guest name (and as a file name)? */
 bool guest_name_valid(const char *name);
+/* A memory size UML can boot with: whole MiB (its mem= unit), at least
+ * 32 MiB. */
+bool guest_mem_valid(uint64_t bytes);
 const char *guest_state_name(enum guest_state s);
 
 /*

@@ -6,6 +6,7 @@
  */
 #include "ebbd.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -56,7 +57,8 @@ static void account_guest(struct ebbd *d, struct slot *s)
 	uint64_t res, pages;
 	bool over = false;
 
-	if (!s->id || s->pre || guest_refresh_resident(s->g, &res) < 0)
+	if (!s->id || s->pre_state == PRE_RUNNING ||
+	    guest_refresh_resident(s->g, &res) < 0)
 		return;
 	pages = res / POOL_PAGE_SIZE;
 	if (pool_guest_info(d->pool, s->id, &pi) < 0)
@@ -116,7 +118,7 @@ void on_account(void *opaque)
 
 		if (!s->g)
 			continue;
-		if (s->pre) {
+		if (s->pre_state == PRE_RUNNING) {
 			struct prealloc_status st;
 			json_t *ev;
 
@@ -190,6 +192,57 @@ int store_charge(void *opaque, uint32_t client, int64_t delta)
 	return 0;
 }
 
+/* ---- preallocation: the slot's state machine ----------------------------- */
+
+static const char *const pre_names[] = {
+	[PRE_NONE] = "none",
+	[PRE_WAITING] = "waiting",
+	[PRE_RUNNING] = "running",
+	[PRE_DONE] = "done",
+	[PRE_FAILED] = "failed",
+	[PRE_CANCELLED] = "cancelled",
+};
+
+/*
+ * allowed[from][to]: every move of a slot's preallocation (diagram in
+ * ebbd.h).  Any end state, and a wait that never started, go back to none
+ * when a new guest takes the slot.
+ */
+static const bool pre_allowed[PRE_NSTATES][PRE_NSTATES] = {
+	[PRE_NONE] = { [PRE_WAITING] = true },
+	[PRE_WAITING] = {
+		[PRE_RUNNING] = true,	/* RAM file arrived, worker started */
+		[PRE_CANCELLED] = true,	/* the worker could not start */
+		[PRE_NONE] = true,	/* slot reused (guest stopped first) */
+	},
+	[PRE_RUNNING] = {
+		[PRE_DONE] = true,
+		[PRE_FAILED] = true,
+		[PRE_CANCELLED] = true,	/* the guest stopped meanwhile */
+	},
+	[PRE_DONE] = { [PRE_NONE] = true },
+	[PRE_FAILED] = { [PRE_NONE] = true },
+	[PRE_CANCELLED] = { [PRE_NONE] = true },
+};
+
+const char *slot_prealloc_state_name(enum slot_prealloc st)
+{
+	return (unsigned)st < PRE_NSTATES ? pre_names[st] : "?";
+}
+
+void slot_prealloc_set_state(struct slot *s, enum slot_prealloc to,
+			     const char *why)
+{
+	enum slot_prealloc from = s->pre_state;
+
+	if (from == to)
+		return;
+	assert(pre_allowed[from][to]);
+	s->pre_state = to;
+	log_info(s->g ? guest_name(s->g) : NULL, "prealloc %s -> %s (%s)",
+		 pre_names[from], pre_names[to], why);
+}
+
 static void prealloc_done(void *opaque, int result)
 {
 	struct slot *s = opaque;
@@ -200,6 +253,9 @@ static void prealloc_done(void *opaque, int result)
 	prealloc_status(s->pre, &s->pre_last);
 	prealloc_free(s->pre);
 	s->pre = NULL;
+	slot_prealloc_set_state(s, result == 0 ? PRE_DONE : PRE_FAILED,
+				result == 0 ? "memory populated" :
+				"worker failed");
 	ev = prealloc_json(&s->pre_last);
 	json_object_set_new(ev, "name", json_string(name));
 	if (result == 0) {
@@ -243,9 +299,8 @@ static void ev_ram_ready(void *opaque, struct guest *g)
 	uint64_t off, size, len;
 	int fd, rc;
 
-	if (!s || !s->prealloc_bytes || s->prealloc_started || !s->id)
+	if (!s || s->pre_state != PRE_WAITING || !s->id)
 		return;
-	s->prealloc_started = true;
 	rc = guest_ram_file(g, &fd, &off, &size);
 	if (rc < 0)
 		goto fail;
@@ -260,10 +315,12 @@ static void ev_ram_ready(void *opaque, struct guest *g)
 		guest_release_boot(g, s->hold_token, 0);
 		goto fail;
 	}
+	slot_prealloc_set_state(s, PRE_RUNNING, "RAM file arrived");
 	log_info(guest_name(g), "holding boot to preallocate %llu MiB",
 		 (unsigned long long)(len >> 20));
 	return;
 fail:
+	slot_prealloc_set_state(s, PRE_CANCELLED, "cannot start");
 	log_warn(guest_name(g), "cannot preallocate: %s", strerror(-rc));
 	control_event(d->ctl, "PREALLOC_FAILED",
 		      json_pack("{s:s, s:s}", "name", guest_name(g), "reason",
@@ -289,24 +346,13 @@ static void ev_state(void *opaque, struct guest *g, enum guest_state old)
 	case GUEST_STOPPED:
 	case GUEST_FAILED:
 		/* Its memory is gone with its process: so is its account. */
-		if (s && s->pre) {
+		if (s && s->pre_state == PRE_RUNNING) {
 			prealloc_free(s->pre);
 			s->pre = NULL;
+			slot_prealloc_set_state(s, PRE_CANCELLED, "guest stopped");
 		}
-		/* The guest's devices are gone with it (guest.c frees them
-		 * first); whatever the store still holds for it goes now. */
-		if (s) {
-			s->swap = NULL;
-			s->disk = NULL;
-		}
-		if (s && s->tmem_client) {
-			tmem_client_destroy(d->store, client_of(s));
-			s->tmem_client = false;
-		}
-		if (s && s->id) {
-			pool_guest_remove(d->pool, s->id);
-			s->id = 0;
-		}
+		if (s)
+			slot_release(d, s);
 		control_event(d->ctl, "GUEST_STOPPED",
 			      json_pack("{s:s, s:s, s:i}", "name", gi.name,
 					"state", guest_state_name(gi.state),
@@ -374,39 +420,58 @@ int claim_with_room(struct ebbd *d, uint64_t guest, uint64_t total_pages,
 	return rc;
 }
 
+int claim_refused(struct ebbd *d, const char *name, uint64_t want,
+		  char **err)
+{
+	struct pool_info pi;
+	char a[16], b[16], c[16], e[16], f[16];
+
+	pool_info(d->pool, &pi);
+	*err = errf("cannot claim %s for guest '%s': only %s unclaimed "
+		    "(budget %s, resident %s, claimed %s)",
+		    fmt_size(want, a), name,
+		    fmt_size(pi.unclaimed_pages * POOL_PAGE_SIZE, b),
+		    fmt_size(pi.budget_bytes, c),
+		    fmt_size(pi.tot_pages * POOL_PAGE_SIZE, e),
+		    fmt_size(pi.claim_pages * POOL_PAGE_SIZE, f));
+	return -ENOMEM;
+}
+
 /*
  * The block devices a guest-run asked for: a swap device (tmem persistent
  * pool, backing file in the state directory) and/or a data disk (an image
- * file with a shared host page cache).  Registers the guest as a tmem
- * client first.  On error nothing is left (no client, no backends).
+ * file with a shared host page cache), appended to @cfg.  Registers the
+ * guest as a tmem client first.  On error the backends made here are gone;
+ * the client stays for slot_release().
  */
-int add_disks(struct ebbd *d, struct slot *s, const char *name, uint64_t mem,
-	      uint64_t swap, uint64_t quota, const char *disk, bool disk_ro,
-	      struct guest_config *cfg, char **err)
+static int add_disks(struct ebbd *d, struct slot *s, const struct guest_run *r,
+		     struct guest_config *cfg, char **err)
 {
 	struct tmem_client_params tp = {
 		/* A guest may park at most its own RAM size in host memory
 		 * unless told otherwise: beyond that its swap goes to disk. */
-		.max_persistent_pages = (quota ? quota : mem) / TMEM_PAGE_SIZE,
+		.max_persistent_pages = (r->swap_quota ? r->swap_quota : r->mem) /
+					TMEM_PAGE_SIZE,
 	};
 	int rc;
 
-	rc = tmem_client_new(d->store, client_of(s), name, &tp);
+	rc = tmem_client_new(d->store, client_of(s), r->name, &tp);
 	if (rc < 0) {
-		*err = errf("cannot register '%s' with the page store: %s", name,
-			    strerror(-rc));
+		*err = errf("cannot register '%s' with the page store: %s",
+			    r->name, strerror(-rc));
 		return rc;
 	}
 	s->tmem_client = true;
-	if (swap) {
+	if (r->swap) {
 		struct guest_disk *dk = &cfg->disks[cfg->ndisks];
 		char path[512];
 
-		snprintf(path, sizeof(path), "%s/%s.swap", d->state_dir, name);
+		snprintf(path, sizeof(path), "%s/%s.swap", d->state_dir, r->name);
 		/* A file of that name is a leftover of a daemon that died: no
 		 * running guest of this ebbd owns it (names are unique). */
 		unlink(path);
-		rc = swapstore_new(d->store, client_of(s), swap, path, &dk->back);
+		rc = swapstore_new(d->store, client_of(s), r->swap, path,
+				   &dk->back);
 		if (rc < 0) {
 			*err = errf("cannot create the swap device (backing file %s): %s",
 				    path, strerror(-rc));
@@ -419,12 +484,13 @@ int add_disks(struct ebbd *d, struct slot *s, const char *name, uint64_t mem,
 		s->swap = swapstore_from(&dk->back);
 		s->swap_disk = (int)cfg->ndisks++;
 	}
-	if (disk) {
+	if (r->disk) {
 		struct guest_disk *dk = &cfg->disks[cfg->ndisks];
 
-		rc = cachedisk_new(d->store, client_of(s), disk, disk_ro, &dk->back);
+		rc = cachedisk_new(d->store, client_of(s), r->disk, r->disk_ro,
+				   &dk->back);
 		if (rc < 0) {
-			*err = errf("cannot open disk image %s: %s", disk,
+			*err = errf("cannot open disk image %s: %s", r->disk,
 				    strerror(-rc));
 			goto fail;
 		}
@@ -438,10 +504,147 @@ fail:
 	for (unsigned i = 0; i < cfg->ndisks; i++)
 		cfg->disks[i].back.ops->destroy(cfg->disks[i].back.be);
 	cfg->ndisks = 0;
+	return rc;
+}
+
+/*
+ * What a slot holds for its guest besides the guest: its block devices'
+ * backends (gone with the guest, guest.c frees them), its store client and
+ * its pool entry.  Each is released once; safe on a slot holding none.
+ */
+void slot_release(struct ebbd *d, struct slot *s)
+{
 	s->swap = NULL;
 	s->disk = NULL;
 	s->swap_disk = s->data_disk = -1;
-	tmem_client_destroy(d->store, client_of(s));
-	s->tmem_client = false;
+	if (s->tmem_client) {
+		tmem_client_destroy(d->store, client_of(s));
+		s->tmem_client = false;
+	}
+	if (s->id) {
+		pool_guest_remove(d->pool, s->id);
+		s->id = 0;
+	}
+}
+
+/* The slot for a new guest @name: a stopped guest of that name gives way,
+ * else the first free slot. */
+static int slot_take(struct ebbd *d, const char *name, struct slot **out,
+		     char **err)
+{
+	struct slot *s = find_slot(d, name);
+
+	if (s) {
+		enum guest_state st = guest_get_state(s->g);
+
+		if (st != GUEST_STOPPED && st != GUEST_FAILED) {
+			*err = errf("guest '%s' already exists (%s)", name,
+				    guest_state_name(st));
+			return -EEXIST;
+		}
+		/* A stopped guest's record gives way to the new launch. */
+		guest_free(s->g);
+		s->g = NULL;
+	}
+	s = NULL;
+	for (unsigned i = 0; i < MAX_GUESTS && !s; i++)
+		if (!d->slots[i].g)
+			s = &d->slots[i];
+	if (!s) {
+		*err = errf("too many guests (%d)", MAX_GUESTS);
+		return -ENOSPC;
+	}
+	s->d = d;
+	*out = s;
+	return 0;
+}
+
+/* Admission: the guest joins the pool and stakes its claim before anything
+ * exists.  claim=false is the naive toolstack the race benchmark compares
+ * against: no stake, growth simply has to fit when it happens. */
+static int slot_admit(struct ebbd *d, struct slot *s, const struct guest_run *r,
+		      char **err)
+{
+	int rc;
+
+	s->id = ++d->next_id;
+	rc = pool_guest_add(d->pool, s->id, r->mem / POOL_PAGE_SIZE);
+	if (rc < 0) {
+		s->id = 0;
+		return rc;
+	}
+	rc = r->claim ? claim_with_room(d, s->id,
+					guest_run_claim_bytes(r) / POOL_PAGE_SIZE,
+					r->name) : 0;
+	if (rc < 0) {
+		slot_release(d, s);
+		if (rc == -ENOMEM)
+			return claim_refused(d, r->name, guest_run_claim_bytes(r),
+					     err);
+	}
 	return rc;
+}
+
+/* The guest's devices and process; on failure the slot is released. */
+static int slot_start(struct ebbd *d, struct slot *s, const struct guest_run *r,
+		      char **err)
+{
+	struct guest_config cfg = {
+		.mem_bytes = r->mem,
+		.cmdline = r->cmdline,
+		.external = r->external,
+		/* A preallocated guest is promised its memory: free page
+		 * reporting would hand the populated pages straight back (and
+		 * its claim is already consumed), so it is not offered.  The
+		 * balloon still is. */
+		.no_reporting = !r->reporting || r->prealloc,
+	};
+	int rc;
+
+	snprintf(cfg.name, sizeof(cfg.name), "%s", r->name);
+	s->swap_disk = s->data_disk = -1;
+	s->swap = NULL;
+	s->disk = NULL;
+	s->store_bytes = 0;
+	s->tmem_client = false;
+	if (r->swap || r->disk) {
+		rc = add_disks(d, s, r, &cfg, err);
+		if (rc < 0) {
+			slot_release(d, s);
+			return rc;
+		}
+	}
+	rc = guest_start(&d->env, &cfg, &ebbd_guest_events, d, &s->g);
+	if (rc < 0) {
+		/* guest_start destroyed the backends. */
+		slot_release(d, s);
+		s->g = NULL;
+		*err = errf("cannot start guest '%s': %s", r->name, strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
+int slot_launch(struct ebbd *d, const struct guest_run *r, struct slot **out,
+		char **err)
+{
+	struct slot *s;
+	int rc;
+
+	if ((rc = slot_take(d, r->name, &s, err)) ||
+	    (rc = slot_admit(d, s, r, err)) ||
+	    (rc = slot_start(d, s, r, err)))
+		return rc;
+	s->over_budget = false;
+	memset(&s->pre_last, 0, sizeof(s->pre_last));
+	s->pre = NULL;
+	s->prealloc_bytes = 0;
+	slot_prealloc_set_state(s, PRE_NONE, "new guest in the slot");
+	if (r->prealloc) {
+		/* Without a claim there is no --min to stop at. */
+		s->prealloc_bytes = r->claim ? guest_run_claim_bytes(r) : r->mem;
+		slot_prealloc_set_state(s, PRE_WAITING, "asked for");
+	}
+	*out = s;
+	return 0;
 }
