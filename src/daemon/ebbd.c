@@ -53,7 +53,17 @@ static void usage(FILE *f)
 		CONTROL_DEFAULT_PATH, EBB_DEFAULT_INITRD);
 }
 
-int main(int argc, char **argv)
+/* What the command line sets besides d->env and d->state_dir. */
+struct ebbd_opts {
+	const char *sock;			/* control socket path */
+	const struct pagecomp_ops *comp;	/* the store's compressor */
+	uint64_t budget;			/* bytes; 0: from the host */
+};
+
+/* Parse the command line into @d and @o.  Returns -1 to go on, else the
+ * exit status (--help, or a bad option). */
+static int parse_args(int argc, char **argv, struct ebbd *d,
+		      struct ebbd_opts *o)
 {
 	static const struct option opts[] = {
 		{ "socket", required_argument, NULL, 's' },
@@ -68,41 +78,26 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	static struct ebbd d;
-	const char *sock = CONTROL_DEFAULT_PATH;
-	/* Swap-ins wait on a get, and on real guest swap matches of 8+ bytes
-	 * expand 19-40% faster for 7% less density on average
-	 * (bench/README.md, tmem_bench on real_swap's pages). */
-	const struct pagecomp_ops *comp = &pagecomp_lz4_fast;
-	uint64_t budget = 0;
-	sigset_t mask;
-	char buf[16];
-	int c, rc;
+	int c;
 
-	d.env.run_dir = "/run/ebb";
-	d.env.log_dir = "/var/log/ebb";
-	d.env.kernel = "/usr/bin/linux.uml";
-	d.env.initrd = EBB_DEFAULT_INITRD;
-	d.env.ram_dir = "/dev/shm";
-	d.state_dir = "/var/lib/ebb";
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
-		case 's': sock = optarg; break;
-		case 'r': d.env.run_dir = optarg; break;
-		case 'l': d.env.log_dir = optarg; break;
-		case 'k': d.env.kernel = optarg; break;
-		case 'i': d.env.initrd = optarg; break;
-		case 'm': d.env.ram_dir = optarg; break;
-		case 'S': d.state_dir = optarg; break;
+		case 's': o->sock = optarg; break;
+		case 'r': d->env.run_dir = optarg; break;
+		case 'l': d->env.log_dir = optarg; break;
+		case 'k': d->env.kernel = optarg; break;
+		case 'i': d->env.initrd = optarg; break;
+		case 'm': d->env.ram_dir = optarg; break;
+		case 'S': d->state_dir = optarg; break;
 		case 'C':
-			if (pagecomp_find(optarg, &comp) < 0) {
+			if (pagecomp_find(optarg, &o->comp) < 0) {
 				fprintf(stderr, "ebbd: unknown --tmem-compressor '%s' "
 					"(lz4-fast, lz4, liblz4, zstd)\n", optarg);
 				return 2;
 			}
 			break;
 		case 'b':
-			if (size_parse(optarg, &budget) < 0 || !budget) {
+			if (size_parse(optarg, &o->budget) < 0 || !o->budget) {
 				fprintf(stderr, "ebbd: bad --budget '%s'\n", optarg);
 				return 2;
 			}
@@ -111,72 +106,143 @@ int main(int argc, char **argv)
 		default: usage(stderr); return 2;
 		}
 	}
-	if (access(d.env.kernel, X_OK) < 0 || access(d.env.initrd, R_OK) < 0) {
+	return -1;
+}
+
+/* The kernel, initrd, budget and state directory are usable. */
+static int check_host(struct ebbd *d, struct ebbd_opts *o)
+{
+	int rc;
+
+	if (access(d->env.kernel, X_OK) < 0 || access(d->env.initrd, R_OK) < 0) {
 		fprintf(stderr, "ebbd: kernel %s or initrd %s missing: %s\n",
-			d.env.kernel, d.env.initrd, strerror(errno));
-		return 1;
+			d->env.kernel, d->env.initrd, strerror(errno));
+		return -1;
 	}
-	if (!budget) {
-		rc = pool_default_budget_bytes(NULL, &budget, NULL);
+	if (!o->budget) {
+		rc = pool_default_budget_bytes(NULL, &o->budget, NULL);
 		if (rc < 0) {
 			fprintf(stderr, "ebbd: cannot size the budget: %s\n",
 				strerror(-rc));
-			return 1;
+			return -1;
 		}
 	}
-	if (mkdir(d.state_dir, 0750) < 0 && errno != EEXIST) {
-		fprintf(stderr, "ebbd: state directory %s: %s\n", d.state_dir,
+	if (mkdir(d->state_dir, 0750) < 0 && errno != EEXIST) {
+		fprintf(stderr, "ebbd: state directory %s: %s\n", d->state_dir,
 			strerror(errno));
-		return 1;
+		return -1;
 	}
+	return 0;
+}
+
+/* SIGINT and SIGTERM arrive through a signalfd, read on the loop. */
+static int open_signals(struct ebbd *d)
+{
+	sigset_t mask;
+
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGTERM);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
-	d.sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	d->sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	return d->sigfd < 0 ? -errno : 0;
+}
 
-	{
-		struct tmem_store_config tc = {
-			.comp = comp,
-			.charge = store_charge,
-			.charge_opaque = &d,
-		};
+/* The store, the loop, the pool, the control socket, the signal watch and
+ * the accounting timer.  Reports what failed; 0 or -errno. */
+static int open_services(struct ebbd *d, const struct ebbd_opts *o)
+{
+	struct tmem_store_config tc = {
+		.comp = o->comp,
+		.charge = store_charge,
+		.charge_opaque = d,
+	};
+	int rc;
 
-		rc = tmem_store_new(&tc, &d.store);
-	}
-	if (rc < 0 || (rc = loop_new(&d.loop)) < 0 ||
-	    (rc = pool_create(budget, &d.pool)) < 0) {
+	if ((rc = tmem_store_new(&tc, &d->store)) < 0 ||
+	    (rc = loop_new(&d->loop)) < 0 ||
+	    (rc = pool_create(o->budget, &d->pool)) < 0) {
 		fprintf(stderr, "ebbd: %s\n", strerror(-rc));
-		return 1;
+		return rc;
 	}
-	d.env.loop = d.loop;
-	rc = control_open(d.loop, sock, ebbd_commands, &d, &d.ctl);
+	d->env.loop = d->loop;
+	rc = control_open(d->loop, o->sock, ebbd_commands, d, &d->ctl);
 	if (rc < 0) {
-		fprintf(stderr, "ebbd: control socket %s: %s\n", sock,
+		fprintf(stderr, "ebbd: control socket %s: %s\n", o->sock,
 			strerror(-rc));
-		return 1;
+		return rc;
 	}
-	loop_watch_add(d.loop, d.sigfd, EPOLLIN, on_signal, &d, &d.sig_w);
-	loop_timer_add(d.loop, ACCOUNT_MS, ACCOUNT_MS, on_account, &d,
-		       &d.account_timer);
-	log_info(NULL, "ebbd ready: control %s, budget %s", sock,
-		 size_format(budget, buf, sizeof(buf)));
+	if ((rc = loop_watch_add(d->loop, d->sigfd, EPOLLIN, on_signal, d,
+				 &d->sig_w)) < 0 ||
+	    (rc = loop_timer_add(d->loop, ACCOUNT_MS, ACCOUNT_MS, on_account, d,
+				 &d->account_timer)) < 0) {
+		fprintf(stderr, "ebbd: cannot watch signals or start accounting: "
+			"%s\n", strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
 
-	rc = loop_run(d.loop);
-
+/* Stop every guest and free everything open_services() made (each part
+ * may be missing after a failed start). */
+static void close_services(struct ebbd *d)
+{
 	for (unsigned i = 0; i < MAX_GUESTS; i++) {
-		if (d.slots[i].g) {
-			guest_free(d.slots[i].g);	/* kills it if running */
-			d.slots[i].g = NULL;
+		if (d->slots[i].g) {
+			guest_free(d->slots[i].g);	/* kills it if running */
+			d->slots[i].g = NULL;
 		}
 	}
-	control_close(d.ctl);
-	loop_watch_del(d.sig_w);
-	loop_timer_del(d.account_timer);
-	loop_free(d.loop);
-	pool_destroy(d.pool);
-	tmem_store_free(d.store);
-	close(d.sigfd);
+	if (d->ctl)
+		control_close(d->ctl);
+	loop_watch_del(d->sig_w);
+	loop_timer_del(d->account_timer);
+	if (d->loop)
+		loop_free(d->loop);
+	if (d->pool)
+		pool_destroy(d->pool);
+	if (d->store)
+		tmem_store_free(d->store);
+	if (d->sigfd >= 0)
+		close(d->sigfd);
+}
+
+int main(int argc, char **argv)
+{
+	static struct ebbd d = { .sigfd = -1 };
+	struct ebbd_opts o = {
+		.sock = CONTROL_DEFAULT_PATH,
+		/* Swap-ins wait on a get, and on real guest swap matches of
+		 * 8+ bytes expand 19-40% faster for 7% less density on
+		 * average (bench/README.md, tmem_bench on real_swap's pages). */
+		.comp = &pagecomp_lz4_fast,
+	};
+	char buf[16];
+	int rc;
+
+	d.env.run_dir = "/run/ebb";
+	d.env.log_dir = "/var/log/ebb";
+	d.env.kernel = "/usr/bin/linux.uml";
+	d.env.initrd = EBB_DEFAULT_INITRD;
+	d.env.ram_dir = "/dev/shm";
+	d.state_dir = "/var/lib/ebb";
+	rc = parse_args(argc, argv, &d, &o);
+	if (rc >= 0)
+		return rc;
+	if (check_host(&d, &o) < 0)
+		return 1;
+	rc = open_signals(&d);
+	if (rc < 0) {
+		fprintf(stderr, "ebbd: signalfd: %s\n", strerror(-rc));
+		return 1;
+	}
+	rc = open_services(&d, &o);
+	if (rc == 0) {
+		log_info(NULL, "ebbd ready: control %s, budget %s", o.sock,
+			 size_format(o.budget, buf, sizeof(buf)));
+		rc = loop_run(d.loop);
+	}
+	close_services(&d);
 	return rc < 0 ? 1 : 0;
 }
