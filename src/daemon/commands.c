@@ -221,7 +221,7 @@ static int cmd_balloon(void *ctx, json_t *args, json_t **ret, char **err)
 
 static int cmd_stats(void *ctx, json_t *args, json_t **ret, char **err)
 {
-	static const char *const tags[BALLOON_S_NR] = {
+	static const char *const tags[VIRTIO_BALLOON_S_NR] = {
 		"swap_in", "swap_out", "major_faults", "minor_faults", "free",
 		"total", "available", "caches", "hugetlb_allocations",
 		"hugetlb_failures",
@@ -236,7 +236,7 @@ static int cmd_stats(void *ctx, json_t *args, json_t **ret, char **err)
 		return rc;
 	guest_get_info(s->g, &gi);
 	st = json_object();
-	for (unsigned t = 0; t < BALLOON_S_NR; t++)
+	for (unsigned t = 0; t < VIRTIO_BALLOON_S_NR; t++)
 		if (gi.balloon.stats_valid & (1u << t))
 			json_object_set_new(st, tags[t],
 					    json_integer((json_int_t)gi.balloon.stats[t]));

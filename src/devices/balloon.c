@@ -1,5 +1,6 @@
 #include "balloon.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,15 +9,11 @@
 #include "log.h"
 #include "vhost_user.h"
 
-#define F_MUST_TELL_HOST	0
-#define F_STATS_VQ		1
-#define F_DEFLATE_ON_OOM	2
-#define F_REPORTING		5
+#include <linux/virtio_balloon.h>
 
 #define Q_INFLATE	0
 #define Q_DEFLATE	1
 
-#define STATS_ENTRY	10	/* packed { le16 tag; le64 val; } */
 #define STATS_MAX	64	/* entries we accept in one report */
 
 /* Config space (5.5.4): only the fields for the features we offer. */
@@ -45,16 +42,16 @@ struct balloon {
 
 static unsigned q_stats(const struct balloon *b)
 {
-	return (vu_dev_features(b->vu) & (1ull << F_STATS_VQ)) ? 2 : ~0u;
+	return (vu_dev_features(b->vu) & (1ull << VIRTIO_BALLOON_F_STATS_VQ)) ? 2 : ~0u;
 }
 
 static unsigned q_report(const struct balloon *b)
 {
 	uint64_t f = vu_dev_features(b->vu);
 
-	if (!(f & (1ull << F_REPORTING)))
+	if (!(f & (1ull << VIRTIO_BALLOON_F_REPORTING)))
 		return ~0u;
-	return (f & (1ull << F_STATS_VQ)) ? 3 : 2;
+	return (f & (1ull << VIRTIO_BALLOON_F_STATS_VQ)) ? 3 : 2;
 }
 
 static void check_reached(struct balloon *b)
@@ -96,7 +93,7 @@ static int walk_pfns(struct balloon *b, struct guestmem *gm,
 			uint64_t gpa;
 
 			memcpy(&pfn, (uint8_t *)buf->hva + off, 4);
-			gpa = (uint64_t)pfn * BALLOON_PAGE_SIZE;
+			gpa = (uint64_t)le32toh(pfn) * BALLOON_PAGE_SIZE;
 			if (!gm_translate(gm, gpa, BALLOON_PAGE_SIZE)) {
 				*why = "pfn outside guest memory";
 				return -EFAULT;
@@ -147,7 +144,7 @@ static int do_report(struct balloon *b, struct guestmem *gm,
 static int do_stats(struct balloon *b, const struct vq_elem *e,
 		    const char **why)
 {
-	uint8_t raw[STATS_MAX * STATS_ENTRY];
+	uint8_t raw[STATS_MAX * sizeof(struct virtio_balloon_stat)];
 	size_t len = 0;
 
 	/* The driver sends one readable buffer; gather in case it splits. */
@@ -162,18 +159,20 @@ static int do_stats(struct balloon *b, const struct vq_elem *e,
 			memcpy(raw + len, buf->hva, buf->len);
 		len += buf->len;
 	}
-	if (len % STATS_ENTRY) {
+	if (len % sizeof(struct virtio_balloon_stat)) {
 		*why = "stats buffer not a whole number of entries";
 		return -EINVAL;
 	}
 	b->info.stats_valid = 0;
-	for (size_t off = 0; off < len; off += STATS_ENTRY) {
+	for (size_t off = 0; off < len; off += sizeof(struct virtio_balloon_stat)) {
 		uint16_t tag;
 		uint64_t val;
 
 		memcpy(&tag, raw + off, 2);
 		memcpy(&val, raw + off + 2, 8);
-		if (tag >= BALLOON_S_NR)
+		tag = le16toh(tag);
+		val = le64toh(val);
+		if (tag >= VIRTIO_BALLOON_S_NR)
 			continue;	/* newer drivers know more tags */
 		b->info.stats[tag] = val;
 		b->info.stats_valid |= 1u << tag;
@@ -264,8 +263,8 @@ static void get_config(void *opaque, uint8_t *cfg)
 {
 	struct balloon *b = opaque;
 	struct balloon_config c = {
-		.num_pages = b->info.target_pages,
-		.actual = b->info.actual_pages,
+		.num_pages = htole32(b->info.target_pages),
+		.actual = htole32(b->info.actual_pages),
 	};
 
 	memcpy(cfg, &c, sizeof(c));
@@ -276,15 +275,15 @@ static int set_config(void *opaque, uint32_t off, const uint8_t *data,
 {
 	struct balloon *b = opaque;
 	struct balloon_config c = {
-		.num_pages = b->info.target_pages,
-		.actual = b->info.actual_pages,
+		.num_pages = htole32(b->info.target_pages),
+		.actual = htole32(b->info.actual_pages),
 	};
 
 	memcpy((uint8_t *)&c + off, data, len);
 	/* num_pages is ours: a driver writing it is ignored, not obeyed. */
-	if (c.num_pages != b->info.target_pages)
+	if (le32toh(c.num_pages) != b->info.target_pages)
 		log_warn(b->name, "driver wrote num_pages; ignored");
-	b->info.actual_pages = c.actual;
+	b->info.actual_pages = le32toh(c.actual);
 	check_reached(b);
 	return 0;
 }
@@ -329,8 +328,8 @@ static void mem_table_set(void *opaque)
 
 static const struct vu_dev_ops balloon_ops = {
 	.type = "balloon",
-	.features = (1ull << F_MUST_TELL_HOST) | (1ull << F_STATS_VQ) |
-		    (1ull << F_DEFLATE_ON_OOM) | (1ull << F_REPORTING),
+	.features = (1ull << VIRTIO_BALLOON_F_MUST_TELL_HOST) | (1ull << VIRTIO_BALLOON_F_STATS_VQ) |
+		    (1ull << VIRTIO_BALLOON_F_DEFLATE_ON_OOM) | (1ull << VIRTIO_BALLOON_F_REPORTING),
 	.nqueues = 4,
 	.config_len = sizeof(struct balloon_config),
 	.get_config = get_config,
@@ -358,7 +357,7 @@ int balloon_new(struct loop *loop, const char *sock_path, const char *name,
 	snprintf(b->name, sizeof(b->name), "%s", name);
 	b->ops = balloon_ops;
 	if (!reporting)
-		b->ops.features &= ~(1ull << F_REPORTING);
+		b->ops.features &= ~(1ull << VIRTIO_BALLOON_F_REPORTING);
 	rc = vu_dev_new(loop, sock_path, name, &b->ops, b, &b->vu);
 	if (rc < 0)
 		goto err_free;

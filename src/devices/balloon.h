@@ -33,22 +33,12 @@
 
 #include "loop.h"
 
+#include <linux/virtio_balloon.h>
+
 #define BALLOON_PAGE_SIZE 4096u	/* the balloon's unit, whatever the guest's */
 
-/* Statistics tags (virtio 5.5.6.3). */
-enum balloon_stat {
-	BALLOON_S_SWAP_IN,
-	BALLOON_S_SWAP_OUT,
-	BALLOON_S_MAJFLT,
-	BALLOON_S_MINFLT,
-	BALLOON_S_MEMFREE,
-	BALLOON_S_MEMTOT,
-	BALLOON_S_AVAIL,
-	BALLOON_S_CACHES,
-	BALLOON_S_HTLB_PGALLOC,
-	BALLOON_S_HTLB_PGFAIL,
-	BALLOON_S_NR
-};
+/* Statistics tags (virtio 5.5.6.3) are <linux/virtio_balloon.h>'s
+ * VIRTIO_BALLOON_S_*; tags at or past VIRTIO_VIRTIO_BALLOON_S_NR are ignored. */
 
 struct balloon_info {
 	bool connected;		/* a frontend is attached */
@@ -61,7 +51,7 @@ struct balloon_info {
 	uint64_t oom_deflated_pages;	/* deflated without being asked */
 	uint64_t reported_bytes;	/* cumulative free-page reports */
 	uint64_t returned_bytes;	/* cumulative bytes punched out */
-	uint64_t stats[BALLOON_S_NR];	/* latest values (bytes or counts) */
+	uint64_t stats[VIRTIO_BALLOON_S_NR];	/* latest values (bytes or counts) */
 	uint32_t stats_valid;	/* bit per tag present in the last report */
 	uint64_t stats_ms;	/* loop_now_ms() of the last report, 0 none */
 };

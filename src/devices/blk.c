@@ -32,31 +32,13 @@
 #include "vhost_user.h"
 #include "virtq.h"
 
+#include <linux/virtio_blk.h>
+
 /* Feature bits (5.2.3). */
-#define F_SIZE_MAX	1
-#define F_SEG_MAX	2
-#define F_RO		5
-#define F_BLK_SIZE	6
-#define F_FLUSH		9
-#define F_TOPOLOGY	10
-#define F_DISCARD	13
-#define F_WRITE_ZEROES	14
-
-/* Request types and status values (5.2.6). */
-#define T_IN		0
-#define T_OUT		1
-#define T_FLUSH		4
-#define T_GET_ID	8
-#define T_DISCARD	11
-#define T_WRITE_ZEROES	13
-
-#define S_OK		0
-#define S_IOERR		1
-#define S_UNSUPP	2
-
-#define HDR_BYTES	16	/* le32 type, le32 reserved, le64 sector */
-#define DWZ_SEG_BYTES	16	/* le64 sector, le32 num_sectors, le32 flags */
-#define DWZ_F_UNMAP	1u	/* the only defined flag */
+/* Feature bits, request types, status values and the discard/write-zeroes
+ * segment are <linux/virtio_blk.h>'s. */
+#define HDR_BYTES	sizeof(struct virtio_blk_outhdr)	/* type, ioprio, sector */
+#define DISCARD_SEG_BYTES	sizeof(struct virtio_blk_discard_write_zeroes)
 
 #define Q_REQUEST	0
 
@@ -104,7 +86,7 @@ struct blk {
 	char name[64];
 	uint64_t capacity_sectors;	/* back.capacity_bytes / 512 */
 	uint32_t seg_max;	/* data segments per request we accept */
-	uint32_t max_dwz_sectors;	/* per discard/write-zeroes segment */
+	uint32_t max_discard_sectors;	/* per discard/write-zeroes segment */
 	bool warned_backend;	/* first backend error logged; later ones not */
 	struct blk_config cfg;	/* built once in blk_new */
 	struct blk_info info;	/* counters and state */
@@ -223,16 +205,16 @@ static bool range_ok(const struct blk *b, uint64_t sector, uint64_t bytes)
 static uint8_t backend_status(struct blk *b, const char *op, int rc)
 {
 	if (rc == 0)
-		return S_OK;
+		return VIRTIO_BLK_S_OK;
 	if (rc == -ENOTSUP)
-		return S_UNSUPP;
+		return VIRTIO_BLK_S_UNSUPP;
 	/* A dying disk fails every request: say so once, not per request. */
 	if (!b->warned_backend) {
 		b->warned_backend = true;
 		log_warn(b->name, "backend %s failed: %s (further errors "
 			 "are counted, not logged)", op, strerror(-rc));
 	}
-	return S_IOERR;
+	return VIRTIO_BLK_S_IOERR;
 }
 
 /* @in, @nin: the writable stream; @out, @nout: the readable one past the
@@ -249,8 +231,8 @@ struct streams {
 static struct outcome do_rw(struct blk *b, uint32_t type, uint64_t sector,
 			    const struct streams *s)
 {
-	struct outcome o = { S_IOERR, 0 };
-	bool in = type == T_IN;
+	struct outcome o = { VIRTIO_BLK_S_IOERR, 0 };
+	bool in = type == VIRTIO_BLK_T_IN;
 	uint64_t len = in ? s->in_len : s->out_len;
 	int cnt, rc;
 
@@ -281,16 +263,16 @@ static struct outcome do_rw(struct blk *b, uint32_t type, uint64_t sector,
 						(unsigned)cnt);
 		o.status = backend_status(b, in ? "read" : "write", rc);
 	} else {
-		o.status = S_OK;
+		o.status = VIRTIO_BLK_S_OK;
 	}
 	if (in) {
 		/* A failed read may have filled part of the buffers: zero
 		 * them so "written" is exactly the data length either way. */
-		if (o.status != S_OK)
+		if (o.status != VIRTIO_BLK_S_OK)
 			iov_zero(b->iov, (unsigned)cnt);
 		o.written = (uint32_t)len;
 	}
-	if (o.status == S_OK) {
+	if (o.status == VIRTIO_BLK_S_OK) {
 		if (in) {
 			b->info.reads++;
 			b->info.read_bytes += len;
@@ -304,22 +286,22 @@ static struct outcome do_rw(struct blk *b, uint32_t type, uint64_t sector,
 
 static struct outcome do_flush(struct blk *b, const struct streams *s)
 {
-	struct outcome o = { S_IOERR, 0 };
+	struct outcome o = { VIRTIO_BLK_S_IOERR, 0 };
 
 	if (s->in_len || s->out_len)
 		return o;
-	o.status = S_OK;
+	o.status = VIRTIO_BLK_S_OK;
 	if (b->back.ops->flush)
 		o.status = backend_status(b, "flush",
 					  b->back.ops->flush(b->back.be));
-	if (o.status == S_OK)
+	if (o.status == VIRTIO_BLK_S_OK)
 		b->info.flushes++;
 	return o;
 }
 
 static struct outcome do_get_id(struct blk *b, const struct streams *s)
 {
-	struct outcome o = { S_IOERR, 0 };
+	struct outcome o = { VIRTIO_BLK_S_IOERR, 0 };
 	uint8_t id[BLKBACK_SERIAL_MAX] = { 0 };
 	uint64_t n = s->in_len < sizeof(id) ? s->in_len : sizeof(id);
 	int cnt;
@@ -331,84 +313,85 @@ static struct outcome do_get_id(struct blk *b, const struct streams *s)
 	       strnlen(b->back.serial, BLKBACK_SERIAL_MAX));
 	cnt = stream_iov(s->in, s->nin, 0, n, b->iov, VQ_MAX_BUFS, UINT64_MAX);
 	iov_copy_in(b->iov, (unsigned)cnt, id, n);
-	o.status = S_OK;
+	o.status = VIRTIO_BLK_S_OK;
 	o.written = (uint32_t)n;
 	b->info.get_ids++;
 	return o;
 }
 
+/* One discard/write-zeroes segment, in host byte order. */
+struct discard_seg {
+	uint64_t sector;
+	uint32_t num;		/* sectors */
+	uint32_t flags;		/* VIRTIO_BLK_WRITE_ZEROES_FLAG_* */
+};
+
 /*
  * DISCARD and WRITE_ZEROES: a list of 16-byte segments.  Copy the whole
- * list out of guest memory first and check every segment before acting on
- * any, so a malformed list changes nothing.  Unknown flags answer UNSUPP
- * before any range is looked at (5.2.6.2 names UNSUPP for them).
+ * list out of guest memory and decode it once, then check every segment
+ * before acting on any, so a malformed list changes nothing.  Unknown
+ * flags answer UNSUPP before any range is looked at (5.2.6.2 names UNSUPP
+ * for them).
  */
-static struct outcome do_dwz(struct blk *b, uint32_t type,
-			     const struct streams *s)
+static struct outcome do_discard_write_zeroes(struct blk *b, uint32_t type,
+					      const struct streams *s)
 {
-	struct outcome o = { S_UNSUPP, 0 };
-	uint8_t raw[BLK_DISCARD_SEG_MAX][DWZ_SEG_BYTES];
-	bool discard = type == T_DISCARD;
+	struct outcome o = { VIRTIO_BLK_S_UNSUPP, 0 };
+	struct virtio_blk_discard_write_zeroes raw[BLK_DISCARD_SEG_MAX];
+	struct discard_seg seg[BLK_DISCARD_SEG_MAX];
+	bool discard = type == VIRTIO_BLK_T_DISCARD;
 	unsigned nseg;
 
 	if (b->back.read_only ||
 	    (discard ? !b->back.ops->discard : !b->back.ops->write_zeroes))
 		return o;	/* not offered */
-	o.status = S_IOERR;
-	if (s->in_len || s->out_len == 0 || s->out_len % DWZ_SEG_BYTES ||
-	    s->out_len / DWZ_SEG_BYTES > BLK_DISCARD_SEG_MAX)
+	o.status = VIRTIO_BLK_S_IOERR;
+	if (s->in_len || s->out_len == 0 || s->out_len % DISCARD_SEG_BYTES ||
+	    s->out_len / DISCARD_SEG_BYTES > BLK_DISCARD_SEG_MAX)
 		return o;
-	nseg = (unsigned)(s->out_len / DWZ_SEG_BYTES);
+	nseg = (unsigned)(s->out_len / DISCARD_SEG_BYTES);
 	stream_gather(s->out, s->nout, HDR_BYTES, raw, s->out_len);
+	for (unsigned i = 0; i < nseg; i++) {
+		seg[i].sector = le64toh(raw[i].sector);
+		seg[i].num = le32toh(raw[i].num_sectors);
+		seg[i].flags = le32toh(raw[i].flags);
+	}
 
 	for (unsigned i = 0; i < nseg; i++) {
-		uint32_t flags;
+		uint32_t flags = seg[i].flags;
 
-		memcpy(&flags, raw[i] + 12, 4);
-		flags = le32toh(flags);
-		if ((flags & ~DWZ_F_UNMAP) || (discard && (flags & DWZ_F_UNMAP))) {
-			o.status = S_UNSUPP;
+		if ((flags & ~VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) ||
+		    (discard && (flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP))) {
+			o.status = VIRTIO_BLK_S_UNSUPP;
 			return o;
 		}
 	}
 	for (unsigned i = 0; i < nseg; i++) {
-		uint64_t sector;
-		uint32_t num;
-
-		memcpy(&sector, raw[i], 8);
-		memcpy(&num, raw[i] + 8, 4);
-		sector = le64toh(sector);
-		num = le32toh(num);
-		if (num > b->max_dwz_sectors ||
-		    !range_ok(b, sector, (uint64_t)num * BLKBACK_SECTOR))
+		if (seg[i].num > b->max_discard_sectors ||
+		    !range_ok(b, seg[i].sector,
+			      (uint64_t)seg[i].num * BLKBACK_SECTOR))
 			return o;
 	}
 	for (unsigned i = 0; i < nseg; i++) {
-		uint64_t sector, off, len;
-		uint32_t num, flags;
+		uint64_t off = seg[i].sector * BLKBACK_SECTOR;
+		uint64_t len = (uint64_t)seg[i].num * BLKBACK_SECTOR;
 		int rc;
 
-		memcpy(&sector, raw[i], 8);
-		memcpy(&num, raw[i] + 8, 4);
-		memcpy(&flags, raw[i] + 12, 4);
-		num = le32toh(num);
-		if (num == 0)
+		if (seg[i].num == 0)
 			continue;
-		off = le64toh(sector) * BLKBACK_SECTOR;
-		len = (uint64_t)num * BLKBACK_SECTOR;
 		if (discard)
 			rc = b->back.ops->discard(b->back.be, off, len);
 		else
 			rc = b->back.ops->write_zeroes(b->back.be, off, len,
-					le32toh(flags) & DWZ_F_UNMAP);
+				seg[i].flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP);
 		/* Segments already done stay done: the spec leaves them
 		 * indeterminate after IOERR. */
 		o.status = backend_status(b, discard ? "discard" :
 					  "write-zeroes", rc);
-		if (o.status != S_OK)
+		if (o.status != VIRTIO_BLK_S_OK)
 			return o;
 	}
-	o.status = S_OK;
+	o.status = VIRTIO_BLK_S_OK;
 	if (discard)
 		b->info.discards++;
 	else
@@ -432,7 +415,7 @@ static int serve(struct blk *b, const struct vq_elem *e, uint32_t *used,
 	uint64_t r = stream_bytes(s.out, s.nout);
 	uint64_t w = stream_bytes(s.in, s.nin);
 	uint8_t hdr[HDR_BYTES], *status = NULL;
-	struct outcome o = { S_UNSUPP, 0 };
+	struct outcome o = { VIRTIO_BLK_S_UNSUPP, 0 };
 	uint32_t type;
 	uint64_t sector;
 
@@ -462,28 +445,28 @@ static int serve(struct blk *b, const struct vq_elem *e, uint32_t *used,
 	s.in_len = w - 1;
 	/* 4. */
 	switch (type) {
-	case T_IN:
-	case T_OUT:
+	case VIRTIO_BLK_T_IN:
+	case VIRTIO_BLK_T_OUT:
 		o = do_rw(b, type, sector, &s);
 		break;
-	case T_FLUSH:
+	case VIRTIO_BLK_T_FLUSH:
 		o = do_flush(b, &s);
 		break;
-	case T_GET_ID:
+	case VIRTIO_BLK_T_GET_ID:
 		o = do_get_id(b, &s);
 		break;
-	case T_DISCARD:
-	case T_WRITE_ZEROES:
-		o = do_dwz(b, type, &s);
+	case VIRTIO_BLK_T_DISCARD:
+	case VIRTIO_BLK_T_WRITE_ZEROES:
+		o = do_discard_write_zeroes(b, type, &s);
 		break;
 	default:
 		break;		/* UNSUPP */
 	}
-	if (o.status == S_IOERR)
+	if (o.status == VIRTIO_BLK_S_IOERR)
 		b->info.ioerr++;
-	else if (o.status == S_UNSUPP)
+	else if (o.status == VIRTIO_BLK_S_UNSUPP)
 		b->info.unsupp++;
-	if (o.status != S_OK)
+	if (o.status != VIRTIO_BLK_S_OK)
 		log_debug(b->name, "request type %u sector %llu: status %u",
 			  type, (unsigned long long)sector, o.status);
 	/* 5. */
@@ -565,8 +548,8 @@ static void failed(void *opaque, const char *why)
  * is not offered; vhost_user.c refuses SET_CONFIG for us. */
 static const struct vu_dev_ops blk_ops = {
 	.type = "blk",
-	.features = (1ull << F_SIZE_MAX) | (1ull << F_SEG_MAX) |
-		    (1ull << F_BLK_SIZE),
+	.features = (1ull << VIRTIO_BLK_F_SIZE_MAX) | (1ull << VIRTIO_BLK_F_SEG_MAX) |
+		    (1ull << VIRTIO_BLK_F_BLK_SIZE),
 	.nqueues = 1,
 	.config_len = CONFIG_LEN,
 	.get_config = get_config,
@@ -609,8 +592,8 @@ static int configure(struct blk *b, const struct blkback *back,
 		d.block_size = BLKBACK_SECTOR;
 	if (!d.seg_max)
 		d.seg_max = BLK_SEG_MAX_DEFAULT;
-	if (!d.max_dwz_sectors)
-		d.max_dwz_sectors = BLK_DWZ_SECTORS_DEFAULT;
+	if (!d.max_discard_sectors)
+		d.max_discard_sectors = BLK_DISCARD_SECTORS_DEFAULT;
 	if (!pow2(d.block_size) || d.block_size < BLKBACK_SECTOR ||
 	    d.block_size > 4096 || d.seg_max > VQ_MAX_SIZE - 2 ||
 	    (d.phys_block_size && (!pow2(d.phys_block_size) ||
@@ -620,7 +603,7 @@ static int configure(struct blk *b, const struct blkback *back,
 	b->back = *back;
 	b->capacity_sectors = back->capacity_bytes / BLKBACK_SECTOR;
 	b->seg_max = d.seg_max;
-	b->max_dwz_sectors = d.max_dwz_sectors;
+	b->max_discard_sectors = d.max_discard_sectors;
 	b->ops = blk_ops;
 	b->cfg.capacity = htole64(b->capacity_sectors);
 	b->cfg.size_max = htole32(BLK_SIZE_MAX);
@@ -631,27 +614,27 @@ static int configure(struct blk *b, const struct blkback *back,
 	if (d.phys_block_size > d.block_size) {
 		uint32_t per = d.phys_block_size / d.block_size;
 
-		b->ops.features |= 1ull << F_TOPOLOGY;
+		b->ops.features |= 1ull << VIRTIO_BLK_F_TOPOLOGY;
 		b->cfg.physical_block_exp = (uint8_t)log2u(per);
 		b->cfg.min_io_size = htole16((uint16_t)per);
 		align_sectors = d.phys_block_size / BLKBACK_SECTOR;
 	}
 	if (back->read_only)
-		b->ops.features |= 1ull << F_RO;
+		b->ops.features |= 1ull << VIRTIO_BLK_F_RO;
 	if (ops->flush)
-		b->ops.features |= 1ull << F_FLUSH;
+		b->ops.features |= 1ull << VIRTIO_BLK_F_FLUSH;
 	/* Discarding or zeroing is writing: a read-only disk offers neither. */
 	if (ops->discard && !back->read_only) {
-		b->ops.features |= 1ull << F_DISCARD;
-		b->cfg.max_discard_sectors = htole32(d.max_dwz_sectors);
+		b->ops.features |= 1ull << VIRTIO_BLK_F_DISCARD;
+		b->cfg.max_discard_sectors = htole32(d.max_discard_sectors);
 		b->cfg.max_discard_seg = htole32(BLK_DISCARD_SEG_MAX);
 		/* The granule the backend frees in: Linux's
 		 * discard_granularity. */
 		b->cfg.discard_sector_alignment = htole32(align_sectors);
 	}
 	if (ops->write_zeroes && !back->read_only) {
-		b->ops.features |= 1ull << F_WRITE_ZEROES;
-		b->cfg.max_write_zeroes_sectors = htole32(d.max_dwz_sectors);
+		b->ops.features |= 1ull << VIRTIO_BLK_F_WRITE_ZEROES;
+		b->cfg.max_write_zeroes_sectors = htole32(d.max_discard_sectors);
 		b->cfg.max_write_zeroes_seg = htole32(BLK_DISCARD_SEG_MAX);
 		/* blkback lets the backend deallocate when asked to. */
 		b->cfg.write_zeroes_may_unmap = 1;

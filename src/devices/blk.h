@@ -77,7 +77,7 @@
 #define BLK_DISCARD_SEG_MAX	32	/* segments per discard/write-zeroes */
 /* One discard or write-zeroes segment at most this long: the backend
  * works synchronously on the loop, so keep one request's work bounded. */
-#define BLK_DWZ_SECTORS_DEFAULT	(64u * 1024 * 2)	/* 64 MiB */
+#define BLK_DISCARD_SECTORS_DEFAULT	(64u * 1024 * 2)	/* 64 MiB */
 
 struct blk_params {
 	uint32_t block_size;	/* bytes, power of two 512..4096: blk_size
@@ -87,8 +87,9 @@ struct blk_params {
 				 * with it as the physical block; 0 = none */
 	uint32_t seg_max;	/* data segments per request, 1..VQ_MAX_SIZE-2;
 				 * 0 = BLK_SEG_MAX_DEFAULT */
-	uint32_t max_dwz_sectors; /* 512-byte sectors per discard/write-zeroes
-				 * segment; 0 = BLK_DWZ_SECTORS_DEFAULT */
+	uint32_t max_discard_sectors; /* 512-byte sectors per discard or
+				 * write-zeroes segment; 0 =
+				 * BLK_DISCARD_SECTORS_DEFAULT */
 };
 
 struct blk_info {

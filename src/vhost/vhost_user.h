@@ -33,6 +33,8 @@
 #include "loop.h"
 #include "virtq.h"
 
+#include <linux/virtio_config.h>
+
 #define VU_MAX_QUEUES	8
 #define VU_MAX_CONFIG	256	/* config space bytes a message may carry */
 #define VU_MAX_FDS	8	/* fds accepted with one message */
@@ -79,7 +81,7 @@ enum vu_request {
 #define VU_PF_STATUS		16
 
 #define VU_F_PROTOCOL_FEATURES	30	/* in GET_FEATURES */
-#define VIRTIO_F_VERSION_1	32
+/* VIRTIO_F_VERSION_1 and the other transport bits: <linux/virtio_config.h>. */
 
 struct vu_dev;
 

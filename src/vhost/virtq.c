@@ -1,5 +1,6 @@
 #include "virtq.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
@@ -72,7 +73,7 @@ int vq_pop(struct vq *vq, const struct guestmem *gm, struct vq_elem *elem,
 
 	if (!vq_ready(vq))
 		return 0;
-	avail_idx = __atomic_load_n(&vq->avail->idx, __ATOMIC_ACQUIRE);
+	avail_idx = le16toh(__atomic_load_n(&vq->avail->idx, __ATOMIC_ACQUIRE));
 	if (avail_idx == vq->last_avail)
 		return 0;
 	/* The driver can be at most num entries ahead of us. */
@@ -80,7 +81,7 @@ int vq_pop(struct vq *vq, const struct guestmem *gm, struct vq_elem *elem,
 		*why = "avail index moved more than the ring size";
 		return -EINVAL;
 	}
-	head = vq->avail->ring[vq->last_avail % vq->num];
+	head = le16toh(vq->avail->ring[vq->last_avail % vq->num]);
 	if (head >= vq->num) {
 		*why = "avail ring entry out of range";
 		return -EINVAL;
@@ -95,6 +96,10 @@ int vq_pop(struct vq *vq, const struct guestmem *gm, struct vq_elem *elem,
 
 		/* Copy once: the guest may change the descriptor under us. */
 		memcpy(&d, &vq->desc[i], sizeof(d));
+		d.addr = le64toh(d.addr);
+		d.len = le32toh(d.len);
+		d.flags = le16toh(d.flags);
+		d.next = le16toh(d.next);
 		if (++count > vq->num) {
 			*why = "descriptor chain loops or exceeds the ring size";
 			return -EINVAL;
@@ -140,14 +145,14 @@ void vq_push(struct vq *vq, uint16_t head, uint32_t len)
 {
 	struct vring_used_elem *e = &vq->used->ring[vq->used_idx % vq->num];
 
-	e->id = head;
-	e->len = len;
+	e->id = htole32(head);
+	e->len = htole32(len);
 	vq->used_idx++;
 	/* Publish the element before the index that makes it visible.
 	 * Sequentially consistent, not just release: vq_notify() then loads
 	 * the driver's flags, and that load must not move before this store
 	 * (the driver's mirror image is store flags, load used->idx). */
-	__atomic_store_n(&vq->used->idx, vq->used_idx, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&vq->used->idx, htole16(vq->used_idx), __ATOMIC_SEQ_CST);
 }
 
 int vq_notify(struct vq *vq)
@@ -158,7 +163,7 @@ int vq_notify(struct vq *vq)
 	if (vq->call_fd < 0 || !vq->avail)
 		return 0;
 	/* Seq-cst pairs with the store in vq_push(). */
-	flags = __atomic_load_n(&vq->avail->flags, __ATOMIC_SEQ_CST);
+	flags = le16toh(__atomic_load_n(&vq->avail->flags, __ATOMIC_SEQ_CST));
 	if (flags & VRING_AVAIL_F_NO_INTERRUPT)
 		return 0;
 	/* UML's call fd is a pipe: a full pipe already means "interrupt

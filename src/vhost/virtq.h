@@ -35,37 +35,15 @@
 
 #include "guestmem.h"
 
+#include <linux/virtio_ring.h>
+
 #define VQ_MAX_SIZE	1024	/* largest ring we accept (UML uses 256) */
 #define VQ_MAX_BUFS	VQ_MAX_SIZE	/* a chain cannot be longer than the ring */
 
-#define VRING_DESC_F_NEXT	1
-#define VRING_DESC_F_WRITE	2
-#define VRING_DESC_F_INDIRECT	4
-#define VRING_AVAIL_F_NO_INTERRUPT 1
-
-struct vring_desc {
-	uint64_t addr;
-	uint32_t len;
-	uint16_t flags;
-	uint16_t next;
-};
-
-struct vring_avail {
-	uint16_t flags;
-	uint16_t idx;
-	uint16_t ring[];
-};
-
-struct vring_used_elem {
-	uint32_t id;
-	uint32_t len;
-};
-
-struct vring_used {
-	uint16_t flags;
-	uint16_t idx;
-	struct vring_used_elem ring[];
-};
+/* The split ring's layout (struct vring_desc, vring_avail, vring_used and
+ * the VRING_* flags) is <linux/virtio_ring.h>'s.  Every field is
+ * little-endian (virtio 1.0): read with le16/32/64toh, written with
+ * htole16/32. */
 
 struct vq {
 	uint16_t num;		/* ring size, 0 until SET_VRING_NUM */
