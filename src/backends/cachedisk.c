@@ -3,7 +3,7 @@
  * coherence protocol.  This comment is about the registry and the request
  * paths.
  *
- * Registry.  One list per process of open images (struct cd_image), under
+ * Registry.  One list per process of open images (struct cachedisk_image), under
  * registry_lock, which is only held to find, add or remove an entry and
  * its user list: never during I/O or a tmem call.  Lock order: an image's
  * lock, then the tmem store's lock (inside tmem calls).  The charge hook
@@ -45,7 +45,7 @@
 #define RUN_BYTES	(CACHEDISK_RUN_PAGES * PG)
 
 /* An image some instances have open. */
-struct cd_image {
+struct cachedisk_image {
 	struct tmem_store *store;	/* key; registry_lock */
 	dev_t dev;			/* key; registry_lock */
 	ino_t ino;			/* key; registry_lock */
@@ -53,10 +53,10 @@ struct cd_image {
 	pthread_mutex_t lock;		/* orders image changes against fills */
 	uint64_t gen;			/* lock: bumped by every image change */
 	struct cachedisk *users;	/* registry_lock: via next_user */
-	struct cd_image *next;		/* registry_lock */
+	struct cachedisk_image *next;		/* registry_lock */
 };
 
-struct cd_counters {
+struct cachedisk_counters {
 	_Atomic uint64_t hits;
 	_Atomic uint64_t misses;
 	_Atomic uint64_t fills;
@@ -74,7 +74,7 @@ struct cachedisk {
 	struct tmem_store *store;	/* not owned */
 	uint32_t client_id;		/* tmem client, the caller's */
 	uint32_t pool_id;		/* the client's id for the shared pool */
-	struct cd_image *img;		/* registry entry; constant */
+	struct cachedisk_image *img;		/* registry entry; constant */
 	struct cachedisk *next_user;	/* img->users; registry_lock */
 	int fd;				/* the image */
 	bool read_only;
@@ -85,7 +85,7 @@ struct cachedisk {
 	/* Image bytes [fill_from, fill_end) were read by consecutive miss
 	 * runs of this instance and are all in the tmem cache. */
 	uint64_t fill_from, fill_end;
-	struct cd_counters c;		/* relaxed atomics */
+	struct cachedisk_counters c;		/* relaxed atomics */
 };
 
 /* Bytes the host page cache may put in one folio: page cache advice only
@@ -93,7 +93,7 @@ struct cachedisk {
 #define FOLIO_MAX	(2u << 20)
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct cd_image *registry;	/* registry_lock */
+static struct cachedisk_image *registry;	/* registry_lock */
 
 static void ctr_add(_Atomic uint64_t *c, uint64_t n)
 {
@@ -127,7 +127,7 @@ static int uuid_random(struct tmem_uuid *u)
 /* Find or make @cd's image entry and join it. */
 static int image_join(struct cachedisk *cd, const struct stat *st)
 {
-	struct cd_image *img;
+	struct cachedisk_image *img;
 	struct cachedisk *u;
 	int rc = 0;
 
@@ -171,7 +171,7 @@ out:
 
 static void image_leave(struct cachedisk *cd)
 {
-	struct cd_image *img = cd->img, **ip;
+	struct cachedisk_image *img = cd->img, **ip;
 	struct cachedisk **up;
 
 	pthread_mutex_lock(&registry_lock);
@@ -189,7 +189,7 @@ static void image_leave(struct cachedisk *cd)
 	cd->img = NULL;
 }
 
-static uint64_t image_gen(struct cd_image *img)
+static uint64_t image_gen(struct cachedisk_image *img)
 {
 	uint64_t g;
 
@@ -330,7 +330,7 @@ static bool in_range(const struct cachedisk *cd, uint64_t off, uint64_t len)
 	return off <= cd->capacity && len <= cd->capacity - off;
 }
 
-static int cd_read(void *be, uint64_t off, const struct iovec *iov,
+static int cachedisk_read(void *be, uint64_t off, const struct iovec *iov,
 		   unsigned iovcnt)
 {
 	struct cachedisk *cd = be;
@@ -389,7 +389,7 @@ static int cd_read(void *be, uint64_t off, const struct iovec *iov,
 	return 0;
 }
 
-static int cd_write(void *be, uint64_t off, const struct iovec *iov,
+static int cachedisk_write(void *be, uint64_t off, const struct iovec *iov,
 		    unsigned iovcnt)
 {
 	struct cachedisk *cd = be;
@@ -434,7 +434,7 @@ static int cd_write(void *be, uint64_t off, const struct iovec *iov,
 	return rc;
 }
 
-static int cd_flush(void *be)
+static int cachedisk_flush(void *be)
 {
 	struct cachedisk *cd = be;
 
@@ -471,7 +471,7 @@ static int write_zeros(struct cachedisk *cd, uint64_t off, uint64_t len)
 	return 0;
 }
 
-static int cd_discard(void *be, uint64_t off, uint64_t len)
+static int cachedisk_discard(void *be, uint64_t off, uint64_t len)
 {
 	struct cachedisk *cd = be;
 	uint64_t first, end;
@@ -497,7 +497,7 @@ static int cd_discard(void *be, uint64_t off, uint64_t len)
 	return rc;
 }
 
-static int cd_write_zeroes(void *be, uint64_t off, uint64_t len,
+static int cachedisk_write_zeroes(void *be, uint64_t off, uint64_t len,
 			   bool may_unmap)
 {
 	struct cachedisk *cd = be;
@@ -535,7 +535,7 @@ done:
 	return rc;
 }
 
-static void cd_destroy(void *be)
+static void cachedisk_destroy(void *be)
 {
 	struct cachedisk *cd = be;
 
@@ -552,20 +552,20 @@ static void cd_destroy(void *be)
 }
 
 static const struct blkback_ops cachedisk_ops = {
-	.read = cd_read,
-	.write = cd_write,
-	.flush = cd_flush,
-	.discard = cd_discard,
-	.write_zeroes = cd_write_zeroes,
-	.destroy = cd_destroy,
+	.read = cachedisk_read,
+	.write = cachedisk_write,
+	.flush = cachedisk_flush,
+	.discard = cachedisk_discard,
+	.write_zeroes = cachedisk_write_zeroes,
+	.destroy = cachedisk_destroy,
 };
 
 /* Nothing to make durable and nothing to drop on a read-only disk, so
  * FLUSH, DISCARD and WRITE_ZEROES are not offered. */
 static const struct blkback_ops cachedisk_ro_ops = {
-	.read = cd_read,
-	.write = cd_write,	/* -EROFS, should the device call it */
-	.destroy = cd_destroy,
+	.read = cachedisk_read,
+	.write = cachedisk_write,	/* -EROFS, should the device call it */
+	.destroy = cachedisk_destroy,
 };
 
 /* ---- public ---- */

@@ -61,7 +61,7 @@ enum page_state {
 };
 
 /* Written by the device thread, read by anyone: relaxed atomics. */
-struct ss_counters {
+struct swapstore_counters {
 	_Atomic uint64_t tmem_pages;		/* map entries TMEM */
 	_Atomic uint64_t file_pages;		/* map entries FILE */
 	_Atomic uint64_t lost_pages;		/* map entries LOST */
@@ -94,7 +94,7 @@ struct swapstore {
 	/* File bytes [wb_lo, wb_hi) span every page ever written to the
 	 * file (wb_hi == 0: none), so every page cache copy of its data. */
 	uint64_t wb_lo, wb_hi;
-	struct ss_counters c;		/* relaxed atomics */
+	struct swapstore_counters c;		/* relaxed atomics */
 };
 
 static void ctr_add(_Atomic uint64_t *c, uint64_t n)
@@ -413,7 +413,7 @@ static bool in_range(const struct swapstore *ss, uint64_t off, uint64_t len)
 	return off <= cap && len <= cap - off;
 }
 
-static int ss_read(void *be, uint64_t off, const struct iovec *iov,
+static int swapstore_read(void *be, uint64_t off, const struct iovec *iov,
 		   unsigned iovcnt)
 {
 	struct swapstore *ss = be;
@@ -473,7 +473,7 @@ static int ss_read(void *be, uint64_t off, const struct iovec *iov,
 	return 0;
 }
 
-static int ss_write(void *be, uint64_t off, const struct iovec *iov,
+static int swapstore_write(void *be, uint64_t off, const struct iovec *iov,
 		    unsigned iovcnt)
 {
 	struct swapstore *ss = be;
@@ -486,7 +486,7 @@ static int ss_write(void *be, uint64_t off, const struct iovec *iov,
 	return store_range(ss, off, off + len, &c, off);
 }
 
-static int ss_discard(void *be, uint64_t off, uint64_t len)
+static int swapstore_discard(void *be, uint64_t off, uint64_t len)
 {
 	struct swapstore *ss = be;
 	uint64_t first = (off + PG - 1) / PG, end = (off + len) / PG;
@@ -500,7 +500,7 @@ static int ss_discard(void *be, uint64_t off, uint64_t len)
 	return 0;
 }
 
-static int ss_write_zeroes(void *be, uint64_t off, uint64_t len,
+static int swapstore_write_zeroes(void *be, uint64_t off, uint64_t len,
 			   bool may_unmap)
 {
 	struct swapstore *ss = be;
@@ -523,7 +523,7 @@ static int ss_write_zeroes(void *be, uint64_t off, uint64_t len,
 	return rc;
 }
 
-static void ss_destroy(void *be)
+static void swapstore_destroy(void *be)
 {
 	struct swapstore *ss = be;
 
@@ -544,12 +544,12 @@ static void ss_destroy(void *be)
 }
 
 static const struct blkback_ops swapstore_ops = {
-	.read = ss_read,
-	.write = ss_write,
+	.read = swapstore_read,
+	.write = swapstore_write,
 	.flush = NULL,
-	.discard = ss_discard,
-	.write_zeroes = ss_write_zeroes,
-	.destroy = ss_destroy,
+	.discard = swapstore_discard,
+	.write_zeroes = swapstore_write_zeroes,
+	.destroy = swapstore_destroy,
 };
 
 /* ---- public ---- */

@@ -213,7 +213,7 @@ int guest_refresh_resident(struct guest *g, uint64_t *out)
 			continue;
 		gm = vu_dev_mem(blk_vu(g->disks[i]));
 		if (gm->nregions)
-			rc = gm_resident_bytes(gm, &r);
+			rc = guestmem_resident_bytes(gm, &r);
 	}
 	if (rc == 0)
 		g->resident_bytes = r;
@@ -825,7 +825,7 @@ struct balloon *guest_balloon_dev(struct guest *g)
 
 int guest_ram_file(struct guest *g, int *fd, uint64_t *off, uint64_t *size)
 {
-	const struct gm_region *r = gm_largest(vu_dev_mem(balloon_vu(g->balloon)));
+	const struct guestmem_region *r = guestmem_largest(vu_dev_mem(balloon_vu(g->balloon)));
 
 	if (!r)
 		return -ENOTCONN;

@@ -94,7 +94,7 @@ static int walk_pfns(struct balloon *b, struct guestmem *gm,
 
 			memcpy(&pfn, (uint8_t *)buf->hva + off, 4);
 			gpa = (uint64_t)le32toh(pfn) * BALLOON_PAGE_SIZE;
-			if (!gm_translate(gm, gpa, BALLOON_PAGE_SIZE)) {
+			if (!guestmem_translate(gm, gpa, BALLOON_PAGE_SIZE)) {
 				*why = "pfn outside guest memory";
 				return -EFAULT;
 			}
@@ -105,13 +105,13 @@ static int walk_pfns(struct balloon *b, struct guestmem *gm,
 				run_len += BALLOON_PAGE_SIZE;
 				continue;
 			}
-			if (run_len && gm_discard(gm, run_start, run_len) == 0)
+			if (run_len && guestmem_discard(gm, run_start, run_len) == 0)
 				b->info.returned_bytes += run_len;
 			run_start = gpa;
 			run_len = BALLOON_PAGE_SIZE;
 		}
 	}
-	if (run_len && gm_discard(gm, run_start, run_len) == 0)
+	if (run_len && guestmem_discard(gm, run_start, run_len) == 0)
 		b->info.returned_bytes += run_len;
 	*pages = n;
 	return 0;
@@ -131,7 +131,7 @@ static int do_report(struct balloon *b, struct guestmem *gm,
 			return -EINVAL;
 		}
 		b->info.reported_bytes += buf->len;
-		rc = gm_discard(gm, buf->gpa, buf->len);
+		rc = guestmem_discard(gm, buf->gpa, buf->len);
 		if (rc == 0)
 			b->info.returned_bytes += buf->len;
 		else
@@ -408,7 +408,7 @@ int balloon_resident_bytes(const struct balloon *b, uint64_t *out)
 
 	if (gm->nregions == 0)
 		return -ENOTCONN;
-	return gm_resident_bytes(gm, out);
+	return guestmem_resident_bytes(gm, out);
 }
 
 void balloon_set_stats_interval(struct balloon *b, uint64_t ms)

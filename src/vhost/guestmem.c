@@ -7,22 +7,22 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-void gm_init(struct guestmem *gm)
+void guestmem_init(struct guestmem *gm)
 {
 	memset(gm, 0, sizeof(*gm));
 }
 
-void gm_clear(struct guestmem *gm)
+void guestmem_clear(struct guestmem *gm)
 {
 	for (unsigned i = 0; i < gm->nregions; i++) {
-		struct gm_region *r = &gm->r[i];
+		struct guestmem_region *r = &gm->r[i];
 
 		if (r->map_base)
 			munmap(r->map_base, r->map_len);
 		if (r->fd >= 0)
 			close(r->fd);
 	}
-	gm_init(gm);
+	guestmem_init(gm);
 }
 
 static bool range_ok(uint64_t start, uint64_t len)
@@ -30,14 +30,14 @@ static bool range_ok(uint64_t start, uint64_t len)
 	return len > 0 && start + len > start;
 }
 
-int gm_set_table(struct guestmem *gm, const struct gm_region_desc *d,
+int guestmem_set_table(struct guestmem *gm, const struct guestmem_region_desc *d,
 		 const int *fds, unsigned n)
 {
 	long pagesz = sysconf(_SC_PAGESIZE);
 	int rc = 0;
 
-	gm_clear(gm);
-	if (n == 0 || n > GM_MAX_REGIONS) {
+	guestmem_clear(gm);
+	if (n == 0 || n > GUESTMEM_MAX_REGIONS) {
 		rc = -EINVAL;
 		goto err_close_fds;
 	}
@@ -72,7 +72,7 @@ int gm_set_table(struct guestmem *gm, const struct gm_region_desc *d,
 	}
 	/* 2. Map each region; mmap needs a page-aligned file offset. */
 	for (unsigned i = 0; i < n; i++) {
-		struct gm_region *r = &gm->r[i];
+		struct guestmem_region *r = &gm->r[i];
 		uint64_t skew = d[i].mmap_offset % (uint64_t)pagesz;
 		void *p;
 
@@ -91,7 +91,7 @@ int gm_set_table(struct guestmem *gm, const struct gm_region_desc *d,
 			/* fds after i are not yet owned by the table. */
 			for (unsigned k = i + 1; k < n; k++)
 				close(fds[k]);
-			gm_clear(gm);
+			guestmem_clear(gm);
 			return rc;
 		}
 		r->map_base = p;
@@ -105,13 +105,13 @@ err_close_fds:
 	return rc;
 }
 
-static const struct gm_region *find(const struct guestmem *gm, uint64_t addr,
+static const struct guestmem_region *find(const struct guestmem *gm, uint64_t addr,
 				    uint64_t len, bool user)
 {
 	if (!range_ok(addr, len))
 		return NULL;
 	for (unsigned i = 0; i < gm->nregions; i++) {
-		const struct gm_region *r = &gm->r[i];
+		const struct guestmem_region *r = &gm->r[i];
 		uint64_t base = user ? r->user_addr : r->guest_addr;
 
 		if (addr >= base && addr - base <= r->size &&
@@ -121,24 +121,24 @@ static const struct gm_region *find(const struct guestmem *gm, uint64_t addr,
 	return NULL;
 }
 
-void *gm_translate(const struct guestmem *gm, uint64_t gpa, uint64_t len)
+void *guestmem_translate(const struct guestmem *gm, uint64_t gpa, uint64_t len)
 {
-	const struct gm_region *r = find(gm, gpa, len, false);
+	const struct guestmem_region *r = find(gm, gpa, len, false);
 
 	return r ? r->map + (gpa - r->guest_addr) : NULL;
 }
 
-void *gm_translate_user(const struct guestmem *gm, uint64_t uaddr,
+void *guestmem_translate_user(const struct guestmem *gm, uint64_t uaddr,
 			uint64_t len)
 {
-	const struct gm_region *r = find(gm, uaddr, len, true);
+	const struct guestmem_region *r = find(gm, uaddr, len, true);
 
 	return r ? r->map + (uaddr - r->user_addr) : NULL;
 }
 
-int gm_discard(struct guestmem *gm, uint64_t gpa, uint64_t len)
+int guestmem_discard(struct guestmem *gm, uint64_t gpa, uint64_t len)
 {
-	const struct gm_region *r = find(gm, gpa, len, false);
+	const struct guestmem_region *r = find(gm, gpa, len, false);
 	uint64_t off;
 
 	if (!r)
@@ -150,9 +150,9 @@ int gm_discard(struct guestmem *gm, uint64_t gpa, uint64_t len)
 	return 0;
 }
 
-int gm_resident_bytes(const struct guestmem *gm, uint64_t *out)
+int guestmem_resident_bytes(const struct guestmem *gm, uint64_t *out)
 {
-	struct stat seen[GM_MAX_REGIONS];
+	struct stat seen[GUESTMEM_MAX_REGIONS];
 	unsigned nseen = 0;
 	uint64_t total = 0;
 
@@ -175,7 +175,7 @@ int gm_resident_bytes(const struct guestmem *gm, uint64_t *out)
 	return 0;
 }
 
-uint64_t gm_total_bytes(const struct guestmem *gm)
+uint64_t guestmem_total_bytes(const struct guestmem *gm)
 {
 	uint64_t t = 0;
 
@@ -184,9 +184,9 @@ uint64_t gm_total_bytes(const struct guestmem *gm)
 	return t;
 }
 
-const struct gm_region *gm_largest(const struct guestmem *gm)
+const struct guestmem_region *guestmem_largest(const struct guestmem *gm)
 {
-	const struct gm_region *best = NULL;
+	const struct guestmem_region *best = NULL;
 
 	for (unsigned i = 0; i < gm->nregions; i++)
 		if (!best || gm->r[i].size > best->size)

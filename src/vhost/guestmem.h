@@ -8,7 +8,7 @@
  * MADV_DONTNEED on a shared mapping just drops our own mapping of it).
  *
  * Every range comes from the guest and is hostile until proven otherwise:
- * gm_translate() and gm_discard() accept a range only if it lies wholly in
+ * guestmem_translate() and guestmem_discard() accept a range only if it lies wholly in
  * one region, without arithmetic overflow.
  *
  * UML note: UML passes user_addr == guest_addr == the guest-physical
@@ -25,9 +25,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GM_MAX_REGIONS 8	/* VHOST_MEMORY_BASELINE_NREGIONS */
+#define GUESTMEM_MAX_REGIONS 8	/* VHOST_MEMORY_BASELINE_NREGIONS */
 
-struct gm_region {
+struct guestmem_region {
 	uint64_t guest_addr;	/* guest-physical start */
 	uint64_t size;		/* bytes */
 	uint64_t user_addr;	/* frontend's address for vring addresses */
@@ -40,32 +40,32 @@ struct gm_region {
 
 struct guestmem {
 	unsigned nregions;
-	struct gm_region r[GM_MAX_REGIONS];
+	struct guestmem_region r[GUESTMEM_MAX_REGIONS];
 };
 
 /* A region description as it arrives, before it is mapped. */
-struct gm_region_desc {
+struct guestmem_region_desc {
 	uint64_t guest_addr;
 	uint64_t size;
 	uint64_t user_addr;
 	uint64_t mmap_offset;
 };
 
-void gm_init(struct guestmem *gm);
+void guestmem_init(struct guestmem *gm);
 /*
  * Replace the table with @n regions, taking ownership of @fds (closed on
- * failure too).  Rejects: n > GM_MAX_REGIONS, zero sizes, overflowing
+ * failure too).  Rejects: n > GUESTMEM_MAX_REGIONS, zero sizes, overflowing
  * ranges, overlapping guest ranges, files shorter than offset+size.
  * Returns 0 or -errno; on error the old table is already gone.
  */
-int gm_set_table(struct guestmem *gm, const struct gm_region_desc *d,
+int guestmem_set_table(struct guestmem *gm, const struct guestmem_region_desc *d,
 		 const int *fds, unsigned n);
-void gm_clear(struct guestmem *gm);
+void guestmem_clear(struct guestmem *gm);
 
 /* Host pointer for [gpa, gpa+len) if it lies in one region, else NULL. */
-void *gm_translate(const struct guestmem *gm, uint64_t gpa, uint64_t len);
+void *guestmem_translate(const struct guestmem *gm, uint64_t gpa, uint64_t len);
 /* The same for a frontend "user address" (vring addresses). */
-void *gm_translate_user(const struct guestmem *gm, uint64_t uaddr,
+void *guestmem_translate_user(const struct guestmem *gm, uint64_t uaddr,
 			uint64_t len);
 
 /*
@@ -73,15 +73,15 @@ void *gm_translate_user(const struct guestmem *gm, uint64_t uaddr,
  * The guest reads zeroes there afterwards.  Returns 0, -EFAULT for a range
  * outside guest memory, or -errno from fallocate.
  */
-int gm_discard(struct guestmem *gm, uint64_t gpa, uint64_t len);
+int guestmem_discard(struct guestmem *gm, uint64_t gpa, uint64_t len);
 
 /* Host-resident bytes: allocated blocks of every distinct backing file. */
-int gm_resident_bytes(const struct guestmem *gm, uint64_t *out);
+int guestmem_resident_bytes(const struct guestmem *gm, uint64_t *out);
 
 /* The largest region (a UML guest's RAM file), NULL if none. */
-const struct gm_region *gm_largest(const struct guestmem *gm);
+const struct guestmem_region *guestmem_largest(const struct guestmem *gm);
 
 /* Total bytes of guest memory described by the table. */
-uint64_t gm_total_bytes(const struct guestmem *gm);
+uint64_t guestmem_total_bytes(const struct guestmem *gm);
 
 #endif

@@ -149,7 +149,7 @@ static void reset_state(struct vu_dev *dev)
 		dev->kick_w[q] = NULL;
 		vq_reset(&dev->vqs[q]);
 	}
-	gm_clear(&dev->mem);
+	guestmem_clear(&dev->mem);
 	if (dev->backend_fd >= 0)
 		close(dev->backend_fd);
 	dev->backend_fd = -1;
@@ -260,7 +260,7 @@ static int reply_u64(struct vu_dev *dev, int fd, const struct vu_hdr *req,
  *   offset  size  field
  *        0     4  nregions
  *        4     4  padding
- *        8  32*n  regions: struct gm_region_desc each
+ *        8  32*n  regions: struct guestmem_region_desc each
  *                   +0  8  guest_addr
  *                   +8  8  size
  *                  +16  8  user_addr
@@ -301,10 +301,10 @@ struct vu_config_hdr {
 _Static_assert(sizeof(struct vu_hdr) == VU_HDR_SIZE, "vhost-user header");
 _Static_assert(sizeof(struct vu_vring_state) == 8, "vring state payload");
 _Static_assert(sizeof(struct vu_vring_addr) == 40, "vring address payload");
-_Static_assert(sizeof(struct gm_region_desc) == VU_MEM_REGION_SIZE,
+_Static_assert(sizeof(struct guestmem_region_desc) == VU_MEM_REGION_SIZE,
 	       "memory region payload");
 _Static_assert(sizeof(struct vu_config_hdr) == 12, "config payload header");
-_Static_assert(VU_MEM_TABLE_HDR + VU_MEM_REGION_SIZE * GM_MAX_REGIONS <=
+_Static_assert(VU_MEM_TABLE_HDR + VU_MEM_REGION_SIZE * GUESTMEM_MAX_REGIONS <=
 	       VU_MAX_PAYLOAD, "a full memory table fits a message");
 _Static_assert(sizeof(struct vu_config_hdr) + VU_MAX_CONFIG <= VU_MAX_PAYLOAD,
 	       "a full config access fits a message");
@@ -418,17 +418,17 @@ static int h_vring_fd(struct vu_dev *dev, const struct vu_msg *m,
 static int h_set_mem_table(struct vu_dev *dev, const struct vu_msg *m,
 			   const char **why)
 {
-	struct gm_region_desc d[GM_MAX_REGIONS];
-	int fds[GM_MAX_REGIONS];
+	struct guestmem_region_desc d[GUESTMEM_MAX_REGIONS];
+	int fds[GUESTMEM_MAX_REGIONS];
 	uint32_t n, size = m->h->size;
 	int rc;
 
 	memcpy(&n, m->p, sizeof(n));
 	/* QEMU sends exactly n regions; UML sends the whole 8-slot table
 	 * with the unused slots zeroed.  Accept both, nothing else. */
-	if (n == 0 || n > GM_MAX_REGIONS ||
+	if (n == 0 || n > GUESTMEM_MAX_REGIONS ||
 	    size < VU_MEM_TABLE_HDR + VU_MEM_REGION_SIZE * n ||
-	    size > VU_MEM_TABLE_HDR + VU_MEM_REGION_SIZE * GM_MAX_REGIONS) {
+	    size > VU_MEM_TABLE_HDR + VU_MEM_REGION_SIZE * GUESTMEM_MAX_REGIONS) {
 		*why = "memory table region count does not match its size";
 		return -EINVAL;
 	}
@@ -441,7 +441,7 @@ static int h_set_mem_table(struct vu_dev *dev, const struct vu_msg *m,
 		       VU_MEM_REGION_SIZE);
 		fds[i] = take_fd(dev, i);
 	}
-	rc = gm_set_table(&dev->mem, d, fds, n);
+	rc = guestmem_set_table(&dev->mem, d, fds, n);
 	if (rc < 0) {
 		/* The old table is gone and the rings pointed into it: whatever
 		 * the reason (bad region, unmappable fd), the device cannot go
@@ -462,7 +462,7 @@ static int h_set_mem_table(struct vu_dev *dev, const struct vu_msg *m,
 		}
 	}
 	log_debug(dev->name, "memory table: %u region(s), %llu MiB", n,
-		  (unsigned long long)(gm_total_bytes(&dev->mem) >> 20));
+		  (unsigned long long)(guestmem_total_bytes(&dev->mem) >> 20));
 	if (dev->ops->mem_table_set)
 		dev->ops->mem_table_set(dev->opaque);
 	return 0;
@@ -581,7 +581,7 @@ static int h_get_queue_num(struct vu_dev *dev, const struct vu_msg *m,
 static int h_get_max_mem_slots(struct vu_dev *dev, const struct vu_msg *m,
 			       const char **why)
 {
-	return reply_u64(dev, m->fd, m->h, GM_MAX_REGIONS);
+	return reply_u64(dev, m->fd, m->h, GUESTMEM_MAX_REGIONS);
 }
 
 static int h_get_status(struct vu_dev *dev, const struct vu_msg *m,
@@ -729,7 +729,7 @@ static const struct vu_rule vu_rules[] = {
 	{ VU_SET_OWNER, "SET_OWNER", NONE, 0, 0, false, h_accept },
 	{ VU_RESET_OWNER, "RESET_OWNER", NONE, 0, 0, false, h_reset },
 	{ VU_SET_MEM_TABLE, "SET_MEM_TABLE", VU_MEM_TABLE_HDR, VU_MAX_PAYLOAD,
-	  0, GM_MAX_REGIONS, false, h_set_mem_table },
+	  0, GUESTMEM_MAX_REGIONS, false, h_set_mem_table },
 	{ VU_SET_VRING_NUM, "SET_VRING_NUM", STATE, 0, 0, false,
 	  h_set_vring_num },
 	{ VU_SET_VRING_ADDR, "SET_VRING_ADDR", sizeof(struct vu_vring_addr),
@@ -1086,7 +1086,7 @@ int vu_dev_new(struct loop *loop, const char *path, const char *name,
 	dev->conn_fd = -1;
 	dev->backend_fd = -1;
 	snprintf(dev->name, sizeof(dev->name), "%s", name);
-	gm_init(&dev->mem);
+	guestmem_init(&dev->mem);
 	for (unsigned q = 0; q < VU_MAX_QUEUES; q++)
 		vq_init(&dev->vqs[q], q);
 	if (!path) {

@@ -36,11 +36,11 @@ int vq_map(struct vq *vq, const struct guestmem *gm)
 		return -EINVAL;
 	if ((vq->desc_addr & 15) || (vq->avail_addr & 1) || (vq->used_addr & 3))
 		return -EINVAL;
-	vq->desc = gm_translate_user(gm, vq->desc_addr, 16 * n);
+	vq->desc = guestmem_translate_user(gm, vq->desc_addr, 16 * n);
 	/* avail: flags, idx, ring[n], used_event */
-	vq->avail = gm_translate_user(gm, vq->avail_addr, 6 + 2 * n);
+	vq->avail = guestmem_translate_user(gm, vq->avail_addr, 6 + 2 * n);
 	/* used: flags, idx, ring[n], avail_event */
-	vq->used = gm_translate_user(gm, vq->used_addr, 6 + 8 * n);
+	vq->used = guestmem_translate_user(gm, vq->used_addr, 6 + 8 * n);
 	if (!vq->desc || !vq->avail || !vq->used) {
 		vq->desc = NULL;
 		vq->avail = NULL;
@@ -120,7 +120,7 @@ int vq_pop(struct vq *vq, const struct guestmem *gm, struct vq_elem *elem,
 		b->write = d.flags & VRING_DESC_F_WRITE;
 		b->hva = NULL;
 		if (d.len) {
-			b->hva = gm_translate(gm, d.addr, d.len);
+			b->hva = guestmem_translate(gm, d.addr, d.len);
 			if (!b->hva) {
 				*why = "descriptor buffer outside guest memory";
 				return -EFAULT;

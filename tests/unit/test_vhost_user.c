@@ -983,7 +983,7 @@ static void bad_memory_tables_fail_the_device(void **state)
 /*
  * A memory table whose file cannot be mapped (here: opened read-only, so
  * mmap(PROT_WRITE, MAP_SHARED) fails with EACCES; a huge sparse file gives
- * ENOMEM the same way) arrives while the rings are live.  gm_set_table has
+ * ENOMEM the same way) arrives while the rings are live.  guestmem_set_table has
  * already unmapped the old table.  The device must not keep ring pointers
  * into the unmapped memory: either it fails, or every ring is unmapped.
  * (Kicking a ring that still points there crashes the daemon.)
