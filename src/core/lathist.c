@@ -1,4 +1,8 @@
 /*
+ * lathist: a log-linear latency histogram: exact below LATHIST_SUB,
+ * then LATHIST_SUB buckets per power of two (API in lathist.h).
+ */
+/*
  * Bucket index of a value v >= LATHIST_SUB with top bit e (2^e <= v <
  * 2^(e+1)): the top LATHIST_SUB_BITS + 1 bits of v pick one of LATHIST_SUB
  * equal slices of [2^e, 2^(e+1)), and each e past the exact range gets its

@@ -1,3 +1,7 @@
+/*
+ * log: levelled one-line diagnostics on stderr, tagged with the guest they
+ * are about (API in log.h).
+ */
 #include "log.h"
 
 #include <stdarg.h>

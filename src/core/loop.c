@@ -1,4 +1,8 @@
 /*
+ * loop: the epoll event loop every part of ebbd runs on: fd watchers and
+ * timers, with deferred free (API and threading rule in loop.h).
+ */
+/*
  * The loop keeps watchers in epoll (data.ptr = watcher) and timers in a
  * plain list: the daemon has a handful of timers, so finding the earliest
  * deadline by a linear walk each iteration is cheaper than a heap.

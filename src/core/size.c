@@ -1,3 +1,7 @@
+/*
+ * size: parse and format human sizes ("512M", "1.5G") for the CLI and the
+ * control protocol (rules in size.h).
+ */
 #include "size.h"
 
 #include <ctype.h>

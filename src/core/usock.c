@@ -1,3 +1,7 @@
+/*
+ * usock: a listening Unix socket that appears at its path only once it
+ * accepts (API in usock.h).
+ */
 #include "usock.h"
 
 #include <errno.h>

@@ -1,3 +1,7 @@
+/*
+ * balloon: virtio-balloon over vhost-user: inflate, deflate, statistics
+ * and free page reporting (API and events in balloon.h).
+ */
 #include "balloon.h"
 
 #include <endian.h>

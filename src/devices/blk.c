@@ -1,5 +1,6 @@
 /*
- * virtio-blk over vhost-user.
+ * blk: virtio-blk over vhost-user, on a storage backend (API in blk.h,
+ * the backend contract in blkback.h).
  *
  * Serving one chain (serve()):
  *   1. Measure the two streams: R readable bytes (bufs[0, nout)), W

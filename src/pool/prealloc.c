@@ -1,5 +1,6 @@
 /*
- * prealloc: a populate_file() run on a worker thread that charges the pool.
+ * prealloc: a populate_file() run on a worker thread that charges the pool
+ * (API and threading rule in prealloc.h).
  */
 #include "prealloc.h"
 

@@ -1,4 +1,8 @@
 /*
+ * lz4page: ebb's LZ4 block compressor for single pages, sized for one page
+ * (16-bit positions, 8 KiB table); liblz4 decompresses (API in lz4page.h).
+ */
+/*
  * The parse is LZ4's classic greedy one: hash the bytes at each position,
  * look up the last position with the same hash, and if the bytes really
  * match (at least min_match of them) extend the match both ways and emit

@@ -1,5 +1,6 @@
 /*
- * Thin adapters from the pagecomp contract to the compressors.
+ * pagecomp: thin adapters from the pagecomp contract (pagecomp.h) to the
+ * compressors.
  *
  * lz4, lz4-fast: ebb's page compressor (lz4page.c) writes standard LZ4
  * blocks, liblz4's LZ4_decompress_safe() reads them.  The two differ in

@@ -1,4 +1,8 @@
 /*
+ * zslab: size-class slabs that hold the store's compressed blobs behind
+ * 64-bit handles (API and size classes in zslab.h).
+ */
+/*
  * Layout:
  *
  *   zs->tab[id] ──► struct zslab_slab (header, separate allocation)

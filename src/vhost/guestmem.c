@@ -1,3 +1,7 @@
+/*
+ * guestmem: a guest's memory regions as the backend maps them:
+ * translation, hole punching, residency (API in guestmem.h).
+ */
 #include "guestmem.h"
 
 #include <errno.h>

@@ -1,5 +1,6 @@
 /*
- * vhost-user backend.
+ * vhost_user: the backend side of vhost-user (API, lifecycle and the
+ * hostile-frontend rules in vhost_user.h).
  *
  * Message framing (vhost-user.rst, "Message Specification"): a 12-byte
  * header {u32 request; u32 flags; u32 size} followed by size bytes of

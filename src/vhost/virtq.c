@@ -1,3 +1,7 @@
+/*
+ * virtq: the device side of a split virtqueue; every guest index and
+ * address is checked before use (API in virtq.h).
+ */
 #include "virtq.h"
 
 #include <endian.h>
