@@ -121,6 +121,11 @@ int lz4page_init(struct lz4page *z, unsigned min_match)
 	return 0;
 }
 
+/*
+ * About 110 lines on purpose: this is the store's hottest loop (every put),
+ * and its cursors (ip, op, anchor, the hash table) stay in registers only
+ * while the match search and the sequence emit live in one function.
+ */
 int lz4page_compress(struct lz4page *z, const void *srcv, size_t len,
 		     void *dstv, size_t cap, size_t *out)
 {
