@@ -1,6 +1,6 @@
 /*
  * benchstat: the statistics every benchmark here prints.  Timing itself
- * uses loop_now_ns() (src/loop.h, CLOCK_MONOTONIC).
+ * uses loop_now_ns() (src/core/loop.h, CLOCK_MONOTONIC).
  */
 #ifndef EBB_BENCHSTAT_H
 #define EBB_BENCHSTAT_H

@@ -3,9 +3,9 @@
  * guest's RAM file, by the size of each punch.
  *
  * ebbd returns guest memory with fallocate(PUNCH_HOLE | KEEP_SIZE) on the
- * tmpfs file that backs the guest (src/guestmem.c, gm_discard): free page
- * reporting hands it 2 MiB blocks, a balloon inflate hands it 4 KiB pfns
- * that it coalesces into runs.  This measures the cost of that syscall per
+ * tmpfs file that backs the guest (src/vhost/guestmem.c,
+ * guestmem_discard): free page reporting hands it 2 MiB blocks, a balloon
+ * inflate hands it 4 KiB pfns that it coalesces into runs.  This measures the cost of that syscall per
  * unit: a file of SIZE (default 1 GiB) in /dev/shm is populated with
  * fallocate, then punched out completely in units of 2 MiB, 256, 128 and
  * 64 KiB and 4 KiB (in file order), and 4 KiB again in a shuffled order

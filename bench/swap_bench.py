@@ -257,7 +257,7 @@ def run_zswap_qsd(d, name, args):
 
 def run_ebb_tmem(d, name, args):
     """Swap on ebb's own vhost-user-blk device, backed by the compressed
-    store (src/tmem.c) with a per-guest backing file for what the store
+    store (src/tmem/) with a per-guest backing file for what the store
     refuses.
 
     guest-run `swap: SIZE` (and `swap_quota: SIZE` with --ebb-swap-quota)

@@ -106,7 +106,7 @@ static void check_range(uint64_t off, uint64_t len)
  * (ASan does not see mmap bounds). */
 static uint64_t check_iov(const struct iovec *iov, unsigned n)
 {
-	const struct gm_region *r = &vu_dev_mem(cur_vu)->r[0];
+	const struct guestmem_region *r = &vu_dev_mem(cur_vu)->r[0];
 	uint64_t sum = 0;
 
 	if (n == 0)

@@ -61,7 +61,7 @@ __attribute__((noreturn)) static void die(const char *what)
 /* (Re)build the two-region table with region 0 at file offset @s. */
 static void set_table(unsigned s)
 {
-	struct gm_region_desc d[2] = {
+	struct guestmem_region_desc d[2] = {
 		{ .guest_addr = GPA, .size = HALF - 16, .user_addr = GPA,
 		  .mmap_offset = s },
 		{ .guest_addr = GPA + HALF, .size = HALF,
@@ -69,8 +69,8 @@ static void set_table(unsigned s)
 	};
 	int fds[2] = { dup(ram_fd), dup(ram_fd) };
 
-	if (fds[0] < 0 || fds[1] < 0 || gm_set_table(&gm, d, fds, 2) < 0)
-		die("gm_set_table");
+	if (fds[0] < 0 || fds[1] < 0 || guestmem_set_table(&gm, d, fds, 2) < 0)
+		die("guestmem_set_table");
 	skew = s;
 }
 
@@ -88,7 +88,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		    ram_fd, 0);
 	if (view == MAP_FAILED)
 		die("mmap");
-	gm_init(&gm);
+	guestmem_init(&gm);
 	set_table(0);
 	return 0;
 }
@@ -99,7 +99,7 @@ static bool inside(const void *p, uint64_t len)
 	const uint8_t *b = p;
 
 	for (unsigned i = 0; i < gm.nregions; i++) {
-		const struct gm_region *r = &gm.r[i];
+		const struct guestmem_region *r = &gm.r[i];
 
 		if (b >= r->map && len <= r->size &&
 		    (uint64_t)(b - r->map) <= r->size - len)
@@ -140,7 +140,7 @@ static void check_elem(const struct vq *vq)
 		}
 		if (!b->hva || !inside(b->hva, b->len))
 			die("buffer pointer outside guest memory");
-		if ((uint8_t *)b->hva - (uint8_t *)gm_translate(&gm, b->gpa, 1) != 0)
+		if ((uint8_t *)b->hva - (uint8_t *)guestmem_translate(&gm, b->gpa, 1) != 0)
 			die("buffer pointer does not match its address");
 		/* Touch both ends, as a device would. */
 		total += ((volatile uint8_t *)b->hva)[0];

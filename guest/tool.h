@@ -3,7 +3,7 @@
  *
  * These tools run inside the guest's busybox initramfs, linked statically
  * and on their own: they deliberately do not link libebb, so this file
- * carries its own small size parser instead of src/size.c.
+ * carries its own small size parser instead of src/core/size.c.
  */
 #ifndef EBB_GUEST_TOOL_H
 #define EBB_GUEST_TOOL_H

@@ -52,7 +52,7 @@
 #define CAP (4 * MiB)		/* disk size */
 #define CAP_SECTORS (CAP / 512)
 #define SERIAL "ebb-test-serial"
-#define DWZ_MAX 64		/* max_dwz_sectors of the segment-list tests */
+#define DWZ_MAX 64		/* max_discard_sectors of the segment-list tests */
 
 /* Wire values (virtio 1.x 5.2), spelled out so tests read as the spec. */
 #define F_SIZE_MAX 1
@@ -775,10 +775,10 @@ static void config_and_features_with_every_op(void **state)
 	assert_int_equal(c[32], 0);			/* writeback */
 	assert_int_equal(c[33], 0);			/* unused0 */
 	assert_int_equal(cfg16(c, 34), 1);		/* num_queues */
-	assert_int_equal(cfg32(c, 36), BLK_DWZ_SECTORS_DEFAULT);
+	assert_int_equal(cfg32(c, 36), BLK_DISCARD_SECTORS_DEFAULT);
 	assert_int_equal(cfg32(c, 40), BLK_DISCARD_SEG_MAX);
 	assert_int_equal(cfg32(c, 44), 8);		/* 4 KiB granule */
-	assert_int_equal(cfg32(c, 48), BLK_DWZ_SECTORS_DEFAULT);
+	assert_int_equal(cfg32(c, 48), BLK_DISCARD_SECTORS_DEFAULT);
 	assert_int_equal(cfg32(c, 52), BLK_DISCARD_SEG_MAX);
 	assert_int_equal(c[56], 1);			/* may unmap */
 	assert_int_equal(c[57] | c[58] | c[59], 0);	/* unused1 */
@@ -828,7 +828,7 @@ static void topology_names_the_physical_block(void **state)
 {
 	struct env *e = *state;
 	struct opts o = { .p = { .block_size = 512, .phys_block_size = 4096,
-				 .seg_max = 30, .max_dwz_sectors = 2048 } };
+				 .seg_max = 30, .max_discard_sectors = 2048 } };
 	uint8_t c[60];
 
 	side_open(e, &e->a, &o);
@@ -1550,7 +1550,7 @@ static void bad_segment_lists(struct env *e, uint32_t type, int op)
 	serves(e, s);
 }
 
-static const struct opts dwz_opts = { .p = { .max_dwz_sectors = DWZ_MAX } };
+static const struct opts dwz_opts = { .p = { .max_discard_sectors = DWZ_MAX } };
 
 static void bad_discards_are_refused(void **state)
 {

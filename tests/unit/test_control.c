@@ -1,6 +1,6 @@
 /*
- * Tests for the control socket (src/control.c) and, end to end, the ebbctl
- * client (src/ebbctl.c).
+ * Tests for the control socket (src/daemon/control.c) and, end to end, the ebbctl
+ * client (src/cli/).
  *
  * Each test gets a fresh server on a real unix socket in a temporary
  * directory, with its loop running in a second thread; the test thread is

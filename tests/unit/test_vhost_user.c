@@ -456,9 +456,9 @@ static void stats_are_recorded_and_unknown_tags_ignored(void **state)
 	struct balloon_info bi;
 
 	handshake(s);
-	put_stat(p, BALLOON_S_MEMFREE, 12345678);
+	put_stat(p, VIRTIO_BALLOON_S_MEMFREE, 12345678);
 	put_stat(p + 10, 0x7777, 1);		/* a tag from the future */
-	put_stat(p + 20, BALLOON_S_MEMTOT, 999 * MiB);
+	put_stat(p + 20, VIRTIO_BALLOON_S_MEMTOT, 999 * MiB);
 	/* Split over two readable descriptors: gathered. */
 	post(s, Q_STATS, 2, a, l, NULL);
 	for (int i = 0; i < 20; i++)
@@ -466,10 +466,10 @@ static void stats_are_recorded_and_unknown_tags_ignored(void **state)
 	balloon_get_info(s->b, &bi);
 	assert_false(bi.failed);
 	assert_false(vu_dev_is_failed(s->vu));
-	assert_int_equal(bi.stats[BALLOON_S_MEMFREE], 12345678);
-	assert_int_equal(bi.stats[BALLOON_S_MEMTOT], 999 * MiB);
-	assert_int_equal(bi.stats_valid, (1u << BALLOON_S_MEMFREE) |
-					 (1u << BALLOON_S_MEMTOT));
+	assert_int_equal(bi.stats[VIRTIO_BALLOON_S_MEMFREE], 12345678);
+	assert_int_equal(bi.stats[VIRTIO_BALLOON_S_MEMTOT], 999 * MiB);
+	assert_int_equal(bi.stats_valid, (1u << VIRTIO_BALLOON_S_MEMFREE) |
+					 (1u << VIRTIO_BALLOON_S_MEMTOT));
 	assert_true(bi.stats_ms > 0);
 	/* The device keeps the buffer until it wants the next report. */
 	assert_int_equal(ff_ring_used_idx(&s->r[Q_STATS]), 0);
@@ -983,7 +983,7 @@ static void bad_memory_tables_fail_the_device(void **state)
 /*
  * A memory table whose file cannot be mapped (here: opened read-only, so
  * mmap(PROT_WRITE, MAP_SHARED) fails with EACCES; a huge sparse file gives
- * ENOMEM the same way) arrives while the rings are live.  gm_set_table has
+ * ENOMEM the same way) arrives while the rings are live.  guestmem_set_table has
  * already unmapped the old table.  The device must not keep ring pointers
  * into the unmapped memory: either it fails, or every ring is unmapped.
  * (Kicking a ring that still points there crashes the daemon.)
@@ -1428,7 +1428,7 @@ static void bad_stats_fail_the_device(void **state)
 			ff_pump(e->loop);
 		balloon_get_info(e->a.b, &bi);
 		assert_false(vu_dev_is_failed(e->a.vu));
-		assert_int_equal(bi.stats_valid, 1u << BALLOON_S_SWAP_IN);
+		assert_int_equal(bi.stats_valid, 1u << VIRTIO_BALLOON_S_SWAP_IN);
 	}
 }
 

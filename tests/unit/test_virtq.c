@@ -1,6 +1,6 @@
 /*
  * Tests for virtq (split virtqueue walker) and guestmem (regions, holes),
- * on real memory: guest RAM is a memfd mapped through gm_set_table, and
+ * on real memory: guest RAM is a memfd mapped through guestmem_set_table, and
  * the rings are laid out in it by the driver-side helpers of
  * fake_frontend.c, exactly as a guest would.
  *
@@ -44,7 +44,7 @@ struct env {
 
 static void install(struct guestmem *gm, const struct ff_mem *m)
 {
-	struct gm_region_desc d = {
+	struct guestmem_region_desc d = {
 		.guest_addr = m->gpa,
 		.size = m->bytes,
 		.user_addr = m->gpa,
@@ -53,7 +53,7 @@ static void install(struct guestmem *gm, const struct ff_mem *m)
 	int fd = dup(m->fd);
 
 	assert_true(fd >= 0);
-	assert_int_equal(gm_set_table(gm, &d, &fd, 1), 0);
+	assert_int_equal(guestmem_set_table(gm, &d, &fd, 1), 0);
 }
 
 /* Point @vq at @r and map it. */
@@ -75,7 +75,7 @@ static int setup(void **state)
 
 	assert_non_null(e);
 	ff_mem_init(&e->m, GPA, 0, MEM);
-	gm_init(&e->gm);
+	guestmem_init(&e->gm);
 	install(&e->gm, &e->m);
 	ff_ring_init(&e->r, &e->m, NUM, GPA);
 	vq_init(&e->vq, 0);
@@ -91,7 +91,7 @@ static int teardown(void **state)
 	struct env *e = *state;
 
 	vq_reset(&e->vq);
-	gm_clear(&e->gm);
+	guestmem_clear(&e->gm);
 	ff_mem_free(&e->m);
 	free(e->elem);
 	free(e);
@@ -217,7 +217,7 @@ static void map_rejects_an_empty_memory_table(void **state)
 {
 	struct env *e = *state;
 
-	gm_clear(&e->gm);
+	guestmem_clear(&e->gm);
 	assert_int_equal(vq_map(&e->vq, &e->gm), -EFAULT);
 	assert_false(vq_ready(&e->vq));
 }
@@ -241,7 +241,7 @@ static void map_refuses_misaligned_host_pointers(void **state)
 	(void)e;
 	/* Guest memory starts 2 bytes into the file. */
 	ff_mem_init(&m2, GPA, 2, MEM);
-	gm_init(&gm2);
+	guestmem_init(&gm2);
 	install(&gm2, &m2);
 	e->vq.num = NUM;
 	e->vq.desc_addr = GPA + 0x1000;
@@ -256,7 +256,7 @@ static void map_refuses_misaligned_host_pointers(void **state)
 		assert_int_equal(rc, -EINVAL);
 	}
 	e->vq.desc = NULL;
-	gm_clear(&gm2);
+	guestmem_clear(&gm2);
 	ff_mem_free(&m2);
 }
 
@@ -503,7 +503,7 @@ static void pop_rejects_buffer_across_two_regions(void **state)
 {
 	struct env *e = *state;
 	struct ff_mem hi;
-	struct gm_region_desc d[2] = {
+	struct guestmem_region_desc d[2] = {
 		{ GPA, MEM, GPA, 0 },
 		{ GPA + MEM, MEM, GPA + MEM, 0 },
 	};
@@ -512,7 +512,7 @@ static void pop_rejects_buffer_across_two_regions(void **state)
 	/* A second, adjacent region in another file. */
 	ff_mem_init(&hi, GPA + MEM, 0, MEM);
 	fds[1] = dup(hi.fd);
-	assert_int_equal(gm_set_table(&e->gm, d, fds, 2), 0);
+	assert_int_equal(guestmem_set_table(&e->gm, d, fds, 2), 0);
 	assert_int_equal(vq_map(&e->vq, &e->gm), 0);
 
 	/* Wholly in the second region: fine. */
@@ -637,55 +637,55 @@ static bool fd_closed(int fd)
 }
 
 static int set_one(struct guestmem *gm, const struct ff_mem *m,
-		   struct gm_region_desc d, int *fd_out)
+		   struct guestmem_region_desc d, int *fd_out)
 {
 	int fd = dup(m->fd);
 
 	assert_true(fd >= 0);
 	if (fd_out)
 		*fd_out = fd;
-	return gm_set_table(gm, &d, &fd, 1);
+	return guestmem_set_table(gm, &d, &fd, 1);
 }
 
 static void gm_translate_at_boundaries(void **state)
 {
 	struct env *e = *state;
-	uint8_t *base = gm_translate(&e->gm, GPA, 1);
+	uint8_t *base = guestmem_translate(&e->gm, GPA, 1);
 
 	assert_non_null(base);
-	assert_ptr_equal(gm_translate(&e->gm, GPA + MEM - 1, 1), base + MEM - 1);
-	assert_ptr_equal(gm_translate(&e->gm, GPA, MEM), base);
-	assert_null(gm_translate(&e->gm, GPA, MEM + 1));
-	assert_null(gm_translate(&e->gm, GPA + MEM, 1));
-	assert_null(gm_translate(&e->gm, GPA - 1, 1));
-	assert_null(gm_translate(&e->gm, GPA - 1, 2));
-	assert_null(gm_translate(&e->gm, GPA + 1, UINT64_MAX));
-	assert_null(gm_translate(&e->gm, UINT64_MAX, 1));
-	assert_null(gm_translate(&e->gm, GPA, 0));	/* empty ranges too */
+	assert_ptr_equal(guestmem_translate(&e->gm, GPA + MEM - 1, 1), base + MEM - 1);
+	assert_ptr_equal(guestmem_translate(&e->gm, GPA, MEM), base);
+	assert_null(guestmem_translate(&e->gm, GPA, MEM + 1));
+	assert_null(guestmem_translate(&e->gm, GPA + MEM, 1));
+	assert_null(guestmem_translate(&e->gm, GPA - 1, 1));
+	assert_null(guestmem_translate(&e->gm, GPA - 1, 2));
+	assert_null(guestmem_translate(&e->gm, GPA + 1, UINT64_MAX));
+	assert_null(guestmem_translate(&e->gm, UINT64_MAX, 1));
+	assert_null(guestmem_translate(&e->gm, GPA, 0));	/* empty ranges too */
 	/* A write through the translation is the guest's memory. */
 	base[4242] = 0x77;
 	assert_int_equal(*(uint8_t *)ff_mem_ptr(&e->m, GPA + 4242), 0x77);
-	assert_int_equal(gm_total_bytes(&e->gm), MEM);
+	assert_int_equal(guestmem_total_bytes(&e->gm), MEM);
 }
 
 static void gm_user_addresses_translate_separately(void **state)
 {
 	struct env *e = *state;
-	struct gm_region_desc d = { GPA, MEM, 0x7f0000000000ull, 0 };
+	struct guestmem_region_desc d = { GPA, MEM, 0x7f0000000000ull, 0 };
 
 	assert_int_equal(set_one(&e->gm, &e->m, d, NULL), 0);
-	assert_non_null(gm_translate_user(&e->gm, 0x7f0000000000ull, 16));
-	assert_ptr_equal(gm_translate_user(&e->gm, 0x7f0000000000ull + 64, 16),
-			 gm_translate(&e->gm, GPA + 64, 16));
-	assert_null(gm_translate_user(&e->gm, GPA, 16));
-	assert_null(gm_translate(&e->gm, 0x7f0000000000ull, 16));
-	assert_null(gm_translate_user(&e->gm, 0x7f0000000000ull + MEM - 8, 16));
+	assert_non_null(guestmem_translate_user(&e->gm, 0x7f0000000000ull, 16));
+	assert_ptr_equal(guestmem_translate_user(&e->gm, 0x7f0000000000ull + 64, 16),
+			 guestmem_translate(&e->gm, GPA + 64, 16));
+	assert_null(guestmem_translate_user(&e->gm, GPA, 16));
+	assert_null(guestmem_translate(&e->gm, 0x7f0000000000ull, 16));
+	assert_null(guestmem_translate_user(&e->gm, 0x7f0000000000ull + MEM - 8, 16));
 }
 
 static void gm_rejects_bad_tables_and_closes_fds(void **state)
 {
 	struct env *e = *state;
-	const struct gm_region_desc bad[] = {
+	const struct guestmem_region_desc bad[] = {
 		{ GPA, 0, GPA, 0 },				/* empty */
 		{ UINT64_MAX - 4095, 8192, GPA, 0 },		/* guest wraps */
 		{ GPA, MEM, UINT64_MAX - 4095, 0 },		/* user wraps */
@@ -702,28 +702,28 @@ static void gm_rejects_bad_tables_and_closes_fds(void **state)
 		assert_true(fd_closed(fd));
 		/* The old table is gone too (documented). */
 		assert_int_equal(e->gm.nregions, 0);
-		assert_null(gm_translate(&e->gm, GPA, 1));
+		assert_null(guestmem_translate(&e->gm, GPA, 1));
 	}
 	/* Exactly the file's length is fine. */
 	assert_int_equal(set_one(&e->gm, &e->m,
-				 (struct gm_region_desc){ GPA, MEM - 4096, GPA, 4096 },
+				 (struct guestmem_region_desc){ GPA, MEM - 4096, GPA, 4096 },
 				 NULL), 0);
 	/* An unaligned offset is mapped with the skew. */
 	memcpy(ff_mem_ptr(&e->m, GPA + 4096 + 123), "skew", 5);
 	assert_int_equal(set_one(&e->gm, &e->m,
-				 (struct gm_region_desc){ GPA, MEM - 8192, GPA, 4096 + 123 },
+				 (struct guestmem_region_desc){ GPA, MEM - 8192, GPA, 4096 + 123 },
 				 NULL), 0);
-	assert_string_equal(gm_translate(&e->gm, GPA, 5), "skew");
+	assert_string_equal(guestmem_translate(&e->gm, GPA, 5), "skew");
 }
 
 static void gm_rejects_non_regular_files(void **state)
 {
 	struct env *e = *state;
-	struct gm_region_desc d = { GPA, 4096, GPA, 0 };
+	struct guestmem_region_desc d = { GPA, 4096, GPA, 0 };
 	int p[2];
 
 	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-	assert_int_equal(gm_set_table(&e->gm, &d, &p[0], 1), -EINVAL);
+	assert_int_equal(guestmem_set_table(&e->gm, &d, &p[0], 1), -EINVAL);
 	assert_true(fd_closed(p[0]));
 	close(p[1]);
 }
@@ -741,30 +741,30 @@ static void gm_rejects_overlap(void **state)
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		struct gm_region_desc d[2] = {
+		struct guestmem_region_desc d[2] = {
 			{ cases[i].a, cases[i].asz, cases[i].a, 0 },
 			{ cases[i].b, cases[i].bsz, cases[i].b, 0 },
 		};
 		int fds[2] = { dup(e->m.fd), dup(e->m.fd) };
 
-		assert_int_equal(gm_set_table(&e->gm, d, fds, 2), -EINVAL);
+		assert_int_equal(guestmem_set_table(&e->gm, d, fds, 2), -EINVAL);
 		assert_true(fd_closed(fds[0]));
 		assert_true(fd_closed(fds[1]));
 	}
 	/* Adjacent is not overlapping; both halves of one file, UML-style. */
 	{
-		struct gm_region_desc d[2] = {
+		struct guestmem_region_desc d[2] = {
 			{ GPA, MEM / 2, GPA, 0 },
 			{ GPA + MEM / 2, MEM / 2, GPA + MEM / 2, MEM / 2 },
 		};
 		int fds[2] = { dup(e->m.fd), dup(e->m.fd) };
 		uint64_t res;
 
-		assert_int_equal(gm_set_table(&e->gm, d, fds, 2), 0);
-		assert_int_equal(gm_total_bytes(&e->gm), MEM);
+		assert_int_equal(guestmem_set_table(&e->gm, d, fds, 2), 0);
+		assert_int_equal(guestmem_total_bytes(&e->gm), MEM);
 		/* One file counted once. */
 		ff_mem_touch(&e->m);
-		assert_int_equal(gm_resident_bytes(&e->gm, &res), 0);
+		assert_int_equal(guestmem_resident_bytes(&e->gm, &res), 0);
 		assert_int_equal(res, ff_mem_allocated(&e->m));
 	}
 }
@@ -772,31 +772,31 @@ static void gm_rejects_overlap(void **state)
 static void gm_rejects_too_many_regions_and_closes_every_fd(void **state)
 {
 	struct env *e = *state;
-	struct gm_region_desc d[GM_MAX_REGIONS + 1];
-	int fds[GM_MAX_REGIONS + 1];
+	struct guestmem_region_desc d[GUESTMEM_MAX_REGIONS + 1];
+	int fds[GUESTMEM_MAX_REGIONS + 1];
 
-	for (unsigned i = 0; i < GM_MAX_REGIONS + 1; i++) {
-		d[i] = (struct gm_region_desc){ GPA + i * 4096, 4096,
+	for (unsigned i = 0; i < GUESTMEM_MAX_REGIONS + 1; i++) {
+		d[i] = (struct guestmem_region_desc){ GPA + i * 4096, 4096,
 						GPA + i * 4096, i * 4096 };
 		fds[i] = dup(e->m.fd);
 	}
-	assert_int_equal(gm_set_table(&e->gm, d, fds, GM_MAX_REGIONS + 1),
+	assert_int_equal(guestmem_set_table(&e->gm, d, fds, GUESTMEM_MAX_REGIONS + 1),
 			 -EINVAL);
-	assert_int_equal(gm_set_table(&e->gm, d, fds, 0), -EINVAL);
+	assert_int_equal(guestmem_set_table(&e->gm, d, fds, 0), -EINVAL);
 	/* "taking ownership of @fds (closed on failure too)": all nine. */
-	for (unsigned i = 0; i < GM_MAX_REGIONS + 1; i++) {
+	for (unsigned i = 0; i < GUESTMEM_MAX_REGIONS + 1; i++) {
 		if (!fd_closed(fds[i]))
 			close(fds[i]);
 		else
 			fds[i] = -1;
 	}
-	for (unsigned i = 0; i < GM_MAX_REGIONS + 1; i++)
+	for (unsigned i = 0; i < GUESTMEM_MAX_REGIONS + 1; i++)
 		assert_int_equal(fds[i], -1);
 	/* Eight is the limit, and it works. */
-	for (unsigned i = 0; i < GM_MAX_REGIONS; i++)
+	for (unsigned i = 0; i < GUESTMEM_MAX_REGIONS; i++)
 		fds[i] = dup(e->m.fd);
-	assert_int_equal(gm_set_table(&e->gm, d, fds, GM_MAX_REGIONS), 0);
-	assert_int_equal(e->gm.nregions, GM_MAX_REGIONS);
+	assert_int_equal(guestmem_set_table(&e->gm, d, fds, GUESTMEM_MAX_REGIONS), 0);
+	assert_int_equal(e->gm.nregions, GUESTMEM_MAX_REGIONS);
 }
 
 static void gm_discard_frees_host_memory(void **state)
@@ -807,10 +807,10 @@ static void gm_discard_frees_host_memory(void **state)
 	ff_mem_touch(&e->m);
 	before = ff_mem_allocated(&e->m);
 	assert_true(before >= MEM);
-	assert_int_equal(gm_resident_bytes(&e->gm, &res), 0);
+	assert_int_equal(guestmem_resident_bytes(&e->gm, &res), 0);
 	assert_int_equal(res, before);
 
-	assert_int_equal(gm_discard(&e->gm, GPA + 64 * 1024, 256 * 1024), 0);
+	assert_int_equal(guestmem_discard(&e->gm, GPA + 64 * 1024, 256 * 1024), 0);
 	after = ff_mem_allocated(&e->m);
 	assert_int_equal(before - after, 256 * 1024);
 	assert_false(ff_mem_page_present(&e->m, GPA + 64 * 1024));
@@ -828,16 +828,16 @@ static void gm_discard_refuses_ranges_outside(void **state)
 
 	ff_mem_touch(&e->m);
 	before = ff_mem_allocated(&e->m);
-	assert_int_equal(gm_discard(&e->gm, GPA - 4096, 4096), -EFAULT);
-	assert_int_equal(gm_discard(&e->gm, GPA - 4096, 8192), -EFAULT);
-	assert_int_equal(gm_discard(&e->gm, GPA + MEM - 4096, 8192), -EFAULT);
-	assert_int_equal(gm_discard(&e->gm, GPA + MEM, 4096), -EFAULT);
-	assert_int_equal(gm_discard(&e->gm, GPA, UINT64_MAX), -EFAULT);
-	assert_int_equal(gm_discard(&e->gm, UINT64_MAX - 4095, 8192), -EFAULT);
-	assert_int_equal(gm_discard(&e->gm, GPA, 0), -EFAULT);
+	assert_int_equal(guestmem_discard(&e->gm, GPA - 4096, 4096), -EFAULT);
+	assert_int_equal(guestmem_discard(&e->gm, GPA - 4096, 8192), -EFAULT);
+	assert_int_equal(guestmem_discard(&e->gm, GPA + MEM - 4096, 8192), -EFAULT);
+	assert_int_equal(guestmem_discard(&e->gm, GPA + MEM, 4096), -EFAULT);
+	assert_int_equal(guestmem_discard(&e->gm, GPA, UINT64_MAX), -EFAULT);
+	assert_int_equal(guestmem_discard(&e->gm, UINT64_MAX - 4095, 8192), -EFAULT);
+	assert_int_equal(guestmem_discard(&e->gm, GPA, 0), -EFAULT);
 	assert_int_equal(ff_mem_allocated(&e->m), before);
-	gm_clear(&e->gm);
-	assert_int_equal(gm_discard(&e->gm, GPA, 4096), -EFAULT);
+	guestmem_clear(&e->gm);
+	assert_int_equal(guestmem_discard(&e->gm, GPA, 4096), -EFAULT);
 }
 
 static void gm_discard_with_offset_punches_the_right_pages(void **state)
@@ -851,15 +851,15 @@ static void gm_discard_with_offset_punches_the_right_pages(void **state)
 	ff_mem_init(&m2, GPA, MEM, MEM);
 	ff_mem_touch(&m2);
 	assert_int_equal(set_one(&e->gm, &m2,
-				 (struct gm_region_desc){ GPA, MEM, GPA, MEM },
+				 (struct guestmem_region_desc){ GPA, MEM, GPA, MEM },
 				 NULL), 0);
 	before = ff_mem_allocated(&m2);
-	assert_int_equal(gm_discard(&e->gm, GPA, 8192), 0);
+	assert_int_equal(guestmem_discard(&e->gm, GPA, 8192), 0);
 	assert_int_equal(before - ff_mem_allocated(&m2), 8192);
 	assert_false(ff_mem_page_present(&m2, GPA));
 	/* File offset 0 (not guest memory) is untouched. */
 	assert_int_equal(m2.map[0], 0x5a);
-	gm_clear(&e->gm);
+	guestmem_clear(&e->gm);
 	ff_mem_free(&m2);
 }
 

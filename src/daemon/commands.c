@@ -1,0 +1,484 @@
+/*
+ * ebbd's control commands: one handler per command of the control
+ * protocol (docs/control.md), and the table that registers them with
+ * the control socket.  Declared in ebbd.h.
+ */
+#include "ebbd.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "guest_run.h"
+#include "loop.h"
+
+static int lookup(struct ebbd *d, json_t *args, struct slot **out, char **err)
+{
+	const char *name;
+	int rc = control_arg_str(args, "name", true, &name, err);
+
+	if (rc)
+		return rc;
+	*out = find_slot(d, name);
+	if (!*out) {
+		*err = errf("no guest named '%s'", name);
+		return -ENOENT;
+	}
+	return 0;
+}
+
+static json_t *tmem_stats_json(const struct tmem_stats *t)
+{
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+			 "s:I, s:I, s:I, s:f, s:f}",
+		"persistent_pages", (json_int_t)t->persistent_pages,
+		"ephemeral_pages", (json_int_t)t->ephemeral_pages,
+		"zero_pages", (json_int_t)t->zero_pages,
+		"raw_pages", (json_int_t)t->raw_pages,
+		"logical_bytes", (json_int_t)t->logical_bytes,
+		"compressed_bytes", (json_int_t)t->compressed_bytes,
+		"stored_bytes", (json_int_t)t->stored_bytes,
+		"charged_bytes", (json_int_t)t->charged_bytes,
+		"puts", (json_int_t)t->puts,
+		"gets", (json_int_t)t->gets,
+		"hits", (json_int_t)t->hits,
+		"misses", (json_int_t)t->misses,
+		"evictions", (json_int_t)t->evictions,
+		"refused_puts", (json_int_t)t->refused_puts,
+		"compression_ratio", t->compression_ratio,
+		"dedup_ratio", t->dedup_ratio);
+}
+
+
+/* guest-run's checks that need no slot: sizes and the name. */
+static int check_run(const struct guest_run *r, char **err)
+{
+	if (r->swap % POOL_PAGE_SIZE || r->swap > SWAPSTORE_MAX_BYTES ||
+	    (r->swap && r->swap < (1ull << 20))) {
+		*err = errf("swap must be whole pages, at least 1M and at most %llu GiB",
+			    (unsigned long long)(SWAPSTORE_MAX_BYTES >> 30));
+		return -EINVAL;
+	}
+	if (!guest_name_valid(r->name)) {
+		*err = errf("invalid guest name '%s' (1-31 of A-Z a-z 0-9 - _ ., "
+			    "not starting with - or .)", r->name);
+		return -EINVAL;
+	}
+	if (!guest_mem_valid(r->mem) ||
+	    r->mem > POOL_GUEST_MAX_PAGES * POOL_PAGE_SIZE) {
+		*err = errf("mem must be a whole number of MiB, at least 32M");
+		return -EINVAL;
+	}
+	if (r->min > r->mem || (r->min && r->min % POOL_PAGE_SIZE)) {
+		*err = errf("min must be whole pages and at most mem");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* The GUEST_STARTED event and the reply: pid, sizes, device sockets. */
+static json_t *guest_started(struct ebbd *d, struct slot *s,
+			     const struct guest_run *r)
+{
+	const char *role, *sock;
+	struct guest_info gi;
+	struct blk_info bi;
+	json_t *ret, *socks;
+
+	guest_get_info(s->g, &gi);
+	control_event(d->ctl, "GUEST_STARTED",
+		      json_pack("{s:s, s:i}", "name", r->name, "pid", (int)gi.pid));
+	ret = json_pack("{s:s, s:i, s:I, s:I, s:{s:s}}", "name", r->name,
+			"pid", (int)gi.pid, "mem", (json_int_t)r->mem,
+			"claim", (json_int_t)(r->claim ? guest_run_claim_bytes(r) : 0),
+			"sockets", "balloon", guest_balloon_socket(s->g));
+	socks = json_object_get(ret, "sockets");
+	for (unsigned i = 0; guest_disk_info(s->g, i, &role, &sock, &bi) == 0; i++)
+		json_object_set_new(socks, role, json_string(sock));
+	return ret;
+}
+
+static int cmd_guest_run(void *ctx, json_t *args, json_t **ret, char **err)
+{
+	struct ebbd *d = ctx;
+	struct guest_run r;
+	struct slot *s;
+	int rc;
+
+	if ((rc = guest_run_parse(args, &r, err)) || (rc = check_run(&r, err)))
+		return rc;
+	if (d->shutting_down)
+		return -ESHUTDOWN;
+	rc = slot_launch(d, &r, &s, err);
+	if (rc)
+		return rc;
+	*ret = guest_started(d, s, &r);
+	return 0;
+}
+
+static json_t *guest_json(struct ebbd *d, struct slot *s)
+{
+	struct pool_guest_info pi = { 0 };
+	struct guest_info gi;
+	uint64_t balloon_bytes;
+
+	guest_get_info(s->g, &gi);
+	if (s->id)
+		pool_guest_info(d->pool, s->id, &pi);
+	balloon_bytes = (uint64_t)gi.balloon.target_pages * BALLOON_PAGE_SIZE;
+	return json_pack("{s:s, s:s, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+			 "s:I, s:I, s:b, s:b}",
+		"name", gi.name,
+		"state", guest_state_name(gi.state),
+		"pid", (int)gi.pid,
+		"mem", (json_int_t)gi.mem_bytes,
+		"balloon_target", (json_int_t)(gi.mem_bytes - balloon_bytes),
+		"balloon_actual", (json_int_t)(gi.mem_bytes -
+			(uint64_t)gi.balloon.actual_pages * BALLOON_PAGE_SIZE),
+		"resident", (json_int_t)gi.resident_bytes,
+		"claim", (json_int_t)(pi.claim_pages * POOL_PAGE_SIZE),
+		"reported", (json_int_t)gi.balloon.reported_bytes,
+		"returned", (json_int_t)gi.balloon.returned_bytes,
+		"inflated", (json_int_t)(gi.balloon.inflated_pages * BALLOON_PAGE_SIZE),
+		"oom_deflated", (json_int_t)(gi.balloon.oom_deflated_pages *
+					     BALLOON_PAGE_SIZE),
+		"over_budget", s->over_budget,
+		"device_failed", gi.balloon.failed);
+}
+
+/* guest_json plus the preallocation's state, if the guest asked for one. */
+static json_t *guest_json_full(struct ebbd *d, struct slot *s)
+{
+	json_t *o = guest_json(d, s);
+	struct prealloc_status st = s->pre_last;
+	struct pool_guest_info pi = { 0 };
+
+	if (s->id && pool_guest_info(d->pool, s->id, &pi) == 0)
+		json_object_set_new(o, "store",
+				    json_integer((json_int_t)(pi.store_pages *
+							      POOL_PAGE_SIZE)));
+
+	if (s->pre_state == PRE_NONE)
+		return o;
+	if (s->pre_state == PRE_RUNNING)
+		prealloc_status(s->pre, &st);
+	json_object_set_new(o, "prealloc", prealloc_json(&st));
+	json_object_set_new(json_object_get(o, "prealloc"), "state",
+			    json_string(slot_prealloc_state_name(s->pre_state)));
+	return o;
+}
+
+static int cmd_list(void *ctx, json_t *args, json_t **ret, char **err)
+{
+	struct ebbd *d = ctx;
+	json_t *arr = json_array();
+
+	for (unsigned i = 0; i < MAX_GUESTS; i++)
+		if (d->slots[i].g)
+			json_array_append_new(arr, guest_json_full(d, &d->slots[i]));
+	*ret = json_pack("{s:o}", "guests", arr);
+	return 0;
+}
+
+static int cmd_balloon(void *ctx, json_t *args, json_t **ret, char **err)
+{
+	struct ebbd *d = ctx;
+	struct guest_info gi;
+	struct slot *s;
+	uint64_t target;
+	int rc;
+
+	if ((rc = lookup(d, args, &s, err)) ||
+	    (rc = control_arg_size(args, "target", true, &target, err)))
+		return rc;
+	guest_get_info(s->g, &gi);
+	if (gi.state != GUEST_RUNNING && gi.state != GUEST_STARTING) {
+		*err = errf("guest '%s' is %s", gi.name,
+			    guest_state_name(gi.state));
+		return -EINVAL;
+	}
+	if (target > gi.mem_bytes || target % BALLOON_PAGE_SIZE) {
+		char a[16];
+
+		*err = errf("balloon target must be whole pages and at most "
+			    "the guest's memory (%s)", fmt_size(gi.mem_bytes, a));
+		return -EINVAL;
+	}
+	rc = guest_balloon(s->g, target);
+	if (rc < 0 && rc != -ENOTCONN) {
+		*err = errf("cannot notify the balloon driver: %s",
+			    strerror(-rc));
+		return rc;
+	}
+	guest_get_info(s->g, &gi);
+	*ret = json_pack("{s:s, s:I, s:I}", "name", gi.name, "target",
+			 (json_int_t)target, "actual",
+			 (json_int_t)(gi.mem_bytes -
+				      (uint64_t)gi.balloon.actual_pages *
+				      BALLOON_PAGE_SIZE));
+	return 0;
+}
+
+static int cmd_stats(void *ctx, json_t *args, json_t **ret, char **err)
+{
+	static const char *const tags[VIRTIO_BALLOON_S_NR] = {
+		"swap_in", "swap_out", "major_faults", "minor_faults", "free",
+		"total", "available", "caches", "hugetlb_allocations",
+		"hugetlb_failures",
+	};
+	struct ebbd *d = ctx;
+	struct guest_info gi;
+	struct slot *s;
+	json_t *st;
+	int rc;
+
+	if ((rc = lookup(d, args, &s, err)))
+		return rc;
+	guest_get_info(s->g, &gi);
+	st = json_object();
+	for (unsigned t = 0; t < VIRTIO_BALLOON_S_NR; t++)
+		if (gi.balloon.stats_valid & (1u << t))
+			json_object_set_new(st, tags[t],
+					    json_integer((json_int_t)gi.balloon.stats[t]));
+	*ret = json_pack("{s:s, s:o, s:I, s:I, s:I}", "name", gi.name,
+			 "stats", st,
+			 "stats_age_ms", gi.balloon.stats_ms ?
+				(json_int_t)(loop_now_ms() - gi.balloon.stats_ms) :
+				(json_int_t)-1,
+			 "resident", (json_int_t)gi.resident_bytes,
+			 "balloon_actual", (json_int_t)(gi.mem_bytes -
+				(uint64_t)gi.balloon.actual_pages *
+				BALLOON_PAGE_SIZE));
+	return 0;
+}
+
+static int cmd_stop(void *ctx, json_t *args, json_t **ret, char **err)
+{
+	struct ebbd *d = ctx;
+	bool force = false;
+	struct slot *s;
+	int rc;
+
+	if ((rc = lookup(d, args, &s, err)) ||
+	    (rc = control_arg_bool(args, "force", false, &force, err)))
+		return rc;
+	rc = guest_stop(s->g, force ? 0 : STOP_GRACE_MS);
+	if (rc == -EINVAL) {
+		*err = errf("guest '%s' is not running", guest_name(s->g));
+		return rc;
+	}
+	return rc;
+}
+
+static int cmd_exec(void *ctx, json_t *args, json_t **ret, char **err)
+{
+	struct ebbd *d = ctx;
+	const char *command;
+	struct slot *s;
+	int rc;
+
+	if ((rc = lookup(d, args, &s, err)) ||
+	    (rc = control_arg_str(args, "command", true, &command, err)))
+		return rc;
+	rc = guest_exec(s->g, command);
+	if (rc == -EINVAL)
+		*err = errf("command must be one non-empty line");
+	else if (rc == -EPIPE)
+		*err = errf("guest '%s' no longer reads its console",
+			    guest_name(s->g));
+	return rc;
+}
+
+static int cmd_info(void *ctx, json_t *args, json_t **ret, char **err)
+{
+	struct ebbd *d = ctx;
+	struct pool_info pi;
+	int rc = pool_info(d->pool, &pi);
+
+	if (rc < 0)
+		return rc;
+	*ret = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:i}",
+			 "budget", (json_int_t)pi.budget_bytes,
+			 "resident", (json_int_t)(pi.tot_pages * POOL_PAGE_SIZE),
+			 "free", (json_int_t)(pi.free_pages * POOL_PAGE_SIZE),
+			 "claims", (json_int_t)(pi.claim_pages * POOL_PAGE_SIZE),
+			 "unclaimed", (json_int_t)(pi.unclaimed_pages * POOL_PAGE_SIZE),
+			 "over", (json_int_t)(pi.over_pages * POOL_PAGE_SIZE),
+			 "guests", (int)pi.guests);
+	json_object_set_new(*ret, "store",
+			    json_integer((json_int_t)(pi.store_pages * POOL_PAGE_SIZE)));
+	return 0;
+}
+
+static void slot_backend_json(struct slot *s, unsigned i, json_t *dv)
+{
+	if ((int)i == s->swap_disk && s->swap) {
+		struct swapstore_stats st;
+
+		if (swapstore_stats(s->swap, &st) < 0)
+			return;
+		json_object_set_new(dv, "swap", json_pack(
+			"{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+			"capacity_pages", (json_int_t)st.capacity_pages,
+			"tmem_pages", (json_int_t)st.tmem_pages,
+			"file_pages", (json_int_t)st.file_pages,
+			"lost_pages", (json_int_t)st.lost_pages,
+			"file_write_bytes", (json_int_t)st.file_write_bytes,
+			"file_read_bytes", (json_int_t)st.file_read_bytes,
+			"refused_puts", (json_int_t)st.refused_puts,
+			"io_errors", (json_int_t)st.io_errors,
+			"zero_pages_written", (json_int_t)st.zero_pages_written,
+			"backoff_pages", (json_int_t)st.backoff_pages));
+	} else if ((int)i == s->data_disk && s->disk) {
+		struct cachedisk_stats st;
+
+		if (cachedisk_stats(s->disk, &st) < 0)
+			return;
+		json_object_set_new(dv, "cache", json_pack(
+			"{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+			"capacity_bytes", (json_int_t)st.capacity_bytes,
+			"hits", (json_int_t)st.hits,
+			"misses", (json_int_t)st.misses,
+			"fills", (json_int_t)st.fills,
+			"fills_refused", (json_int_t)st.fills_refused,
+			"invalidated_pages", (json_int_t)st.invalidated_pages,
+			"file_read_bytes", (json_int_t)st.file_read_bytes,
+			"file_write_bytes", (json_int_t)st.file_write_bytes,
+			"io_errors", (json_int_t)st.io_errors));
+	}
+}
+
+/* The guest's block devices and their counters, as @o's "devices". */
+static void slot_devices_json(struct slot *s, json_t *o)
+{
+	json_t *arr = json_array();
+	const char *role, *sock;
+	struct blk_info bi;
+
+	for (unsigned i = 0; guest_disk_info(s->g, i, &role, &sock, &bi) == 0; i++) {
+		json_t *dv = json_pack("{s:s, s:s, s:b, s:b, s:I, s:I, s:I, s:I, s:I, "
+				       "s:I, s:I, s:I}",
+			"role", role, "socket", sock,
+			"connected", bi.connected, "failed", bi.failed,
+			"reads", (json_int_t)bi.reads,
+			"writes", (json_int_t)bi.writes,
+			"read_bytes", (json_int_t)bi.read_bytes,
+			"write_bytes", (json_int_t)bi.write_bytes,
+			"flushes", (json_int_t)bi.flushes,
+			"discards", (json_int_t)bi.discards,
+			"ioerr", (json_int_t)bi.ioerr,
+			"unsupp", (json_int_t)bi.unsupp);
+
+		slot_backend_json(s, i, dv);
+		json_array_append_new(arr, dv);
+	}
+	json_object_set_new(o, "devices", arr);
+}
+
+static int cmd_tmem(void *ctx, json_t *args, json_t **ret, char **err)
+{
+	struct ebbd *d = ctx;
+	struct tmem_store_stats ss;
+	json_t *guests = json_array();
+	int rc = tmem_store_stats(d->store, &ss);
+
+	if (rc < 0) {
+		json_decref(guests);
+		return rc;
+	}
+	for (unsigned i = 0; i < MAX_GUESTS; i++) {
+		struct slot *s = &d->slots[i];
+		struct tmem_stats t;
+		json_t *o;
+
+		if (!s->g || !s->tmem_client ||
+		    tmem_client_stats(d->store, client_of(s), &t) < 0)
+			continue;
+		o = tmem_stats_json(&t);
+		json_object_set_new(o, "name", json_string(guest_name(s->g)));
+		slot_devices_json(s, o);
+		json_array_append_new(guests, o);
+	}
+	*ret = json_pack("{s:o, s:o, s:{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f},"
+			 " s:{s:I, s:I, s:I, s:I, s:I, s:I}}",
+			 "total", tmem_stats_json(&ss.total),
+			 "guests", guests,
+			 "store", "compressor", ss.compressor,
+			 "clients", (json_int_t)ss.clients,
+			 "pools", (json_int_t)ss.pools,
+			 "objects", (json_int_t)ss.objects,
+			 "blobs", (json_int_t)ss.blobs,
+			 "meta_bytes", (json_int_t)ss.meta_bytes,
+			 "slabs", (json_int_t)ss.slabs,
+			 "slab_bytes", (json_int_t)ss.slab_bytes,
+			 "slab_used_bytes", (json_int_t)ss.slab_used_bytes,
+			 "slab_frag_pct", ss.slab_frag_pct,
+			 "latency",
+			 "put_timed", (json_int_t)ss.put_timed,
+			 "put_p50_ns", (json_int_t)ss.put_p50_ns,
+			 "put_p99_ns", (json_int_t)ss.put_p99_ns,
+			 "get_timed", (json_int_t)ss.get_timed,
+			 "get_p50_ns", (json_int_t)ss.get_p50_ns,
+			 "get_p99_ns", (json_int_t)ss.get_p99_ns);
+	return 0;
+}
+
+static int cmd_claim(void *ctx, json_t *args, json_t **ret, char **err)
+{
+	struct ebbd *d = ctx;
+	struct pool_guest_info gi;
+	uint64_t size;
+	struct slot *s;
+	int rc;
+
+	if ((rc = lookup(d, args, &s, err)) ||
+	    (rc = control_arg_size(args, "size", true, &size, err)))
+		return rc;
+	if (!s->id) {
+		*err = errf("guest '%s' is not running", guest_name(s->g));
+		return -EINVAL;
+	}
+	pool_guest_info(d->pool, s->id, &gi);
+	rc = size ? claim_with_room(d, s->id, size / POOL_PAGE_SIZE, guest_name(s->g))
+		  : pool_claim(d->pool, s->id, 0);
+	if (rc == -ENOMEM)
+		return claim_refused(d, guest_name(s->g),
+				     size - gi.tot_pages * POOL_PAGE_SIZE, err);
+	if (rc == -EINVAL) {
+		char a[16], b[16];
+
+		if (gi.claim_pages)
+			*err = errf("guest '%s' already has a claim outstanding "
+				    "(cancel it with 0 first)", guest_name(s->g));
+		else
+			*err = errf("a claim must be above the guest's resident "
+				    "%s and at most its memory %s",
+				    fmt_size(gi.tot_pages * POOL_PAGE_SIZE, a),
+				    fmt_size(gi.max_pages * POOL_PAGE_SIZE, b));
+		return rc;
+	}
+	if (rc < 0)
+		return rc;
+	pool_guest_info(d->pool, s->id, &gi);
+	*ret = json_pack("{s:s, s:I}", "name", guest_name(s->g), "claim",
+			 (json_int_t)(gi.claim_pages * POOL_PAGE_SIZE));
+	return 0;
+}
+
+const struct control_cmd ebbd_commands[] = {
+	{ "guest-run", cmd_guest_run, GUEST_RUN_KEYS,
+	  "claim memory for a guest and launch it" },
+	{ "guest-list", cmd_list, "", "list guests" },
+	{ "balloon", cmd_balloon, "name target",
+	  "set the memory a guest keeps (balloon the rest)" },
+	{ "guest-stats", cmd_stats, "name", "a guest's memory statistics" },
+	{ "guest-stop", cmd_stop, "name force", "power a guest off" },
+	{ "guest-exec", cmd_exec, "name command",
+	  "run a shell line in the guest" },
+	{ "info", cmd_info, "", "host pool: budget, resident, free, claims" },
+	{ "claim", cmd_claim, "name size",
+	  "stake (or with 0 cancel) a claim for a guest" },
+	{ "tmem", cmd_tmem, "",
+	  "transcendent memory: per-guest and total pages, ratios, hits" },
+	{ NULL, NULL, NULL, NULL },
+};

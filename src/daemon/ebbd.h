@@ -1,0 +1,143 @@
+/*
+ * ebbd.h: what the daemon's files share (src/daemon/): ebbd.c (main),
+ * commands.c (control command handlers), slots.c (the guest table).
+ *
+ * One event loop serves everything: the control socket, every guest's
+ * vhost-user devices, guest process exits and periodic accounting.  ebbd
+ * is the glue: it keeps the guest table, turns control requests into
+ * guest/pool calls and guest happenings into control events.
+ *
+ * Admission (claims): a launch first adds the guest to the host pool and
+ * stakes a claim for its memory (or for --min), all under the pool's lock,
+ * before any process exists.  A launch that does not fit is refused in
+ * microseconds with the numbers that made it not fit.
+ *
+ * Accounting from reality: UML guests populate memory by touching it, so
+ * every ACCOUNT_MS (and right after memory is given back) the resident
+ * size of each RAM file is measured and handed to pool_set_resident(),
+ * which consumes the guest's claim first and flags growth that the pool
+ * cannot back.
+ */
+#ifndef EBB_EBBD_H
+#define EBB_EBBD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "control.h"
+#include "guest.h"
+#include "guest_run.h"
+#include "loop.h"
+#include "pool.h"
+#include "prealloc.h"
+#include "tmem.h"
+#include "swapstore.h"
+#include "cachedisk.h"
+
+#define MAX_GUESTS	256
+#define ACCOUNT_MS	500	/* residency measurement period */
+#define STOP_GRACE_MS	10000	/* power-off time before a kill */
+
+#ifndef EBB_DEFAULT_KERNEL
+#define EBB_DEFAULT_KERNEL "/usr/local/share/ebb/linux"
+#endif
+#ifndef EBB_DEFAULT_INITRD
+#define EBB_DEFAULT_INITRD "/usr/local/share/ebb/initramfs.cpio.gz"
+#endif
+
+/*
+ * A slot's preallocation (guest-run prealloc=true): populate the RAM file
+ * when it arrives, holding the guest's boot meanwhile.  Every move goes
+ * through slot_prealloc_set_state(), checked against its table in slots.c;
+ * this diagram is that table:
+ *
+ *   none --asked for--> waiting --RAM file arrived--> running --+--> done
+ *                          |                             |      +--> failed
+ *                          +--cannot start--> cancelled <+ guest stopped
+ *
+ *   Every end state (done, failed, cancelled), and waiting, go back to
+ *   none when a new guest takes the slot.
+ */
+enum slot_prealloc {
+	PRE_NONE,		/* not asked for */
+	PRE_WAITING,		/* asked; the RAM file has not arrived */
+	PRE_RUNNING,		/* the worker populates (slot.pre is set) */
+	PRE_DONE,		/* populated; the boot went on */
+	PRE_FAILED,		/* the worker failed; the guest was killed */
+	PRE_CANCELLED,		/* could not start, or the guest stopped */
+	PRE_NSTATES,
+};
+
+struct slot {
+	struct ebbd *d;
+	struct guest *g;	/* NULL: free slot */
+	uint64_t id;		/* pool guest id; 0 once removed from the pool */
+	bool over_budget;	/* last pool_set_resident verdict */
+	/* --prealloc: populate prealloc_bytes when the RAM file arrives.
+	 * The worker owns the pool entry's growth while it runs
+	 * (account_guest skips the guest). */
+	enum slot_prealloc pre_state;	/* see the diagram above */
+	uint64_t prealloc_bytes;	/* how much; 0 unless asked for */
+	struct prealloc *pre;		/* the worker, set only while running */
+	uint64_t hold_token;		/* the boot hold, while running */
+	struct prealloc_status pre_last;	/* final status, for guest-list */
+	/* tmem: the guest's client in the store (its id is the slot's
+	 * index), and the bytes the store has charged it, which the pool
+	 * sees rounded up to pages. */
+	bool tmem_client;
+	uint64_t store_bytes;
+	/* Its block devices' backends (owned by the devices in guest.c; valid
+	 * while guest_disk_info() answers for them), for their counters. */
+	int swap_disk, data_disk;	/* disk index, -1 none */
+	struct swapstore *swap;
+	struct cachedisk *disk;
+};
+
+struct ebbd {
+	struct loop *loop;
+	struct control *ctl;
+	struct pool *pool;
+	struct tmem_store *store;
+	const char *state_dir;	/* swap backing files */
+	struct guest_env env;
+	struct slot slots[MAX_GUESTS];
+	uint64_t next_id;
+	int sigfd;
+	struct loop_watch *sig_w;
+	struct loop_timer *account_timer;
+	bool shutting_down;
+};
+
+
+extern const struct control_cmd ebbd_commands[];
+extern const struct guest_events ebbd_guest_events;
+
+/* slots.c */
+/* A malloc'd message for a command's error reply (NULL if out of memory). */
+char *errf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+struct slot *find_slot(struct ebbd *d, const char *name);
+const char *fmt_size(uint64_t bytes, char *buf);
+json_t *prealloc_json(const struct prealloc_status *st);
+void on_account(void *opaque);
+uint32_t client_of(const struct slot *s);
+int store_charge(void *opaque, uint32_t client, int64_t delta);
+int claim_with_room(struct ebbd *d, uint64_t guest, uint64_t total_pages,
+		    const char *name);
+/* -ENOMEM with *@err saying what the pool lacked for a claim of @want. */
+int claim_refused(struct ebbd *d, const char *name, uint64_t want,
+		  char **err);
+/* guest-run, its arguments checked: take a slot, admit the guest to the
+ * pool (its claim), make its devices and start it.  On failure nothing is
+ * left (slot free, no pool entry, no store client). */
+int slot_launch(struct ebbd *d, const struct guest_run *r, struct slot **out,
+		char **err);
+/* Release the slot's store client and pool entry (the guest's teardown). */
+void slot_release(struct ebbd *d, struct slot *s);
+void slot_prealloc_set_state(struct slot *s, enum slot_prealloc to,
+			     const char *why);
+const char *slot_prealloc_state_name(enum slot_prealloc st);
+
+
+#endif

@@ -1,0 +1,170 @@
+/*
+ * guest: one UML guest launched and served by ebbd.
+ *
+ * Owns the guest's UML process (its own session, so the whole process
+ * group can be killed), the console pipe the guest agent reads commands
+ * from, the console log file, the per-guest run directory with its
+ * vhost-user sockets, and the devices behind those sockets (the balloon).
+ *
+ * States (every move in guest_set_state(), checked against its table
+ * allowed[][] in guest.c; this diagram is that table):
+ *
+ *   starting --a driver is ready--> running --process exited--> stopped
+ *     |   |                           |                            ^
+ *     |   +--stop asked--> stopping <-+ stop asked                 |
+ *     |                       |                                    |
+ *     |                       +--process exited (external: at once)+
+ *     +--process exited before it came up--> failed
+ *
+ *   stopped and failed are final.
+ *
+ * An external guest has no process: ebbd only serves its device sockets
+ * to whatever VMM connects, and stopping it just ends that service.  Its
+ * VMM may connect no balloon (QEMU has no vhost-user balloon): it runs
+ * once any of its drivers is ready, and its RAM is measured through a
+ * disk's memory table.
+ *
+ * The UML command line is built here: the kernel connects to its device
+ * sockets while booting, so they listen before the process starts.
+ *
+ * Threading: loop thread only.
+ */
+#ifndef EBB_GUEST_H
+#define EBB_GUEST_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "balloon.h"
+#include "blk.h"
+#include "blkback.h"
+#include "loop.h"
+
+#define GUEST_NAME_MAX 32	/* bytes including the NUL */
+#define GUEST_MAX_DISKS 4	/* virtio-blk devices per guest */
+#define GUEST_ROLE_MAX 16	/* "swap", "disk": bytes including the NUL */
+
+enum guest_state {
+	GUEST_STARTING,
+	GUEST_RUNNING,
+	GUEST_STOPPING,
+	GUEST_STOPPED,
+	GUEST_FAILED,
+	GUEST_NSTATES,
+};
+
+/* Daemon-wide settings every guest launch uses. */
+struct guest_env {
+	struct loop *loop;
+	const char *run_dir;	/* sockets go to <run_dir>/<name>/ */
+	const char *log_dir;	/* console logs go to <log_dir>/<name>.log */
+	const char *kernel;	/* UML kernel binary */
+	const char *initrd;	/* initramfs image */
+	const char *ram_dir;	/* TMPDIR for the guest's RAM file */
+};
+
+/* A block device for the guest: its storage and how the device shows it.
+ * The guest sees them as /dev/vda, vdb, ... in this order. */
+struct guest_disk {
+	char role[GUEST_ROLE_MAX];	/* socket <role>.sock, log tag, and
+					 * the device name in events */
+	struct blkback back;		/* guest_start owns it, even on error */
+	struct blk_params params;
+};
+
+struct guest_config {
+	char name[GUEST_NAME_MAX];
+	uint64_t mem_bytes;	/* configured memory */
+	const char *cmdline;	/* extra kernel parameters, may be NULL */
+	bool no_reporting;	/* do not offer free page reporting */
+	bool external;		/* no process: another VMM connects to the
+				 * device sockets (and owns the guest) */
+	struct guest_disk disks[GUEST_MAX_DISKS];
+	unsigned ndisks;
+};
+
+struct guest;
+
+/* Things the daemon wants to hear about; any member may be NULL. */
+struct guest_events {
+	void (*state_changed)(void *opaque, struct guest *g,
+			      enum guest_state old);
+	void (*balloon_reached)(void *opaque, struct guest *g,
+				uint64_t actual_bytes);
+	/* Memory went back to the host: re-measure residency. */
+	void (*memory_returned)(void *opaque, struct guest *g);
+	void (*device_failed)(void *opaque, struct guest *g,
+			      const char *device, const char *why);
+	/* The guest's RAM file has arrived (guest_ram_file() works now).
+	 * The guest kernel is in its device probe; guest_hold_boot() keeps it
+	 * there. */
+	void (*ram_ready)(void *opaque, struct guest *g);
+};
+
+struct guest_info {
+	char name[GUEST_NAME_MAX];
+	enum guest_state state;
+	pid_t pid;
+	int exit_status;	/* wait status once stopped, else 0 */
+	uint64_t mem_bytes;
+	uint64_t resident_bytes;	/* RAM file's allocated bytes, 0 unknown */
+	struct balloon_info balloon;
+};
+
+/* Is @name usable as a guest name (and as a file name)? */
+bool guest_name_valid(const char *name);
+/* A memory size UML can boot with: whole MiB (its mem= unit), at least
+ * 32 MiB. */
+bool guest_mem_valid(uint64_t bytes);
+const char *guest_state_name(enum guest_state s);
+
+/*
+ * Create the run directory and sockets, then fork and exec the UML kernel.
+ * Returns 0, or -errno (nothing is left behind on failure).  The disks'
+ * backends belong to the guest from here on, also when it fails: they are
+ * destroyed with their devices once the guest has stopped.
+ */
+int guest_start(const struct guest_env *env, const struct guest_config *cfg,
+		const struct guest_events *ev, void *opaque,
+		struct guest **out);
+/*
+ * Ask the guest to power off (end of console input); after @grace_ms it is
+ * killed.  @grace_ms 0 kills it at once.  Returns 0 or -errno.
+ */
+int guest_stop(struct guest *g, uint64_t grace_ms);
+/* Free a stopped or failed guest (kills it first if it still runs). */
+void guest_free(struct guest *g);
+
+/* Send one shell command line to the guest agent.  -EINVAL if it contains
+ * a newline, -EPIPE if the guest no longer reads its console. */
+int guest_exec(struct guest *g, const char *command);
+/* Set the balloon so the guest keeps @target_bytes of its memory. */
+int guest_balloon(struct guest *g, uint64_t target_bytes);
+/* Refresh and return the resident size of the RAM file. */
+int guest_refresh_resident(struct guest *g, uint64_t *out);
+void guest_get_info(const struct guest *g, struct guest_info *out);
+const char *guest_name(const struct guest *g);
+enum guest_state guest_get_state(const struct guest *g);
+/* The guest's RAM file as the balloon's memory table gave it: the fd
+ * (owned by the device; dup it to keep it), the file offset where guest
+ * memory starts and its size.  -ENOTCONN before the table arrives. */
+int guest_ram_file(struct guest *g, int *fd, uint64_t *off, uint64_t *size);
+/* From ram_ready only: hold the guest's boot (vu_dev_hold on the balloon)
+ * until guest_release_boot(@token); a failed @result fails the guest's
+ * balloon probe, so call it with 0 unless the guest is being killed. */
+int guest_hold_boot(struct guest *g, uint64_t *token);
+void guest_release_boot(struct guest *g, uint64_t token, int result);
+
+/* Block device @i (0 <= i < number of disks): its role, socket and
+ * counters.  -ENOENT past the last one or once the guest has stopped (its
+ * devices are gone then). */
+int guest_disk_info(const struct guest *g, unsigned i, const char **role,
+		    const char **sock, struct blk_info *info);
+
+/* The balloon device's vhost-user socket path. */
+const char *guest_balloon_socket(const struct guest *g);
+/* The balloon device, e.g. for its statistics. */
+struct balloon *guest_balloon_dev(struct guest *g);
+
+#endif

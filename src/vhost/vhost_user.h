@@ -1,0 +1,168 @@
+/*
+ * vhost_user: the backend side of the vhost-user protocol (QEMU's
+ * docs/interop/vhost-user.rst) on a unix socket, for one virtio device.
+ *
+ * Owns: the listening socket, at most one frontend connection, the guest
+ * memory table that connection sent, every virtqueue and the backend
+ * request channel (the "slave" fd) used for config-change notifications.
+ * The virtio device itself (balloon, blk) plugs in through vu_dev_ops and
+ * never touches the socket.
+ *
+ * Lifecycle: vu_dev_new() listens; a frontend connects (UML does so while
+ * booting, before its driver module loads); the device runs; when the
+ * connection drops or violates the protocol, every ring and the memory
+ * table are torn down and the device listens again.
+ *
+ * Hostile frontends: every message is checked against its type before its
+ * payload is used (size, fd count, ring index, ring size, region table).
+ * A malformed message fails the device: it is logged with the device's
+ * name, ops->failed() is told why, the connection is closed, and the rest
+ * of the daemon is untouched.  A malformed ring (seen by the device in
+ * vq_pop) fails the device the same way through vu_dev_fail().
+ *
+ * Threading: everything runs on the loop thread.
+ */
+#ifndef EBB_VHOST_USER_H
+#define EBB_VHOST_USER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "guestmem.h"
+#include "loop.h"
+#include "virtq.h"
+
+#include <linux/virtio_config.h>
+
+#define VU_MAX_QUEUES	8
+#define VU_MAX_CONFIG	256	/* config space bytes a message may carry */
+#define VU_MAX_FDS	8	/* fds accepted with one message */
+#define VU_MAX_PAYLOAD	4096	/* larger messages fail the device */
+
+/* Request codes (frontend to backend) we know of. */
+enum vu_request {
+	VU_GET_FEATURES = 1,
+	VU_SET_FEATURES = 2,
+	VU_SET_OWNER = 3,
+	VU_RESET_OWNER = 4,
+	VU_SET_MEM_TABLE = 5,
+	VU_SET_LOG_BASE = 6,
+	VU_SET_LOG_FD = 7,
+	VU_SET_VRING_NUM = 8,
+	VU_SET_VRING_ADDR = 9,
+	VU_SET_VRING_BASE = 10,
+	VU_GET_VRING_BASE = 11,
+	VU_SET_VRING_KICK = 12,
+	VU_SET_VRING_CALL = 13,
+	VU_SET_VRING_ERR = 14,
+	VU_GET_PROTOCOL_FEATURES = 15,
+	VU_SET_PROTOCOL_FEATURES = 16,
+	VU_GET_QUEUE_NUM = 17,
+	VU_SET_VRING_ENABLE = 18,
+	VU_SET_BACKEND_REQ_FD = 21,
+	VU_GET_CONFIG = 24,
+	VU_SET_CONFIG = 25,
+	VU_RESET_DEVICE = 34,
+	VU_GET_MAX_MEM_SLOTS = 36,
+	VU_SET_STATUS = 39,
+	VU_GET_STATUS = 40,
+};
+
+/* Backend-to-frontend requests. */
+#define VU_BACKEND_CONFIG_CHANGE_MSG 2
+
+/* Protocol feature bits. */
+#define VU_PF_MQ		0
+#define VU_PF_REPLY_ACK		3
+#define VU_PF_BACKEND_REQ	5
+#define VU_PF_CONFIG		9
+#define VU_PF_RESET_DEVICE	13
+#define VU_PF_STATUS		16
+
+#define VU_F_PROTOCOL_FEATURES	30	/* in GET_FEATURES */
+/* VIRTIO_F_VERSION_1 and the other transport bits: <linux/virtio_config.h>. */
+
+struct vu_dev;
+
+struct vu_dev_ops {
+	const char *type;		/* "balloon", "blk": for messages */
+	uint64_t features;		/* device feature bits we offer */
+	uint64_t protocol_features;	/* beyond REPLY_ACK|BACKEND_REQ|CONFIG */
+	unsigned nqueues;		/* queues the device can use */
+	unsigned config_len;		/* bytes of config space */
+	/* Fill @cfg (config_len bytes) with the current config space. */
+	void (*get_config)(void *opaque, uint8_t *cfg);
+	/* The driver wrote @len bytes at @off (already range-checked). */
+	int (*set_config)(void *opaque, uint32_t off, const uint8_t *data,
+			  uint32_t len);
+	/* The driver negotiated @features. */
+	void (*features_set)(void *opaque, uint64_t features);
+	/* Queue @q has (or may have) new buffers. */
+	void (*queue_kick)(void *opaque, struct vu_dev *dev, unsigned q);
+	/* The frontend went away or was disconnected; state was reset. */
+	void (*disconnected)(void *opaque);
+	/* The device failed for @why (hostile or broken frontend). */
+	void (*failed)(void *opaque, const char *why);
+	/* A new memory table arrived (e.g. to re-measure residency). */
+	void (*mem_table_set)(void *opaque);
+};
+
+/*
+ * Listen on @path (replacing a stale socket) for a frontend of a device
+ * described by @ops.  @name tags log lines ("g1/balloon").  The socket
+ * file (mode 0660) appears only once it accepts (usock.h), so a VMM may
+ * connect as soon as it sees the file.
+ */
+int vu_dev_new(struct loop *loop, const char *path, const char *name,
+	       const struct vu_dev_ops *ops, void *opaque,
+	       struct vu_dev **out);
+/* Close everything and unlink the socket. */
+void vu_dev_free(struct vu_dev *dev);
+
+const char *vu_dev_name(const struct vu_dev *dev);
+bool vu_dev_connected(const struct vu_dev *dev);
+bool vu_dev_is_failed(const struct vu_dev *dev);
+uint64_t vu_dev_features(const struct vu_dev *dev);
+struct vq *vu_dev_vq(struct vu_dev *dev, unsigned q);
+struct guestmem *vu_dev_mem(struct vu_dev *dev);
+
+/*
+ * Fail the device: log @why with the device's name, tell ops->failed(),
+ * stop serving its rings and drop the connection.  For protocol and ring
+ * violations.  Safe to call from inside ops callbacks.
+ */
+void vu_dev_fail(struct vu_dev *dev, const char *why);
+
+/*
+ * Make the frontend wait: called from inside ops->mem_table_set, it keeps
+ * the ack of that SET_MEM_TABLE back and stops reading the connection
+ * until vu_dev_release(@token).  A frontend that asked for the ack (UML
+ * always does) blocks in its probe meanwhile: that is how ebbd holds a
+ * guest's boot while it preallocates the guest's RAM.  One without
+ * REPLY_ACK runs on and its later messages queue in the socket.
+ * -EINVAL if no frontend is connected or a hold is already in force.
+ */
+int vu_dev_hold(struct vu_dev *dev, uint64_t *token);
+/*
+ * End the hold taken with @token: send the owed ack (failure if @result
+ * < 0) and resume reading.  A no-op if that connection has gone since
+ * (the token names the connection), so it is safe to call late.
+ */
+void vu_dev_release(struct vu_dev *dev, uint64_t token, int result);
+
+/* Tell the driver its config space changed (backend request channel). */
+int vu_dev_config_changed(struct vu_dev *dev);
+
+/*
+ * Use @fd, an already connected stream socket, as the frontend connection
+ * (for tests and fuzzing, or a VMM that hands over a socketpair).  With
+ * @path NULL, vu_dev_new() creates a device that does not listen.
+ * Returns 0, or -EBUSY if a frontend is already connected.
+ */
+int vu_dev_attach(struct vu_dev *dev, int fd);
+/* Read and handle whatever is pending on the connection, as the loop does
+ * on EPOLLIN.  Returns 0, or -ECONNRESET once the connection is gone. */
+int vu_dev_process(struct vu_dev *dev);
+
+#endif
