@@ -339,7 +339,7 @@ static int cmd_discard(void *ctx, json_t *args, json_t **ret, char **err)
 		*err = errf("guest '%s' has no page-state table (page_states "
 			    "off, or its kernel has no ebb driver)",
 			    guest_name(s->g));
-		return rc;
+		return -ENOTSUP;	/* NotSupported: for this guest */
 	}
 	if (rc < 0) {
 		*err = errf("discard failed after %llu pages: %s",
