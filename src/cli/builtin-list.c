@@ -20,6 +20,7 @@ static void print_list(json_t *r)
 		{ "CLAIM", "claim", true },
 		{ "REPORTED", "reported", true },
 		{ "RETURNED", "returned", true },
+		{ "DISCARDED", "discarded", true },
 		{ "OVER", "over_budget", false },
 	};
 	struct table t = { 0 };

@@ -6,6 +6,39 @@
 
 #include <stdio.h>
 
+/* The ebb device's page states as one line ("2351 stable, 40120
+ * unused, ..."), and bytes discarded, in place of its object. */
+static void page_states_line(json_t *all)
+{
+	static const char *const states[] = { "stable", "unused", "volatile",
+					      "discarding", "discarded" };
+	json_t *ps = json_object_get(all, "page_states");
+	char line[256];
+	size_t n = 0;
+
+	if (!ps)
+		return;		/* an ebbd from before page hinting */
+	if (!json_is_object(ps)) {
+		json_object_set_new(all, "page_states", json_string("off"));
+		return;
+	}
+	json_object_set(all, "discarded",
+			json_object_get(ps, "discarded_bytes"));
+	if (!json_is_integer(json_object_get(ps, "stable"))) {
+		json_object_set_new(all, "page_states",
+				    json_string("no table (no ebb driver)"));
+		return;
+	}
+	line[0] = 0;
+	for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
+		n += (size_t)snprintf(line + n, sizeof(line) - n, "%s%lld %s",
+				      i ? ", " : "",
+				      (long long)json_integer_value(
+					      json_object_get(ps, states[i])),
+				      states[i]);
+	json_object_set_new(all, "page_states", json_string(line));
+}
+
 static void print_stats(json_t *r)
 {
 	static const char *const skip[] = { "stats", "stats_age_ms", NULL };
@@ -33,6 +66,7 @@ static void print_stats(json_t *r)
 	}
 	json_object_foreach(stats, key, v)
 		json_object_set(all, key, v);
+	page_states_line(all);
 	kv_print(all, skip);
 	json_decref(all);
 }

@@ -172,6 +172,7 @@ static const struct {
 	{ "run", ebbctl_run },
 	{ "list", ebbctl_list },
 	{ "balloon", ebbctl_balloon },
+	{ "discard", ebbctl_discard },
 	{ "stats", ebbctl_stats },
 	{ "stop", ebbctl_stop },
 	{ "exec", ebbctl_exec },
@@ -189,7 +190,7 @@ static void usage(FILE *f)
 "usage: ebbctl [--socket PATH] [--json] [--timeout SECONDS] COMMAND ...\n"
 "\n"
 "  run NAME --mem SIZE [--min SIZE] [--prealloc] [--cmdline STR]\n"
-"      [--no-reporting] [--external] [--no-claim]\n"
+"      [--no-reporting] [--no-page-states] [--external] [--no-claim]\n"
 "      [--swap SIZE [--swap-quota SIZE]] [--disk IMAGE [--disk-ro]]\n"
 "                              launch a guest; --prealloc populates its\n"
 "                              memory before it boots (progress bar on a\n"
@@ -204,7 +205,11 @@ static void usage(FILE *f)
 "  balloon NAME SIZE [--wait SECONDS]\n"
 "                              set the guest's memory left after ballooning;\n"
 "                              --wait until the guest gets there\n"
-"  stats NAME                  the guest's balloon statistics\n"
+"  discard NAME [--unused|--volatile|--all] [--max SIZE]\n"
+"                              give the guest's unused (default) and/or\n"
+"                              volatile pages back to the host at once\n"
+"                              (page hinting; needs its kernel's ebb driver)\n"
+"  stats NAME                  the guest's balloon statistics and page states\n"
 "  stop NAME [--force]         stop a guest\n"
 "  exec NAME COMMAND...        run a shell line on the guest's console\n"
 "  info                        host budget, residency and claims\n"

@@ -128,4 +128,7 @@ int ebbctl_raw(int argc, char **argv);
 /* builtin-balloon.c */
 int ebbctl_balloon(int argc, char **argv);
 
+/* builtin-discard.c */
+int ebbctl_discard(int argc, char **argv);
+
 #endif

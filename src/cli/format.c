@@ -73,7 +73,8 @@ static const char *const size_keys[] = {
 	"mem", "min", "target", "actual", "resident", "claim", "claims",
 	"budget", "free", "balloon_target", "balloon_actual", "reported",
 	"returned", "size", "total", "available", "caches", "swap_in",
-	"swap_out", "unclaimed", "over", "inflated", "oom_deflated", NULL,
+	"swap_out", "unclaimed", "over", "inflated", "oom_deflated",
+	"discarded", NULL,
 };
 
 static bool is_size_key(const char *key)

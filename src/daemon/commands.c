@@ -8,8 +8,10 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "guest_run.h"
+#include "log.h"
 #include "loop.h"
 
 static int lookup(struct ebbd *d, json_t *args, struct slot **out, char **err)
@@ -93,6 +95,8 @@ static json_t *guest_started(struct ebbd *d, struct slot *s,
 			"claim", (json_int_t)(r->claim ? guest_run_claim_bytes(r) : 0),
 			"sockets", "balloon", guest_balloon_socket(s->g));
 	socks = json_object_get(ret, "sockets");
+	if (guest_ebb_socket(s->g))
+		json_object_set_new(socks, "ebb", json_string(guest_ebb_socket(s->g)));
 	for (unsigned i = 0; guest_disk_info(s->g, i, &role, &sock, &bi) == 0; i++)
 		json_object_set_new(socks, role, json_string(sock));
 	return ret;
@@ -114,6 +118,36 @@ static int cmd_guest_run(void *ctx, json_t *args, json_t **ret, char **err)
 		return rc;
 	*ret = guest_started(d, s, &r);
 	return 0;
+}
+
+/* The ebb device's page states and counters: null without the device;
+ * "table": false while its driver has registered none (a kernel without
+ * the driver, or not booted that far). */
+static json_t *page_states_json(const struct guest *g,
+				const struct guest_info *gi)
+{
+	const struct pagestate_stats *st = &gi->ebb.ps;
+	uint64_t c[PS_NSTATES + 1];
+	json_t *o;
+
+	if (!gi->has_ebb)
+		return json_null();
+	o = json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+		      "table", gi->ebb.table,
+		      "discarded_bytes", (json_int_t)st->discarded_bytes,
+		      "discarded_pages", (json_int_t)st->discarded_pages,
+		      "huge_runs", (json_int_t)st->huge_runs,
+		      "punches", (json_int_t)st->punches,
+		      "cas_failures", (json_int_t)st->cas_failures,
+		      "evicted_pages", (json_int_t)st->evicted_pages,
+		      "invalid_requests", (json_int_t)gi->ebb.invalid);
+	if (guest_page_states(g, c) < 0)
+		return o;
+	json_object_set_new(o, "pages", json_integer((json_int_t)gi->ebb.npages));
+	for (int k = 0; k <= PS_OTHER; k++)
+		json_object_set_new(o, pagestate_state_name(k),
+				    json_integer((json_int_t)c[k]));
+	return o;
 }
 
 static json_t *guest_json(struct ebbd *d, struct slot *s)
@@ -146,10 +180,24 @@ static json_t *guest_json(struct ebbd *d, struct slot *s)
 		"device_failed", gi.balloon.failed);
 }
 
-/* guest_json plus the preallocation's state, if the guest asked for one. */
-static json_t *guest_json_full(struct ebbd *d, struct slot *s)
+/* guest_json plus page hinting: bytes discarded, and the page states. */
+static json_t *guest_json_hinting(struct ebbd *d, struct slot *s)
 {
 	json_t *o = guest_json(d, s);
+	struct guest_info gi;
+
+	guest_get_info(s->g, &gi);
+	json_object_set_new(o, "discarded",
+			    json_integer((json_int_t)gi.ebb.ps.discarded_bytes));
+	json_object_set_new(o, "page_states", page_states_json(s->g, &gi));
+	return o;
+}
+
+/* guest_json_hinting plus the preallocation's state, if the guest asked
+ * for one. */
+static json_t *guest_json_full(struct ebbd *d, struct slot *s)
+{
+	json_t *o = guest_json_hinting(d, s);
 	struct prealloc_status st = s->pre_last;
 	struct pool_guest_info pi = { 0 };
 
@@ -249,6 +297,68 @@ static int cmd_stats(void *ctx, json_t *args, json_t **ret, char **err)
 			 "balloon_actual", (json_int_t)(gi.mem_bytes -
 				(uint64_t)gi.balloon.actual_pages *
 				BALLOON_PAGE_SIZE));
+	json_object_set_new(*ret, "page_states", page_states_json(s->g, &gi));
+	return 0;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* guest-discard: every page of @what at once (or max_bytes of them), 2 MiB
+ * runs first.  Unbounded on purpose: it is an explicit request, and a
+ * table walk is bounded by table_max_pages. */
+static int cmd_discard(void *ctx, json_t *args, json_t **ret, char **err)
+{
+	struct ebbd *d = ctx;
+	const char *what_s = "unused";
+	struct pagestate_pass p;
+	uint64_t max_bytes = 0, t0, ns;
+	unsigned what;
+	struct slot *s;
+	int rc;
+
+	if ((rc = lookup(d, args, &s, err)) ||
+	    (rc = control_arg_str(args, "what", false, &what_s, err)) ||
+	    (rc = control_arg_size(args, "max_bytes", false, &max_bytes, err)))
+		return rc;
+	if (pagestate_what_parse(what_s, &what) < 0) {
+		*err = errf("what must be unused, volatile or all");
+		return -EINVAL;
+	}
+	t0 = now_ns();
+	rc = guest_discard(s->g, what, PAGESTATE_HUGE | PAGESTATE_SMALL,
+			   max_bytes ? max_bytes / PAGESTATE_PAGE_SIZE : UINT64_MAX,
+			   &p);
+	ns = now_ns() - t0;
+	if (rc == -ENODEV) {
+		*err = errf("guest '%s' has no page-state table (page_states "
+			    "off, or its kernel has no ebb driver)",
+			    guest_name(s->g));
+		return -ENOTSUP;	/* NotSupported: for this guest */
+	}
+	if (rc < 0) {
+		*err = errf("discard failed after %llu pages: %s",
+			    (unsigned long long)p.discarded_pages, strerror(-rc));
+		return rc;
+	}
+	log_info(guest_name(s->g), "discarded %llu %s pages (%llu MiB) in %.1f ms",
+		 (unsigned long long)p.discarded_pages, what_s,
+		 (unsigned long long)(p.discarded_pages * PAGESTATE_PAGE_SIZE >> 20),
+		 ns / 1e6);
+	control_event(d->ctl, "PAGES_DISCARDED", json_pack("{s:s, s:s, s:I}",
+		      "name", guest_name(s->g), "reason", "command", "bytes",
+		      (json_int_t)(p.discarded_pages * PAGESTATE_PAGE_SIZE)));
+	*ret = json_pack("{s:s, s:s, s:I, s:I, s:I, s:f}",
+			 "name", guest_name(s->g), "what", what_s,
+			 "pages", (json_int_t)p.discarded_pages,
+			 "bytes", (json_int_t)(p.discarded_pages * PAGESTATE_PAGE_SIZE),
+			 "punches", (json_int_t)p.punches,
+			 "ms", ns / 1e6);
 	return 0;
 }
 
@@ -472,6 +582,8 @@ const struct control_cmd ebbd_commands[] = {
 	{ "balloon", cmd_balloon, "name target",
 	  "set the memory a guest keeps (balloon the rest)" },
 	{ "guest-stats", cmd_stats, "name", "a guest's memory statistics" },
+	{ "guest-discard", cmd_discard, "name what max_bytes",
+	  "discard a guest's unused and/or volatile pages (page hinting)" },
 	{ "guest-stop", cmd_stop, "name force", "power a guest off" },
 	{ "guest-exec", cmd_exec, "name command",
 	  "run a shell line in the guest" },

@@ -49,7 +49,13 @@ static void usage(FILE *f)
 		"  --state-dir DIR   swap backing files, on disk (default /var/lib/ebb)\n"
 		"  --tmem-compressor NAME\n"
 		"                    lz4-fast (default: fastest gets, matches of 8+\n"
-		"                    bytes), lz4 (denser: 6+), liblz4 or zstd\n",
+		"                    bytes), lz4 (denser: 6+), liblz4 or zstd\n"
+		"  --discard-below SIZE\n"
+		"                    when free pool memory falls below SIZE, discard\n"
+		"                    guests' unused pages (then volatile ones)\n"
+		"  --test-evictor PAGES_PER_SEC\n"
+		"                    test mode: discard random discardable pages of\n"
+		"                    every guest at this rate\n",
 		CONTROL_DEFAULT_PATH, EBB_DEFAULT_KERNEL, EBB_DEFAULT_INITRD);
 }
 
@@ -75,6 +81,8 @@ static int parse_args(int argc, char **argv, struct ebbd *d,
 		{ "budget", required_argument, NULL, 'b' },
 		{ "state-dir", required_argument, NULL, 'S' },
 		{ "tmem-compressor", required_argument, NULL, 'C' },
+		{ "discard-below", required_argument, NULL, 'D' },
+		{ "test-evictor", required_argument, NULL, 'E' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -102,6 +110,26 @@ static int parse_args(int argc, char **argv, struct ebbd *d,
 				return 2;
 			}
 			break;
+		case 'D':
+			if (size_parse(optarg, &d->discard_below_bytes) < 0) {
+				fprintf(stderr, "ebbd: bad --discard-below '%s'\n", optarg);
+				return 2;
+			}
+			break;
+		case 'E': {
+			char *end;
+
+			errno = 0;
+			d->evict_pages_per_sec = strtoull(optarg, &end, 10);
+			/* At most a million pages a second per guest. */
+			if (errno || *end || end == optarg ||
+			    d->evict_pages_per_sec > 1000000) {
+				fprintf(stderr, "ebbd: bad --test-evictor '%s' "
+					"(pages per second, at most 1000000)\n", optarg);
+				return 2;
+			}
+			break;
+		}
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -176,8 +204,10 @@ static int open_services(struct ebbd *d, const struct ebbd_opts *o)
 	if ((rc = loop_watch_add(d->loop, d->sigfd, EPOLLIN, on_signal, d,
 				 &d->sig_w)) < 0 ||
 	    (rc = loop_timer_add(d->loop, ACCOUNT_MS, ACCOUNT_MS, on_account, d,
-				 &d->account_timer)) < 0) {
-		fprintf(stderr, "ebbd: cannot watch signals or start accounting: "
+				 &d->account_timer)) < 0 ||
+	    (rc = hinting_start(d)) < 0) {
+		fprintf(stderr, "ebbd: cannot watch signals or start accounting "
+			"or hinting: "
 			"%s\n", strerror(-rc));
 		return rc;
 	}
@@ -198,6 +228,7 @@ static void close_services(struct ebbd *d)
 		control_close(d->ctl);
 	loop_watch_del(d->sig_w);
 	loop_timer_del(d->account_timer);
+	hinting_stop(d);
 	if (d->loop)
 		loop_free(d->loop);
 	if (d->pool)

@@ -1,6 +1,8 @@
 /*
  * ebbd.h: what the daemon's files share (src/daemon/): ebbd.c (main),
- * commands.c (control command handlers), slots.c (the guest table).
+ * commands.c (control command handlers), slots.c (the guest table),
+ * hinting.c (page hinting policy: the pressure trigger and the test
+ * evictor).
  *
  * One event loop serves everything: the control socket, every guest's
  * vhost-user devices, guest process exits and periodic accounting.  ebbd
@@ -108,11 +110,24 @@ struct ebbd {
 	struct loop_watch *sig_w;
 	struct loop_timer *account_timer;
 	bool shutting_down;
+	/* Page hinting policy (hinting.c), on the hint timer. */
+	uint64_t discard_below_bytes;	/* --discard-below; 0 off */
+	uint64_t evict_pages_per_sec;	/* --test-evictor; 0 off */
+	struct loop_timer *hint_timer;	/* runs while either is on */
+	bool pressure_dry;		/* last pressure tick found nothing */
+	uint64_t pressure_pages;	/* pages discarded under pressure */
+	uint64_t evicted_pages;		/* pages the test evictor discarded */
+	uint64_t evict_carry_mpages;	/* evictor budget carried, 1/1000 pages */
 };
 
 
 extern const struct control_cmd ebbd_commands[];
 extern const struct guest_events ebbd_guest_events;
+
+/* hinting.c: start the hint timer if --discard-below or --test-evictor
+ * asked for it.  0 or -errno. */
+int hinting_start(struct ebbd *d);
+void hinting_stop(struct ebbd *d);
 
 /* slots.c */
 /* A malloc'd message for a command's error reply (NULL if out of memory). */

@@ -52,6 +52,8 @@ struct guest {
 	uint64_t resident_bytes;
 	bool external;		/* no process of ours */
 	struct balloon *balloon;
+	struct ebbdev *ebb;	/* NULL: page_states off */
+	char ebb_sock[300];
 	struct blk *disks[GUEST_MAX_DISKS];	/* NULL once stopped */
 	struct disk_ref disk_refs[GUEST_MAX_DISKS];
 	char disk_role[GUEST_MAX_DISKS][GUEST_ROLE_MAX];
@@ -190,6 +192,27 @@ static void on_balloon_mem_table(void *opaque)
 	if (g->ev && g->ev->ram_ready)
 		g->ev->ram_ready(g->opaque, g);
 }
+
+static void on_ebb_returned(void *opaque, uint64_t bytes)
+{
+	struct guest *g = opaque;
+
+	if (g->ev && g->ev->memory_returned)
+		g->ev->memory_returned(g->opaque, g);
+}
+
+static void on_ebb_failed(void *opaque, const char *why)
+{
+	struct guest *g = opaque;
+
+	if (g->ev && g->ev->device_failed)
+		g->ev->device_failed(g->opaque, g, "ebb", why);
+}
+
+static const struct ebbdev_events ebb_ev = {
+	.returned = on_ebb_returned,
+	.failed = on_ebb_failed,
+};
 
 static const struct balloon_events balloon_ev = {
 	.target_reached = on_balloon_reached,
@@ -433,6 +456,7 @@ static int alloc_guest(struct launch *l)
 	snprintf(g->dir, sizeof(g->dir), "%s/%s", l->env->run_dir, cfg->name);
 	snprintf(g->balloon_sock, sizeof(g->balloon_sock), "%s/balloon.sock",
 		 g->dir);
+	snprintf(g->ebb_sock, sizeof(g->ebb_sock), "%s/ebb.sock", g->dir);
 	snprintf(g->log_path, sizeof(g->log_path), "%s/%s.log",
 		 l->env->log_dir, cfg->name);
 	l->g = g;
@@ -459,6 +483,19 @@ static int open_devices(struct launch *l)
 			 !l->cfg->no_reporting, &balloon_ev, g, &g->balloon);
 	if (rc < 0)
 		return rc;
+	/* The guest's running state never waits for the ebb device: a
+	 * kernel without its driver leaves it unbound (driver_ready looks
+	 * at the balloon and disks only). */
+	if (l->cfg->page_states) {
+		snprintf(bname, sizeof(bname), "%s/ebb", g->name);
+		rc = ebbdev_new(l->env->loop, g->ebb_sock, bname, &ebb_ev, g,
+				&g->ebb);
+		if (rc < 0) {
+			balloon_free(g->balloon);
+			g->balloon = NULL;
+			return rc;
+		}
+	}
 	for (; l->ndone < l->cfg->ndisks; l->ndone++) {
 		const struct guest_disk *dk = &l->cfg->disks[l->ndone];
 		unsigned i = l->ndone;
@@ -474,6 +511,8 @@ static int open_devices(struct launch *l)
 			     &g->disks[i]);
 		if (rc < 0) {
 			free_disks(g);
+			ebbdev_free(g->ebb);
+			g->ebb = NULL;
 			balloon_free(g->balloon);
 			g->balloon = NULL;
 			return rc;
@@ -509,6 +548,10 @@ static int build_argv(struct launch *l)
 		if (rc)
 			return rc;
 	}
+	/* After the disks, so their /dev/vdX names do not depend on it. */
+	if (g->ebb && (rc = argv_addf(a, "virtio_uml.device=%s:%d", g->ebb_sock,
+				      VIRTIO_ID_EBB)))
+		return rc;
 	if ((rc = argv_addf(a, "ebb.name=%s", g->name)) ||
 	    /* 256 legacy ptys cost 1-2 s of boot and nobody uses them. */
 	    (rc = argv_add(a, "pty.legacy_count=0")) ||
@@ -645,6 +688,7 @@ static void start_undo(struct launch *l, enum start_step reached)
 	free(l->av.extra);
 	if (reached >= START_DEVICES) {
 		free_disks(g);
+		ebbdev_free(g->ebb);
 		balloon_free(g->balloon);
 	}
 	if (reached >= START_DIRS)
@@ -753,6 +797,7 @@ void guest_free(struct guest *g)
 	loop_timer_del(g->kill_timer);
 	close_console(g);
 	free_disks(g);
+	ebbdev_free(g->ebb);
 	balloon_free(g->balloon);
 	rmdir(g->dir);
 	free(g);
@@ -801,6 +846,43 @@ void guest_get_info(const struct guest *g, struct guest_info *out)
 	out->mem_bytes = g->mem_bytes;
 	out->resident_bytes = g->resident_bytes;
 	balloon_get_info(g->balloon, &out->balloon);
+	out->has_ebb = g->ebb != NULL;
+	if (g->ebb)
+		ebbdev_get_info(g->ebb, &out->ebb);
+}
+
+int guest_discard(struct guest *g, unsigned what, unsigned how,
+		  uint64_t max_pages, struct pagestate_pass *out)
+{
+	if (!g->ebb) {
+		memset(out, 0, sizeof(*out));
+		return -ENODEV;
+	}
+	return ebbdev_discard(g->ebb, what, how, max_pages, out);
+}
+
+int guest_evict(struct guest *g, unsigned what, uint64_t max_pages,
+		struct pagestate_pass *out)
+{
+	if (!g->ebb) {
+		memset(out, 0, sizeof(*out));
+		return -ENODEV;
+	}
+	return ebbdev_evict(g->ebb, what, max_pages, out);
+}
+
+int guest_page_states(const struct guest *g, uint64_t counts[PS_NSTATES + 1])
+{
+	if (!g->ebb) {
+		memset(counts, 0, sizeof(uint64_t) * (PS_NSTATES + 1));
+		return -ENODEV;
+	}
+	return ebbdev_count(g->ebb, counts);
+}
+
+const char *guest_ebb_socket(const struct guest *g)
+{
+	return g->ebb ? g->ebb_sock : NULL;
 }
 
 const char *guest_name(const struct guest *g)

@@ -39,6 +39,7 @@
 #include "balloon.h"
 #include "blk.h"
 #include "blkback.h"
+#include "ebbdev.h"
 #include "loop.h"
 
 #define GUEST_NAME_MAX 32	/* bytes including the NUL */
@@ -80,6 +81,9 @@ struct guest_config {
 	bool no_reporting;	/* do not offer free page reporting */
 	bool external;		/* no process: another VMM connects to the
 				 * device sockets (and owns the guest) */
+	bool page_states;	/* serve the ebb device (page hinting); a
+				 * kernel without its driver leaves it
+				 * unbound and nothing changes */
 	struct guest_disk disks[GUEST_MAX_DISKS];
 	unsigned ndisks;
 };
@@ -110,6 +114,8 @@ struct guest_info {
 	uint64_t mem_bytes;
 	uint64_t resident_bytes;	/* RAM file's allocated bytes, 0 unknown */
 	struct balloon_info balloon;
+	bool has_ebb;		/* the ebb device is served */
+	struct ebbdev_info ebb;	/* its state and counters, if has_ebb */
 };
 
 /* Is @name usable as a guest name (and as a file name)? */
@@ -161,6 +167,21 @@ void guest_release_boot(struct guest *g, uint64_t token, int result);
  * devices are gone then). */
 int guest_disk_info(const struct guest *g, unsigned i, const char **role,
 		    const char **sock, struct blk_info *info);
+
+/*
+ * Page hinting through the ebb device: discard up to @max_pages pages in
+ * @what per @how (ebbdev_discard), or one random evictor step
+ * (ebbdev_evict).  -ENODEV if the guest has no ebb device or its driver
+ * registered no table.  Memory given back triggers memory_returned.
+ */
+int guest_discard(struct guest *g, unsigned what, unsigned how,
+		  uint64_t max_pages, struct pagestate_pass *out);
+int guest_evict(struct guest *g, unsigned what, uint64_t max_pages,
+		struct pagestate_pass *out);
+/* Pages per state (counts[PS_STABLE .. PS_OTHER]); -ENODEV as above. */
+int guest_page_states(const struct guest *g, uint64_t counts[PS_NSTATES + 1]);
+/* The ebb device's socket path, NULL if the guest has none. */
+const char *guest_ebb_socket(const struct guest *g);
 
 /* The balloon device's vhost-user socket path. */
 const char *guest_balloon_socket(const struct guest *g);

@@ -44,7 +44,8 @@ enum guest_run_kind {
 	X(swap,       GR_SIZE, false,   "swap",         true,  true)	\
 	X(swap_quota, GR_SIZE, false,   "swap-quota",   true,  true)	\
 	X(disk,       GR_STR,  false,   "disk",         true,  false)	\
-	X(disk_ro,    GR_BOOL, false,   "disk-ro",      true,  false)
+	X(disk_ro,    GR_BOOL, false,   "disk-ro",      true,  false)	\
+	X(page_states, GR_BOOL, false,  "no-page-states", false, false)
 
 #define GR_CTYPE_GR_STR		const char *
 #define GR_CTYPE_GR_SIZE	uint64_t

@@ -598,6 +598,7 @@ static int slot_start(struct ebbd *d, struct slot *s, const struct guest_run *r,
 		 * its claim is already consumed), so it is not offered.  The
 		 * balloon still is. */
 		.no_reporting = !r->reporting || r->prealloc,
+		.page_states = r->page_states,
 	};
 	int rc;
 

@@ -555,7 +555,7 @@ static int h_set_protocol_features(struct vu_dev *dev, const struct vu_msg *m,
 	return 0;
 }
 
-/* SET_OWNER and SET_STATUS: nothing to do, but acked. */
+/* SET_OWNER: nothing to do, but acked. */
 static int h_accept(struct vu_dev *dev, const struct vu_msg *m,
 		    const char **why)
 {
@@ -570,6 +570,18 @@ static int h_reset(struct vu_dev *dev, const struct vu_msg *m,
 		dev->kick_w[q] = NULL;
 		vq_reset(&dev->vqs[q]);
 	}
+	if (dev->ops->reset)
+		dev->ops->reset(dev->opaque);
+	return 0;
+}
+
+/* SET_STATUS: acked; status 0 is a device reset (virtio 2.1), which the
+ * device must hear about (the ebb device drops a registered table). */
+static int h_set_status(struct vu_dev *dev, const struct vu_msg *m,
+			const char **why)
+{
+	if (msg_u64(m) == 0 && dev->ops->reset)
+		dev->ops->reset(dev->opaque);
 	return 0;
 }
 
@@ -762,7 +774,7 @@ static const struct vu_rule vu_rules[] = {
 	{ VU_RESET_DEVICE, "RESET_DEVICE", NONE, 0, 0, false, h_reset },
 	{ VU_GET_MAX_MEM_SLOTS, "GET_MAX_MEM_SLOTS", NONE, 0, 0, true,
 	  h_get_max_mem_slots },
-	{ VU_SET_STATUS, "SET_STATUS", U64, 0, 0, false, h_accept },
+	{ VU_SET_STATUS, "SET_STATUS", U64, 0, 0, false, h_set_status },
 	{ VU_GET_STATUS, "GET_STATUS", NONE, 0, 0, true, h_get_status },
 };
 

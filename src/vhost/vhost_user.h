@@ -104,8 +104,14 @@ struct vu_dev_ops {
 	void (*disconnected)(void *opaque);
 	/* The device failed for @why (hostile or broken frontend). */
 	void (*failed)(void *opaque, const char *why);
-	/* A new memory table arrived (e.g. to re-measure residency). */
+	/* A new memory table arrived (e.g. to re-measure residency).  The
+	 * old table's mappings are already gone: host pointers taken from
+	 * it must be forgotten here. */
 	void (*mem_table_set)(void *opaque);
+	/* The frontend reset the device (RESET_OWNER, RESET_DEVICE, or
+	 * SET_STATUS 0): its rings are gone and whatever the driver set up
+	 * through requests no longer holds. */
+	void (*reset)(void *opaque);
 };
 
 /*

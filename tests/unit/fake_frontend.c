@@ -402,9 +402,15 @@ void ff_handshake(struct ff *f, const struct ff_mem *m, uint64_t features,
 		  struct ff_ring *rings, unsigned nrings, const int *kick_fds,
 		  const int *call_fds)
 {
+	ff_handshake_cfg(f, m, features, 16, rings, nrings, kick_fds, call_fds);
+}
+
+void ff_handshake_cfg(struct ff *f, const struct ff_mem *m, uint64_t features,
+		      uint32_t cfg_len, struct ff_ring *rings, unsigned nrings,
+		      const int *kick_fds, const int *call_fds)
+{
 	uint64_t v, pf;
-	uint8_t cfg[12 + 16] = { 0 }, got[sizeof(cfg)];
-	uint32_t cfg_len = 16;
+	uint8_t cfg[12 + 256] = { 0 }, got[sizeof(cfg)];
 	int sp[2];
 
 	assert_int_equal(ff_send(f, VU_SET_OWNER, FF_VERSION, NULL, 0, NULL, 0), 0);
@@ -426,10 +432,11 @@ void ff_handshake(struct ff *f, const struct ff_mem *m, uint64_t features,
 	f->backend_peer = sp[0];
 
 	memcpy(cfg + 4, &cfg_len, 4);
-	assert_int_equal(ff_send(f, VU_GET_CONFIG, FF_VERSION, cfg, sizeof(cfg),
+	assert_true(cfg_len <= 256);
+	assert_int_equal(ff_send(f, VU_GET_CONFIG, FF_VERSION, cfg, 12 + cfg_len,
 				 NULL, 0), 0);
 	assert_int_equal(ff_recv(f, VU_GET_CONFIG, got, sizeof(got)),
-			 (int)sizeof(got));
+			 (int)(12 + cfg_len));
 
 	assert_int_equal(ff_call(f, VU_SET_FEATURES, &features, 8, NULL, 0), 0);
 	assert_int_equal(ff_mem_table(f, m), 0);

@@ -150,6 +150,11 @@ int64_t ff_mem_table(struct ff *f, const struct ff_mem *m);
 void ff_handshake(struct ff *f, const struct ff_mem *m, uint64_t features,
 		  struct ff_ring *rings, unsigned nrings, const int *kick_fds,
 		  const int *call_fds);
+/* The same for a device whose config space is @cfg_len bytes (at most
+ * 256; ff_handshake reads 16, the balloon's and more of blk's). */
+void ff_handshake_cfg(struct ff *f, const struct ff_mem *m, uint64_t features,
+		      uint32_t cfg_len, struct ff_ring *rings, unsigned nrings,
+		      const int *kick_fds, const int *call_fds);
 
 /* Number of open fds of this process (leak checks). */
 unsigned ff_count_fds(void);

@@ -142,7 +142,7 @@ static void record(struct fx *fx, json_t *args)
 
 static int h_guest_list(void *ctx, json_t *args, json_t **ret, char **err)
 {
-	*ret = json_pack("{s:[{s:s, s:s, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b},"
+	*ret = json_pack("{s:[{s:s, s:s, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b},"
 			 "{s:s, s:s, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b},"
 			 "{s:s, s:s, s:i, s:I, s:I, s:I},"
 			 "{s:s, s:s, s:i, s:I, s:I, s:I}]}",
@@ -150,7 +150,8 @@ static int h_guest_list(void *ctx, json_t *args, json_t **ret, char **err)
 		"name", "web1", "state", "running", "pid", 1234, "mem", MiB(512),
 		"balloon_target", MiB(384), "balloon_actual", MiB(384),
 		"resident", (json_int_t)315621376, "claim", (json_int_t)0,
-		"reported", MiB(12), "returned", MiB(128), "over_budget", 0,
+		"reported", MiB(12), "returned", MiB(128), "discarded", MiB(90),
+		"over_budget", 0,
 		"name", "db", "state", "starting", "pid", 1240, "mem", MiB(1024),
 		"balloon_target", MiB(1024), "balloon_actual", MiB(1024),
 		"resident", MiB(100), "claim", MiB(924), "reported", (json_int_t)0,
@@ -183,13 +184,18 @@ static int h_guest_stats(void *ctx, json_t *args, json_t **ret, char **err)
 		return -ENOENT;
 	}
 	*ret = json_pack("{s:s, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I},"
-			 " s:I, s:I, s:I}", "name", name, "stats",
+			 " s:I, s:I, s:I, s:{s:b, s:I, s:I, s:I, s:I, s:I, s:I}}",
+			 "name", name, "stats",
 			 "swap_in", (json_int_t)0, "swap_out", MiB(4),
 			 "major_faults", (json_int_t)12, "minor_faults",
 			 (json_int_t)123456, "free", MiB(100), "total", MiB(496),
 			 "available", MiB(300), "caches", MiB(150),
 			 "stats_age_ms", (json_int_t)1234, "resident",
-			 (json_int_t)315621376, "balloon_actual", MiB(384));
+			 (json_int_t)315621376, "balloon_actual", MiB(384),
+			 "page_states", "table", 1, "discarded_bytes", MiB(90),
+			 "stable", (json_int_t)80000, "unused", (json_int_t)20000,
+			 "volatile", (json_int_t)0, "discarding", (json_int_t)0,
+			 "discarded", (json_int_t)23040);
 	return 0;
 }
 
@@ -1389,11 +1395,11 @@ static void ebbctl_list_info_stats(void **state)
 	assert_status(r, 0);
 	assert_string_equal(r.err, "");
 	assert_string_equal(r.out,
-"NAME  STATE      PID   MEM  TARGET  ACTUAL  RESIDENT  CLAIM  REPORTED  RETURNED  OVER\n"
-"web1  running   1234  512M    384M    384M      301M     0B       12M      128M  no\n"
-"db    starting  1240    1G      1G      1G      100M   924M        0B        0B  yes\n"
-"evt   running   1300  512M    256M    300M         -      -         -         -  -\n"
-"slow  running   1301  512M    256M    512M         -      -         -         -  -\n");
+"NAME  STATE      PID   MEM  TARGET  ACTUAL  RESIDENT  CLAIM  REPORTED  RETURNED  DISCARDED  OVER\n"
+"web1  running   1234  512M    384M    384M      301M     0B       12M      128M        90M  no\n"
+"db    starting  1240    1G      1G      1G      100M   924M        0B        0B          -  yes\n"
+"evt   running   1300  512M    256M    300M         -      -         -         -          -  -\n"
+"slow  running   1301  512M    256M    512M         -      -         -         -          -  -\n");
 
 	ebbctl(fx, &r, false, "info", NULL);
 	assert_status(r, 0);
@@ -1410,6 +1416,7 @@ static void ebbctl_list_info_stats(void **state)
 			    "name:            web1\n"
 			    "resident:        301M\n"
 			    "balloon_actual:  384M\n"
+			    "page_states:     80000 stable, 20000 unused, 0 volatile, 0 discarding, 23040 discarded\n"
 			    "stats_age:       1.2 s\n"
 			    "swap_in:         0B\n"
 			    "swap_out:        4M\n"
@@ -1418,7 +1425,8 @@ static void ebbctl_list_info_stats(void **state)
 			    "free:            100M\n"
 			    "total:           496M\n"
 			    "available:       300M\n"
-			    "caches:          150M\n");
+			    "caches:          150M\n"
+			    "discarded:       90M\n");
 
 	/* --json: the return object, one line, before or after the command. */
 	ebbctl(fx, &r, false, "--json", "info", NULL);

@@ -1,0 +1,138 @@
+/*
+ * hinting: ebbd's page-hinting policy (declared in ebbd.h).  Two users of
+ * the guests' page-state tables, on one timer:
+ *
+ *   - the pressure trigger (--discard-below SIZE): while the pool's free
+ *     memory is below SIZE, discard pages across guests until the
+ *     shortfall is covered: unused pages first, volatile ones only when
+ *     no guest has unused pages left (volatile pages cost the guest a
+ *     re-read), and within each, whole 2 MiB runs of every guest before
+ *     any smaller run (they keep host huge pages whole);
+ *   - the test evictor (--test-evictor N): every guest loses random
+ *     discardable pages at N pages per second (the issue's "fake
+ *     hypervisor" that checks the guest's side of the protocol).
+ *
+ * Both are bounded per tick (HINT_TICK_MS): the pressure trigger by
+ * PRESSURE_TICK_PAGES, the evictor by its rate, so the loop stays
+ * responsive to the guests' devices.  Residency is re-measured as each
+ * guest gives memory back (the devices' returned event), so the next tick
+ * sees the pool's new free memory.
+ */
+#include "ebbd.h"
+
+#include <errno.h>
+
+#include "log.h"
+
+#define HINT_TICK_MS		100
+/* 64 MiB per tick: a few ms of hole punching, 640 MiB/s at most. */
+#define PRESSURE_TICK_PAGES	((64ull << 20) / PAGESTATE_PAGE_SIZE)
+
+/* One pass of @what per @how over every guest, up to @room pages. */
+static uint64_t discard_across(struct ebbd *d, unsigned what, unsigned how,
+			       uint64_t room)
+{
+	uint64_t done = 0;
+
+	for (unsigned i = 0; i < MAX_GUESTS && done < room; i++) {
+		struct pagestate_pass p;
+
+		if (!d->slots[i].g)
+			continue;
+		if (guest_discard(d->slots[i].g, what, how, room - done, &p) == 0)
+			done += p.discarded_pages;
+	}
+	return done;
+}
+
+static void pressure_tick(struct ebbd *d)
+{
+	static const struct { unsigned what, how; } order[] = {
+		{ PAGESTATE_UNUSED, PAGESTATE_HUGE },
+		{ PAGESTATE_UNUSED, PAGESTATE_SMALL },
+		{ PAGESTATE_VOLATILE, PAGESTATE_HUGE },
+		{ PAGESTATE_VOLATILE, PAGESTATE_SMALL },
+	};
+	uint64_t free_bytes, want, done = 0;
+	struct pool_info pi;
+
+	if (pool_info(d->pool, &pi) < 0)
+		return;
+	free_bytes = pi.free_pages * POOL_PAGE_SIZE;
+	if (free_bytes >= d->discard_below_bytes) {
+		d->pressure_dry = false;
+		return;
+	}
+	want = (d->discard_below_bytes - free_bytes + PAGESTATE_PAGE_SIZE - 1) /
+	       PAGESTATE_PAGE_SIZE;
+	if (want > PRESSURE_TICK_PAGES)
+		want = PRESSURE_TICK_PAGES;
+	for (size_t k = 0; k < sizeof(order) / sizeof(order[0]) && done < want; k++)
+		done += discard_across(d, order[k].what, order[k].how, want - done);
+	if (done == 0) {
+		if (!d->pressure_dry)
+			log_warn(NULL, "free memory %llu MiB below --discard-below "
+				 "%llu MiB, and no guest has pages to discard",
+				 (unsigned long long)(free_bytes >> 20),
+				 (unsigned long long)(d->discard_below_bytes >> 20));
+		d->pressure_dry = true;
+		return;
+	}
+	d->pressure_dry = false;
+	d->pressure_pages += done;
+	log_info(NULL, "host pressure (free %llu MiB): discarded %llu MiB of "
+		 "guest pages", (unsigned long long)(free_bytes >> 20),
+		 (unsigned long long)(done * PAGESTATE_PAGE_SIZE >> 20));
+	control_event(d->ctl, "PAGES_DISCARDED", json_pack("{s:s, s:I, s:I}",
+		      "reason", "pressure", "bytes",
+		      (json_int_t)(done * PAGESTATE_PAGE_SIZE),
+		      "free", (json_int_t)free_bytes));
+}
+
+/* Every guest gets the evictor's rate; the fraction of a page a tick
+ * leaves over is carried to the next. */
+static void evict_tick(struct ebbd *d)
+{
+	uint64_t mpages = d->evict_pages_per_sec * HINT_TICK_MS +
+			  d->evict_carry_mpages;
+	uint64_t pages = mpages / 1000;
+
+	d->evict_carry_mpages = mpages % 1000;
+	if (!pages)
+		return;
+	for (unsigned i = 0; i < MAX_GUESTS; i++) {
+		struct pagestate_pass p;
+
+		if (d->slots[i].g &&
+		    guest_evict(d->slots[i].g, PAGESTATE_ALL, pages, &p) == 0)
+			d->evicted_pages += p.discarded_pages;
+	}
+}
+
+static void on_hint_tick(void *opaque)
+{
+	struct ebbd *d = opaque;
+
+	if (d->discard_below_bytes)
+		pressure_tick(d);
+	if (d->evict_pages_per_sec)
+		evict_tick(d);
+}
+
+int hinting_start(struct ebbd *d)
+{
+	if (!d->discard_below_bytes && !d->evict_pages_per_sec)
+		return 0;
+	if (d->evict_pages_per_sec)
+		log_warn(NULL, "test evictor on: every guest loses random "
+			 "discardable pages at %llu pages/s",
+			 (unsigned long long)d->evict_pages_per_sec);
+	return loop_timer_add(d->loop, HINT_TICK_MS, HINT_TICK_MS, on_hint_tick,
+			      d, &d->hint_timer);
+}
+
+void hinting_stop(struct ebbd *d)
+{
+	loop_timer_del(d->hint_timer);
+	d->hint_timer = NULL;
+}
