@@ -49,7 +49,8 @@ static void usage(FILE *f)
 		"                    (<run-dir>/<name>/ram), 2 MiB blocks kept whole\n"
 		"  --block-wait SECONDS\n"
 		"                    with --ram-hugepages: how long freed 4 KiB pages\n"
-		"                    wait for the rest of their 2 MiB block (default 10)\n"
+		"                    wait for the rest of their 2 MiB block (default 10;\n"
+		"                    0 punches them at once, shattering blocks)\n"
 		"  --budget SIZE     host memory budget (default: memory cgroup\n"
 		"                    limit, else MemTotal minus a reserve)\n"
 		"  --state-dir DIR   swap backing files, on disk (default /var/lib/ebb)\n"
@@ -102,13 +103,15 @@ static int parse_args(int argc, char **argv, struct ebbd *d,
 			char *end;
 			double sec = strtod(optarg, &end);
 
-			if (*end || !(sec > 0 && sec <= 3600)) {
+			if (*end || end == optarg || !(sec >= 0 && sec <= 3600)) {
 				fprintf(stderr, "ebbd: bad --block-wait '%s' "
-					"(seconds, above 0, at most 3600)\n", optarg);
+					"(seconds, 0 to 3600)\n", optarg);
 				return 2;
 			}
+			/* 0: punch every freed page at once (the 4 KiB
+			 * baseline on huge pages, for comparisons). */
 			d->env.keep_wait_ms = (uint64_t)(sec * 1000);
-			if (!d->env.keep_wait_ms)
+			if (sec > 0 && !d->env.keep_wait_ms)
 				d->env.keep_wait_ms = 1;
 			break;
 		}

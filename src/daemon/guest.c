@@ -538,7 +538,8 @@ static int mount_ram(struct launch *l)
 		return rc;
 	}
 	g->ram_mounted = true;
-	return balloon_keep_blocks(g->balloon, l->env->keep_wait_ms);
+	return l->env->keep_wait_ms ?
+	       balloon_keep_blocks(g->balloon, l->env->keep_wait_ms) : 0;
 }
 
 static int build_argv(struct launch *l)
