@@ -4,6 +4,27 @@
  */
 #include "ebbctl.h"
 
+/*
+ * HUGE: RAM the host maps with 2 MiB pages, then intact of allocated 2 MiB
+ * blocks of the RAM file ("24M 12/13"); "-" from a daemon without them.
+ */
+static const char *huge_cell(json_t *g, char *buf, size_t len)
+{
+	json_t *mapped = json_object_get(g, "huge_mapped");
+	json_t *intact = json_object_get(g, "intact_blocks");
+	json_t *shattered = json_object_get(g, "shattered_blocks");
+	char size[32];
+
+	if (!json_is_integer(mapped) || !json_is_integer(intact) ||
+	    !json_is_integer(shattered))
+		return "-";
+	snprintf(buf, len, "%s %lld/%lld", fmt_size(mapped, size, sizeof(size)),
+		 (long long)json_integer_value(intact),
+		 (long long)(json_integer_value(intact) +
+			     json_integer_value(shattered)));
+	return buf;
+}
+
 static void print_list(json_t *r)
 {
 	static const struct {
@@ -21,6 +42,7 @@ static void print_list(json_t *r)
 		{ "REPORTED", "reported", true },
 		{ "RETURNED", "returned", true },
 		{ "DISCARDED", "discarded", true },
+		{ "HUGE", NULL, false },
 		{ "OVER", "over_budget", false },
 	};
 	struct table t = { 0 };
@@ -36,8 +58,12 @@ static void print_list(json_t *r)
 		if (row < 0)
 			break;
 		for (size_t c = 0; c < t.ncols; c++) {
-			json_t *v = json_object_get(g, cols[c].key);
+			json_t *v = cols[c].key ? json_object_get(g, cols[c].key) : NULL;
 
+			if (!cols[c].key) {
+				table_set(&t, row, c, huge_cell(g, buf, sizeof(buf)));
+				continue;
+			}
 			if (v)
 				table_set(&t, row, c, cols[c].size ?
 					  fmt_size(v, buf, sizeof(buf)) :

@@ -5,6 +5,7 @@
 #include "ebbctl.h"
 
 #include <stdio.h>
+#include <string.h>
 
 /* The ebb device's page states as one line ("2351 stable, 40120
  * unused, ..."), and bytes discarded, in place of its object. */
@@ -44,6 +45,7 @@ static void print_stats(json_t *r)
 	static const char *const skip[] = { "stats", "stats_age_ms", NULL };
 	json_t *age = json_object_get(r, "stats_age_ms");
 	json_t *stats = json_object_get(r, "stats");
+	json_t *blocks = json_object_get(r, "blocks");
 	json_t *all = json_deep_copy(r);
 	const char *key;
 	json_t *v;
@@ -63,6 +65,17 @@ static void print_stats(json_t *r)
 			snprintf(buf, sizeof(buf), "%.1f s",
 				 (double)json_integer_value(age) / 1000.0);
 		json_object_set_new(all, "stats_age", json_string(buf));
+	}
+	/* --ram-hugepages' block keeping, flattened as blocks_<counter>
+	 * (its "waiting" is already there as blocks_waiting). */
+	json_object_del(all, "blocks");
+	json_object_foreach(blocks, key, v) {
+		char name[64];
+
+		if (strcmp(key, "waiting") == 0)
+			continue;
+		snprintf(name, sizeof(name), "blocks_%s", key);
+		json_object_set(all, name, v);
 	}
 	json_object_foreach(stats, key, v)
 		json_object_set(all, key, v);

@@ -74,7 +74,9 @@ static const char *const size_keys[] = {
 	"budget", "free", "balloon_target", "balloon_actual", "reported",
 	"returned", "size", "total", "available", "caches", "swap_in",
 	"swap_out", "unclaimed", "over", "inflated", "oom_deflated",
-	"discarded", NULL,
+	"discarded",
+	"huge_mapped", "blocks_waiting", "blocks_holey", "blocks_report_split",
+	"blocks_expired", NULL,
 };
 
 static bool is_size_key(const char *key)

@@ -180,27 +180,57 @@ static json_t *guest_json(struct ebbd *d, struct slot *s)
 		"device_failed", gi.balloon.failed);
 }
 
-/* guest_json plus page hinting: bytes discarded, and the page states. */
-static json_t *guest_json_hinting(struct ebbd *d, struct slot *s)
+/*
+ * Huge pages (issue 13): how much of the guest's RAM the host maps with
+ * 2 MiB pages, how many 2 MiB blocks of its RAM file are intact (fully
+ * allocated) or shattered (partly), and, with --ram-hugepages, what the
+ * balloon's block keeping did and what still waits for its block.
+ */
+static void huge_json(json_t *o, const struct guest_info *gi)
+{
+	const struct hugeblocks_info *h = &gi->balloon.blocks;
+
+	json_object_set_new(o, "ram_hugepages", json_boolean(gi->ram_hugepages));
+	json_object_set_new(o, "huge_mapped",
+			    json_integer((json_int_t)gi->huge_mapped_bytes));
+	json_object_set_new(o, "intact_blocks",
+			    json_integer((json_int_t)gi->intact_blocks));
+	json_object_set_new(o, "shattered_blocks",
+			    json_integer((json_int_t)gi->shattered_blocks));
+	if (!gi->balloon.keep_blocks)
+		return;
+	json_object_set_new(o, "blocks_waiting",
+			    json_integer((json_int_t)h->pending_bytes));
+	json_object_set_new(o, "blocks", json_pack(
+		"{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+		"waiting", (json_int_t)h->pending_bytes,
+		"waiting_blocks", (json_int_t)h->pending_blocks,
+		"whole_punched", (json_int_t)h->whole_blocks,
+		"completed", (json_int_t)h->completed_blocks,
+		"holey", (json_int_t)h->holey_bytes,
+		"report_split", (json_int_t)h->report_split_bytes,
+		"expired", (json_int_t)h->expired_bytes,
+		"failed_punches", (json_int_t)h->failed_punches));
+}
+
+
+/*
+ * guest_json plus page hinting (bytes discarded, the page states), huge
+ * pages, the store, and the preallocation's state if the guest asked for
+ * one.
+ */
+static json_t *guest_json_full(struct ebbd *d, struct slot *s)
 {
 	json_t *o = guest_json(d, s);
+	struct prealloc_status st = s->pre_last;
+	struct pool_guest_info pi = { 0 };
 	struct guest_info gi;
 
 	guest_get_info(s->g, &gi);
 	json_object_set_new(o, "discarded",
 			    json_integer((json_int_t)gi.ebb.ps.discarded_bytes));
 	json_object_set_new(o, "page_states", page_states_json(s->g, &gi));
-	return o;
-}
-
-/* guest_json_hinting plus the preallocation's state, if the guest asked
- * for one. */
-static json_t *guest_json_full(struct ebbd *d, struct slot *s)
-{
-	json_t *o = guest_json_hinting(d, s);
-	struct prealloc_status st = s->pre_last;
-	struct pool_guest_info pi = { 0 };
-
+	huge_json(o, &gi);
 	if (s->id && pool_guest_info(d->pool, s->id, &pi) == 0)
 		json_object_set_new(o, "store",
 				    json_integer((json_int_t)(pi.store_pages *
@@ -298,6 +328,7 @@ static int cmd_stats(void *ctx, json_t *args, json_t **ret, char **err)
 				(uint64_t)gi.balloon.actual_pages *
 				BALLOON_PAGE_SIZE));
 	json_object_set_new(*ret, "page_states", page_states_json(s->g, &gi));
+	huge_json(*ret, &gi);
 	return 0;
 }
 

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "hugeram.h"
 #include "log.h"
 #include "size.h"
 
@@ -44,6 +45,12 @@ static void usage(FILE *f)
 		"  --kernel PATH     UML guest kernel (default %s)\n"
 		"  --initrd PATH     guest initramfs (default %s)\n"
 		"  --ram-dir DIR     where guests keep their RAM files (default /dev/shm)\n"
+		"  --ram-hugepages   each guest's RAM on its own huge-page tmpfs\n"
+		"                    (<run-dir>/<name>/ram), 2 MiB blocks kept whole\n"
+		"  --block-wait SECONDS\n"
+		"                    with --ram-hugepages: how long freed 4 KiB pages\n"
+		"                    wait for the rest of their 2 MiB block (default 10;\n"
+		"                    0 punches them at once, shattering blocks)\n"
 		"  --budget SIZE     host memory budget (default: memory cgroup\n"
 		"                    limit, else MemTotal minus a reserve)\n"
 		"  --state-dir DIR   swap backing files, on disk (default /var/lib/ebb)\n"
@@ -83,6 +90,8 @@ static int parse_args(int argc, char **argv, struct ebbd *d,
 		{ "tmem-compressor", required_argument, NULL, 'C' },
 		{ "discard-below", required_argument, NULL, 'D' },
 		{ "test-evictor", required_argument, NULL, 'E' },
+		{ "ram-hugepages", no_argument, NULL, 'H' },
+		{ "block-wait", required_argument, NULL, 'W' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -97,6 +106,23 @@ static int parse_args(int argc, char **argv, struct ebbd *d,
 		case 'i': d->env.initrd = optarg; break;
 		case 'm': d->env.ram_dir = optarg; break;
 		case 'S': d->state_dir = optarg; break;
+		case 'H': d->env.ram_hugepages = true; break;
+		case 'W': {
+			char *end;
+			double sec = strtod(optarg, &end);
+
+			if (*end || end == optarg || !(sec >= 0 && sec <= 3600)) {
+				fprintf(stderr, "ebbd: bad --block-wait '%s' "
+					"(seconds, 0 to 3600)\n", optarg);
+				return 2;
+			}
+			/* 0: punch every freed page at once (the 4 KiB
+			 * baseline on huge pages, for comparisons). */
+			d->env.keep_wait_ms = (uint64_t)(sec * 1000);
+			if (sec > 0 && !d->env.keep_wait_ms)
+				d->env.keep_wait_ms = 1;
+			break;
+		}
 		case 'C':
 			if (pagecomp_find(optarg, &o->comp) < 0) {
 				fprintf(stderr, "ebbd: unknown --tmem-compressor '%s' "
@@ -137,6 +163,37 @@ static int parse_args(int argc, char **argv, struct ebbd *d,
 	return -1;
 }
 
+/*
+ * --ram-hugepages: the host gives tmpfs huge pages and lets ebbd mount
+ * (one trial mount, so a guest launch does not find out first).  Mounts
+ * an ebbd that died left behind are detached here.
+ */
+static int check_hugepages(struct ebbd *d)
+{
+	char why[256], trial[512];
+	int rc, n;
+
+	rc = hugeram_check_host(why, sizeof(why));
+	if (rc < 0 || why[0])
+		fprintf(stderr, "ebbd: --ram-hugepages: %s\n", why);
+	if (rc < 0)
+		return -1;
+	n = hugeram_clean_stale(d->env.run_dir);
+	if (n > 0)
+		log_info(NULL, "detached %d stale RAM mount(s) under %s", n,
+			 d->env.run_dir);
+	snprintf(trial, sizeof(trial), "%s/.ram-trial", d->env.run_dir);
+	if ((mkdir(d->env.run_dir, 0750) < 0 && errno != EEXIST) ||
+	    (rc = hugeram_mount(trial, 64ull << 20)) < 0) {
+		fprintf(stderr, "ebbd: --ram-hugepages: cannot mount a tmpfs "
+			"under %s: %s (needs root or CAP_SYS_ADMIN)\n",
+			d->env.run_dir, strerror(rc < 0 ? -rc : errno));
+		return -1;
+	}
+	hugeram_umount(trial);
+	return 0;
+}
+
 /* The kernel, initrd, budget and state directory are usable. */
 static int check_host(struct ebbd *d, struct ebbd_opts *o)
 {
@@ -160,7 +217,7 @@ static int check_host(struct ebbd *d, struct ebbd_opts *o)
 			strerror(errno));
 		return -1;
 	}
-	return 0;
+	return d->env.ram_hugepages ? check_hugepages(d) : 0;
 }
 
 /* SIGINT and SIGTERM arrive through a signalfd, read on the loop. */
@@ -258,6 +315,7 @@ int main(int argc, char **argv)
 	d.env.initrd = EBB_DEFAULT_INITRD;
 	d.env.ram_dir = "/dev/shm";
 	d.state_dir = "/var/lib/ebb";
+	d.env.keep_wait_ms = 10000;
 	rc = parse_args(argc, argv, &d, &o);
 	if (rc >= 0)
 		return rc;

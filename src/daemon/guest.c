@@ -21,6 +21,8 @@
 
 #include <linux/virtio_ids.h>
 
+#include "hugeblocks.h"
+#include "hugeram.h"
 #include "log.h"
 #include "vhost_user.h"
 
@@ -61,6 +63,10 @@ struct guest {
 	unsigned ndisks;
 	struct loop_timer *tick;	/* residency + boot watch */
 	struct loop_timer *kill_timer;	/* grace period after a stop */
+	char ram_dir[300];	/* <dir>/ram: its huge-page tmpfs */
+	bool ram_mounted;	/* ram_dir is mounted (ours to detach) */
+	uint64_t huge_mapped_bytes;	/* tick: smaps ShmemPmdMapped */
+	uint64_t intact_blocks, shattered_blocks;	/* last block scan */
 };
 
 static const char *const state_names[] = {
@@ -221,6 +227,18 @@ static const struct balloon_events balloon_ev = {
 	.failed = on_balloon_failed,
 };
 
+/* Intact and shattered 2 MiB blocks of the RAM file: a scan per extent,
+ * as cheap as the residency measurement it goes with. */
+static void refresh_blocks(struct guest *g)
+{
+	const struct guestmem_region *r =
+		guestmem_largest(vu_dev_mem(balloon_vu(g->balloon)));
+
+	if (r)
+		hugeblocks_scan_file(r->fd, r->mmap_offset + r->size,
+				     &g->intact_blocks, &g->shattered_blocks);
+}
+
 /* Every device gets the guest's memory table; the balloon's is the usual
  * source.  A VMM without a vhost-user balloon (QEMU has none) connects
  * only disks, whose tables map the same RAM file. */
@@ -240,6 +258,7 @@ int guest_refresh_resident(struct guest *g, uint64_t *out)
 	}
 	if (rc == 0)
 		g->resident_bytes = r;
+	refresh_blocks(g);
 	if (out)
 		*out = g->resident_bytes;
 	return rc;
@@ -270,8 +289,25 @@ static void on_tick(void *opaque)
 	struct guest *g = opaque;
 
 	guest_refresh_resident(g, NULL);
+	/* smaps walks the process's page tables: once a tick, not on every
+	 * re-measure after memory goes back. */
+	if (g->pid > 0 && g->pidfd >= 0)
+		hugeram_pmd_mapped_bytes(g->pid, &g->huge_mapped_bytes);
 	if (g->state == GUEST_STARTING && driver_ready(g))
 		guest_set_state(g, GUEST_RUNNING, "a driver is ready");
+}
+
+static void unmount_ram(struct guest *g)
+{
+	int rc;
+
+	if (!g->ram_mounted)
+		return;
+	g->ram_mounted = false;
+	rc = hugeram_umount(g->ram_dir);
+	if (rc < 0)
+		log_warn(g->name, "cannot unmount %s: %s", g->ram_dir,
+			 strerror(-rc));
 }
 
 static void close_console(struct guest *g)
@@ -301,6 +337,7 @@ static void on_exit_fd(void *opaque, uint32_t events)
 	loop_timer_del(g->tick);
 	g->tick = NULL;
 	close_console(g);
+	unmount_ram(g);
 	g->exit_status = status;
 	log_info(g->name, "UML exited (%s %d)",
 		 WIFEXITED(status) ? "status" : "signal",
@@ -421,6 +458,7 @@ enum start_step {
 	START_ALLOC,		/* struct guest allocated */
 	START_DIRS,		/* run and log directories exist */
 	START_DEVICES,		/* balloon and disks listen */
+	START_RAM,		/* huge-page RAM tmpfs mounted, if asked */
 	START_ARGV,		/* command line built */
 	START_CONSOLE,		/* console pipe and log file open */
 	START_SPAWN,		/* UML process running */
@@ -522,6 +560,27 @@ static int open_devices(struct launch *l)
 	return 0;
 }
 
+/* --ram-hugepages: the guest's own huge-page tmpfs for its RAM file, and
+ * a balloon that keeps its blocks whole. */
+static int mount_ram(struct launch *l)
+{
+	struct guest *g = l->g;
+	int rc;
+
+	if (!l->env->ram_hugepages)
+		return 0;
+	snprintf(g->ram_dir, sizeof(g->ram_dir), "%s/ram", g->dir);
+	rc = hugeram_mount(g->ram_dir, l->cfg->mem_bytes);
+	if (rc < 0) {
+		log_err(g->name, "cannot mount a huge-page tmpfs at %s: %s",
+			  g->ram_dir, strerror(-rc));
+		return rc;
+	}
+	g->ram_mounted = true;
+	return l->env->keep_wait_ms ?
+	       balloon_keep_blocks(g->balloon, l->env->keep_wait_ms) : 0;
+}
+
 static int build_argv(struct launch *l)
 {
 	const struct guest_env *env = l->env;
@@ -608,7 +667,9 @@ static int spawn(struct launch *l)
 		sigemptyset(&none);
 		signal(SIGPIPE, SIG_DFL);
 		signal(SIGCHLD, SIG_DFL);
-		if (l->env->ram_dir)
+		if (g->ram_mounted)
+			setenv("TMPDIR", g->ram_dir, 1);
+		else if (l->env->ram_dir)
 			setenv("TMPDIR", l->env->ram_dir, 1);
 		pthread_sigmask(SIG_SETMASK, &none, NULL);
 		exec_uml(g, l->av.argv, l->pipe_rd, l->log_fd);
@@ -686,6 +747,8 @@ static void start_undo(struct launch *l, enum start_step reached)
 	if (l->log_fd >= 0)
 		close(l->log_fd);
 	free(l->av.extra);
+	if (reached >= START_RAM)
+		unmount_ram(g);
 	if (reached >= START_DEVICES) {
 		free_disks(g);
 		ebbdev_free(g->ebb);
@@ -717,6 +780,7 @@ int guest_start(const struct guest_env *env, const struct guest_config *cfg,
 		{ alloc_guest, START_ALLOC, BOTH },
 		{ make_dirs, START_DIRS, BOTH },
 		{ open_devices, START_DEVICES, BOTH },
+		{ mount_ram, START_RAM, UML },
 		{ build_argv, START_ARGV, UML },
 		{ open_console, START_CONSOLE, UML },
 		{ spawn, START_SPAWN, UML },
@@ -799,6 +863,7 @@ void guest_free(struct guest *g)
 	free_disks(g);
 	ebbdev_free(g->ebb);
 	balloon_free(g->balloon);
+	unmount_ram(g);
 	rmdir(g->dir);
 	free(g);
 }
@@ -845,6 +910,10 @@ void guest_get_info(const struct guest *g, struct guest_info *out)
 	out->exit_status = g->exit_status;
 	out->mem_bytes = g->mem_bytes;
 	out->resident_bytes = g->resident_bytes;
+	out->ram_hugepages = g->ram_mounted;
+	out->huge_mapped_bytes = g->huge_mapped_bytes;
+	out->intact_blocks = g->intact_blocks;
+	out->shattered_blocks = g->shattered_blocks;
 	balloon_get_info(g->balloon, &out->balloon);
 	out->has_ebb = g->ebb != NULL;
 	if (g->ebb)

@@ -63,6 +63,9 @@ struct guest_env {
 	const char *kernel;	/* UML kernel binary */
 	const char *initrd;	/* initramfs image */
 	const char *ram_dir;	/* TMPDIR for the guest's RAM file */
+	bool ram_hugepages;	/* a huge-page tmpfs per guest instead
+				 * (hugeram.h), blocks kept whole */
+	uint64_t keep_wait_ms;	/* how long a partly freed block waits */
 };
 
 /* A block device for the guest: its storage and how the device shows it.
@@ -113,6 +116,12 @@ struct guest_info {
 	int exit_status;	/* wait status once stopped, else 0 */
 	uint64_t mem_bytes;
 	uint64_t resident_bytes;	/* RAM file's allocated bytes, 0 unknown */
+	bool ram_hugepages;	/* RAM on its own huge-page tmpfs */
+	uint64_t huge_mapped_bytes;	/* RAM the UML process maps with 2 MiB
+					 * pages (smaps ShmemPmdMapped) */
+	uint64_t intact_blocks;	/* 2 MiB blocks of the RAM file fully
+				 * allocated */
+	uint64_t shattered_blocks;	/* partly allocated ones */
 	struct balloon_info balloon;
 	bool has_ebb;		/* the ebb device is served */
 	struct ebbdev_info ebb;	/* its state and counters, if has_ebb */

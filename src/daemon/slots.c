@@ -134,8 +134,15 @@ void on_account(void *opaque)
 	{
 		struct pool_info pi;
 
-		if (pool_info(d->pool, &pi) == 0 && pi.over_pages)
+		if (pool_info(d->pool, &pi) == 0 && pi.over_pages) {
+			/* Pages waiting for their 2 MiB block first: they are
+			 * guest memory only kept for the sake of huge pages. */
+			for (unsigned i = 0; i < MAX_GUESTS; i++)
+				if (d->slots[i].g)
+					balloon_release_waiting(
+						guest_balloon_dev(d->slots[i].g));
 			make_room(d, pi.over_pages, "guests over budget");
+		}
 	}
 }
 

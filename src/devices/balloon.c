@@ -6,10 +6,13 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "hugeblocks.h"
 #include "log.h"
 #include "vhost_user.h"
 
@@ -41,6 +44,9 @@ struct balloon {
 	struct loop_timer *stats_timer;
 	uint64_t stats_interval_ms;
 	struct vu_dev_ops ops;	/* balloon_ops, less what this guest is not offered */
+	uint64_t keep_wait_ms;	/* keep 2 MiB blocks whole; 0 off */
+	struct hugeblocks *hb;	/* the RAM file's blocks, while a table is set */
+	struct loop_timer *keep_timer;	/* expires waiting blocks */
 	struct vq_elem elem;	/* scratch for vq_pop: large, keep off stack */
 };
 
@@ -71,12 +77,72 @@ static void check_reached(struct balloon *b)
 }
 
 /*
+ * Give [gpa, gpa+len) back to the host, or, when blocks are kept whole,
+ * hand it to hugeblocks, which punches whole blocks and lets 4 KiB
+ * leftovers wait (@reported: the guest takes the range back as soon as
+ * the buffer returns, so nothing of it may wait).  Only ranges in the RAM
+ * file (the largest region) have blocks to keep; the caller has checked
+ * that [gpa, gpa+len) lies in guest memory.
+ */
+static void give_back(struct balloon *b, struct guestmem *gm, uint64_t gpa,
+		      uint64_t len, bool reported)
+{
+	const struct guestmem_region *r = guestmem_largest(gm);
+	struct hugeblocks_info before, after;
+	uint64_t off;
+	int rc;
+
+	if (!b->hb || !r || gpa < r->guest_addr ||
+	    gpa - r->guest_addr > r->size || len > r->size - (gpa - r->guest_addr)) {
+		rc = guestmem_discard(gm, gpa, len);
+		if (rc == 0)
+			b->info.returned_bytes += len;
+		else
+			log_warn(b->name, "punching %llu bytes failed: %s",
+				 (unsigned long long)len, strerror(-rc));
+		return;
+	}
+	off = r->mmap_offset + (gpa - r->guest_addr);
+	hugeblocks_get_info(b->hb, &before);
+	rc = reported ? hugeblocks_report(b->hb, off, len) :
+			hugeblocks_give(b->hb, off, len, loop_now_ms());
+	hugeblocks_get_info(b->hb, &after);
+	if (rc < 0)
+		log_warn(b->name, "range not whole pages of the RAM file");
+	b->info.returned_bytes += after.punched_bytes - before.punched_bytes;
+}
+
+/* A deflated run is the guest's again: it must not wait to be punched. */
+static void take_back(struct balloon *b, struct guestmem *gm, uint64_t gpa,
+		      uint64_t len)
+{
+	const struct guestmem_region *r = guestmem_largest(gm);
+
+	if (!b->hb || !r || gpa < r->guest_addr ||
+	    gpa - r->guest_addr > r->size || len > r->size - (gpa - r->guest_addr))
+		return;
+	hugeblocks_reuse(b->hb, r->mmap_offset + (gpa - r->guest_addr), len);
+}
+
+static void flush_run(struct balloon *b, struct guestmem *gm, bool inflate,
+		      uint64_t start, uint64_t len)
+{
+	if (!len)
+		return;
+	if (inflate)
+		give_back(b, gm, start, len, false);
+	else
+		take_back(b, gm, start, len);
+}
+
+/*
  * Walk the pfns of an inflate or deflate buffer, checking each against
  * guest memory.  Inflate (@punch) gives the pages back to the host at once,
  * coalescing runs of consecutive pfns: the driver hands them over in runs
  * more often than not, and one fallocate per run is far cheaper than one
  * per page.  Deflate needs nothing punched: the guest's next touch faults
- * in a fresh zero page.
+ * in a fresh zero page; but pages waiting for their block to be punched
+ * whole must leave the bitmap before the guest has them back.
  */
 static int walk_pfns(struct balloon *b, struct guestmem *gm,
 		     const struct vq_elem *e, bool punch, uint64_t *pages,
@@ -103,20 +169,18 @@ static int walk_pfns(struct balloon *b, struct guestmem *gm,
 				return -EFAULT;
 			}
 			n++;
-			if (!punch)
+			if (!punch && !b->hb)
 				continue;
 			if (run_len && gpa == run_start + run_len) {
 				run_len += BALLOON_PAGE_SIZE;
 				continue;
 			}
-			if (run_len && guestmem_discard(gm, run_start, run_len) == 0)
-				b->info.returned_bytes += run_len;
+			flush_run(b, gm, punch, run_start, run_len);
 			run_start = gpa;
 			run_len = BALLOON_PAGE_SIZE;
 		}
 	}
-	if (run_len && guestmem_discard(gm, run_start, run_len) == 0)
-		b->info.returned_bytes += run_len;
+	flush_run(b, gm, punch, run_start, run_len);
 	*pages = n;
 	return 0;
 }
@@ -126,7 +190,6 @@ static int do_report(struct balloon *b, struct guestmem *gm,
 {
 	for (unsigned i = 0; i < e->nbufs; i++) {
 		const struct vq_buf *buf = &e->bufs[i];
-		int rc;
 
 		/* page_reporting adds its scatterlist as device-writable. */
 		if (!buf->write || buf->len == 0 || buf->len % BALLOON_PAGE_SIZE ||
@@ -134,13 +197,12 @@ static int do_report(struct balloon *b, struct guestmem *gm,
 			*why = "reported range not whole writable pages";
 			return -EINVAL;
 		}
+		if (!guestmem_translate(gm, buf->gpa, buf->len)) {
+			*why = "reported range outside guest memory";
+			return -EFAULT;
+		}
 		b->info.reported_bytes += buf->len;
-		rc = guestmem_discard(gm, buf->gpa, buf->len);
-		if (rc == 0)
-			b->info.returned_bytes += buf->len;
-		else
-			log_warn(b->name, "punching reported range failed: %s",
-				 strerror(-rc));
+		give_back(b, gm, buf->gpa, buf->len, true);
 	}
 	return 0;
 }
@@ -301,10 +363,93 @@ static void features_set(void *opaque, uint64_t features)
 		 (unsigned long long)features);
 }
 
+/* ---- keeping 2 MiB blocks whole (hugeblocks.h) ------------------------ */
+
+static int keep_punch(void *opaque, uint64_t off, uint64_t len)
+{
+	struct balloon *b = opaque;
+	const struct guestmem_region *r = guestmem_largest(vu_dev_mem(b->vu));
+
+	if (!r)
+		return -ENOTCONN;
+	if (fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)off, (off_t)len) < 0)
+		return -errno;
+	return 0;
+}
+
+static bool keep_has_hole(void *opaque, uint64_t off)
+{
+	struct balloon *b = opaque;
+	const struct guestmem_region *r = guestmem_largest(vu_dev_mem(b->vu));
+	off_t h;
+
+	if (!r)
+		return true;
+	h = lseek(r->fd, (off_t)off, SEEK_HOLE);
+	/* An error says nothing is worth keeping: punch as before. */
+	return h < 0 || (uint64_t)h < off + HUGEBLOCK_BYTES;
+}
+
+static const struct hugeblocks_ops keep_ops = {
+	.punch = keep_punch,
+	.has_hole = keep_has_hole,
+};
+
+/* Drop the block accounting (disconnect, new table).  Waiting pages are
+ * forgotten, not punched: after a reset the guest's balloon is empty and
+ * every page may be the guest's. */
+static void keep_stop(struct balloon *b)
+{
+	struct hugeblocks_info hi;
+
+	if (!b->hb)
+		return;
+	hugeblocks_get_info(b->hb, &hi);
+	if (hi.pending_bytes)
+		log_info(b->name, "forgetting %llu KiB waiting for their blocks",
+			 (unsigned long long)(hi.pending_bytes >> 10));
+	hugeblocks_free(b->hb);
+	b->hb = NULL;
+}
+
+static void keep_start(struct balloon *b)
+{
+	const struct guestmem_region *r = guestmem_largest(vu_dev_mem(b->vu));
+	int rc;
+
+	keep_stop(b);
+	if (!b->keep_wait_ms || !r)
+		return;
+	rc = hugeblocks_new(r->mmap_offset + r->size, b->keep_wait_ms,
+			    &keep_ops, b, &b->hb);
+	if (rc < 0)
+		log_warn(b->name, "cannot keep 2 MiB blocks whole (%s): "
+			 "punching as freed", strerror(-rc));
+}
+
+static void expire_blocks(struct balloon *b, bool all)
+{
+	uint64_t bytes = 0;
+
+	if (!b->hb)
+		return;
+	hugeblocks_expire(b->hb, loop_now_ms(), all, &bytes);
+	b->info.returned_bytes += bytes;
+	if (bytes && b->ev && b->ev->returned)
+		b->ev->returned(b->opaque, bytes);
+}
+
+static void on_keep_timer(void *opaque)
+{
+	expire_blocks(opaque, false);
+}
+
 static void disconnected(void *opaque)
 {
 	struct balloon *b = opaque;
 
+	keep_stop(b);
 	b->info.ready = false;
 	b->stats_held = false;
 	b->info.actual_pages = 0;
@@ -326,6 +471,7 @@ static void mem_table_set(void *opaque)
 	struct balloon *b = opaque;
 
 	b->info.failed = false;
+	keep_start(b);
 	if (b->ev && b->ev->mem_table)
 		b->ev->mem_table(b->opaque);
 }
@@ -385,8 +531,33 @@ void balloon_free(struct balloon *b)
 	if (!b)
 		return;
 	loop_timer_del(b->stats_timer);
+	loop_timer_del(b->keep_timer);
 	vu_dev_free(b->vu);
+	hugeblocks_free(b->hb);
 	free(b);
+}
+
+int balloon_keep_blocks(struct balloon *b, uint64_t wait_ms)
+{
+	int rc;
+
+	if (!wait_ms || b->keep_wait_ms)
+		return wait_ms ? -EALREADY : -EINVAL;
+	/* Expiry granularity: a block waits at most wait_ms plus a tick. */
+	rc = loop_timer_add(b->loop, BALLOON_KEEP_TICK_MS, BALLOON_KEEP_TICK_MS,
+			    on_keep_timer, b, &b->keep_timer);
+	if (rc < 0)
+		return rc;
+	b->keep_wait_ms = wait_ms;
+	b->info.keep_blocks = true;
+	if (vu_dev_mem(b->vu)->nregions)
+		keep_start(b);
+	return 0;
+}
+
+void balloon_release_waiting(struct balloon *b)
+{
+	expire_blocks(b, true);
 }
 
 int balloon_set_target(struct balloon *b, uint32_t pages)
@@ -402,6 +573,8 @@ int balloon_set_target(struct balloon *b, uint32_t pages)
 void balloon_get_info(const struct balloon *b, struct balloon_info *out)
 {
 	*out = b->info;
+	if (b->hb)
+		hugeblocks_get_info(b->hb, &out->blocks);
 	out->connected = vu_dev_connected(b->vu);
 	out->failed = b->info.failed;
 }

@@ -14,7 +14,9 @@
  * Memory goes back to the host by punching holes in the guest's RAM file:
  * inflated pages as soon as the guest hands them over (contiguous pfns are
  * punched as one range), reported free blocks (2 MiB with
- * page_reporting_order=9) before the buffer is returned.  Deflated pages
+ * page_reporting_order=9) before the buffer is returned.  With
+ * balloon_keep_blocks() (huge-page backing) 4 KiB inflate leftovers wait
+ * until their 2 MiB block is entirely free, or for a bounded time.  Deflated pages
  * need nothing: the guest's next touch faults in a fresh zero page.
  *
  * Hostile input: a pfn outside guest memory, a pfn buffer whose length is
@@ -31,11 +33,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "hugeblocks.h"
 #include "loop.h"
 
 #include <linux/virtio_balloon.h>
 
 #define BALLOON_PAGE_SIZE 4096u	/* the balloon's unit, whatever the guest's */
+#define BALLOON_KEEP_TICK_MS 500u	/* how often waiting blocks expire */
 
 /* Statistics tags (virtio 5.5.6.3) are <linux/virtio_balloon.h>'s
  * VIRTIO_BALLOON_S_*; tags at or past VIRTIO_VIRTIO_BALLOON_S_NR are ignored. */
@@ -54,6 +58,9 @@ struct balloon_info {
 	uint64_t stats[VIRTIO_BALLOON_S_NR];	/* latest values (bytes or counts) */
 	uint32_t stats_valid;	/* bit per tag present in the last report */
 	uint64_t stats_ms;	/* loop_now_ms() of the last report, 0 none */
+	bool keep_blocks;	/* balloon_keep_blocks() is on */
+	struct hugeblocks_info blocks;	/* its counters (this table's), zero
+					 * while off or before a table */
 };
 
 struct balloon_events {
@@ -91,6 +98,16 @@ void balloon_get_info(const struct balloon *b, struct balloon_info *out);
 /* Host-resident bytes of this guest's RAM, -ENOTCONN before the memory
  * table arrives. */
 int balloon_resident_bytes(const struct balloon *b, uint64_t *out);
+/*
+ * Keep the RAM file's 2 MiB blocks whole (huge-page backing): punch freed
+ * ranges in whole blocks and let 4 KiB leftovers wait for their block up
+ * to @wait_ms (hugeblocks.h has the rules).  Call once, before or after
+ * the memory table arrives.  0 or -errno.
+ */
+int balloon_keep_blocks(struct balloon *b, uint64_t wait_ms);
+/* The host is short of memory: punch every waiting page now, shattering
+ * their blocks. */
+void balloon_release_waiting(struct balloon *b);
 /* How often to ask the guest for fresh statistics; 0 stops asking. */
 void balloon_set_stats_interval(struct balloon *b, uint64_t ms);
 

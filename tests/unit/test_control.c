@@ -1395,11 +1395,11 @@ static void ebbctl_list_info_stats(void **state)
 	assert_status(r, 0);
 	assert_string_equal(r.err, "");
 	assert_string_equal(r.out,
-"NAME  STATE      PID   MEM  TARGET  ACTUAL  RESIDENT  CLAIM  REPORTED  RETURNED  DISCARDED  OVER\n"
-"web1  running   1234  512M    384M    384M      301M     0B       12M      128M        90M  no\n"
-"db    starting  1240    1G      1G      1G      100M   924M        0B        0B          -  yes\n"
-"evt   running   1300  512M    256M    300M         -      -         -         -          -  -\n"
-"slow  running   1301  512M    256M    512M         -      -         -         -          -  -\n");
+"NAME  STATE      PID   MEM  TARGET  ACTUAL  RESIDENT  CLAIM  REPORTED  RETURNED  DISCARDED  HUGE  OVER\n"
+"web1  running   1234  512M    384M    384M      301M     0B       12M      128M        90M     -  no\n"
+"db    starting  1240    1G      1G      1G      100M   924M        0B        0B          -     -  yes\n"
+"evt   running   1300  512M    256M    300M         -      -         -         -          -     -  -\n"
+"slow  running   1301  512M    256M    512M         -      -         -         -          -     -  -\n");
 
 	ebbctl(fx, &r, false, "info", NULL);
 	assert_status(r, 0);
