@@ -17,10 +17,13 @@ free-page-reporting cycles (memhog touches 60 % and exits) and the same
 numbers.  Then memwalk (random dependent loads across pages) in the guest:
 ns per access on each backing.
 
-The guest kernel is --kernel (default: the build's), so the stock 4 KiB
-balloon and the 2 MiB-first one can be compared by running this twice.
+The guest kernel is --kernel (default: the build's, ebb's kernel, whose
+balloon inflates 2 MiB blocks first), so the stock 4 KiB balloon can be
+compared by running this again with Debian's kernel and its image:
 
-    python3 bench/hugepages.py [--kernel PATH] [--cycles N] [--mem 512M]
+    python3 bench/hugepages.py [--kernel PATH --initrd PATH] [--cycles N] [--mem 512M]
+    python3 bench/hugepages.py --kernel /usr/bin/linux.uml \
+        --initrd build/guest/initramfs-debian.cpio.gz
 """
 import argparse
 import os
@@ -56,7 +59,7 @@ def run_config(args, label, extra):
     mem = args.mem
     touch = "%dM" % (mem * 6 // 10 // MiB)
     out = {}
-    with Ebbd(kernel=args.kernel, extra_args=extra) as d:
+    with Ebbd(kernel=args.kernel, initrd=args.initrd, extra_args=extra) as d:
         d.run("b", mem)
         d.exec("b", "memhog %s --hold 0" % touch)
         time.sleep(2)
@@ -90,6 +93,7 @@ def pct(x):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     ap.add_argument("--kernel", default=None, help="guest kernel (default: the build's)")
+    ap.add_argument("--initrd", default=None, help="its image (default: the build's)")
     ap.add_argument("--cycles", type=int, default=5)
     ap.add_argument("--mem", default="512M")
     ap.add_argument("--walk", default="256M", help="memwalk's array size")
