@@ -77,8 +77,8 @@ def session_pids(sid):
     return out
 
 
-def trial(d, method, mem, size):
-    name = "r-%s-%d" % (method, size // MiB)
+def trial(d, method, mem, size, n):
+    name = "r%d-%s-%d" % (n, method, size // MiB)
     d.run(name, mem, reporting=(method == "reporting"),
           page_states=(method == "hinting"))
     pid = d.guest(name)["pid"]
@@ -100,9 +100,10 @@ def trial(d, method, mem, size):
             break
         time.sleep(0.005)
     cpu = cpu_seconds(pids) - c0
+    # A stopped guest stays listed (its slot is reused by name only), so
+    # every trial boots a guest of its own name.
     d.c.call("guest-stop", name=name)
-    d.wait_until(lambda: all(g["name"] != name for g in d.c.call("guest-list")["guests"]),
-                 30, "guest %s gone" % name)
+    d.wait_until(lambda: d.guest(name)["state"] == "stopped", 30, "guest %s stopped" % name)
     return took, cpu
 
 
@@ -125,10 +126,10 @@ def main():
 
     res = {}
     with ebbtest.Ebbd(budget="2G") as d:
-        for _ in range(args.trials):
+        for n in range(args.trials):
             for size in sizes:
                 for m in METHODS:
-                    res.setdefault((m, size), []).append(trial(d, m, mem, size))
+                    res.setdefault((m, size), []).append(trial(d, m, mem, size, n))
 
     print("Freed memory back on the host (90%% of N), guest mem=%s, median of %d trials\n"
           % (args.mem, args.trials))
