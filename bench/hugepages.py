@@ -24,6 +24,7 @@ compared by running this again with Debian's kernel and its image:
     python3 bench/hugepages.py [--kernel PATH --initrd PATH] [--cycles N] [--mem 512M]
     python3 bench/hugepages.py --kernel /usr/bin/linux.uml \
         --initrd build/guest/initramfs-debian.cpio.gz
+    python3 bench/hugepages.py --cmdline virtio_balloon.blocks=0   # same kernel, 4 KiB
 """
 import argparse
 import os
@@ -60,7 +61,7 @@ def run_config(args, label, extra):
     touch = "%dM" % (mem * 6 // 10 // MiB)
     out = {}
     with Ebbd(kernel=args.kernel, initrd=args.initrd, extra_args=extra) as d:
-        d.run("b", mem)
+        d.run("b", mem, cmdline=args.cmdline)
         d.exec("b", "memhog %s --hold 0" % touch)
         time.sleep(2)
         out["boot"] = snapshot(d, "b")
@@ -94,6 +95,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     ap.add_argument("--kernel", default=None, help="guest kernel (default: the build's)")
     ap.add_argument("--initrd", default=None, help="its image (default: the build's)")
+    ap.add_argument("--cmdline", default="",
+                    help="extra guest kernel parameters, e.g. virtio_balloon.blocks=0 "
+                         "for ebb's kernel with single-page inflation")
     ap.add_argument("--cycles", type=int, default=5)
     ap.add_argument("--mem", default="512M")
     ap.add_argument("--walk", default="256M", help="memwalk's array size")
