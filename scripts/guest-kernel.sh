@@ -11,7 +11,8 @@
 # (`make ARCH=um defconfig`, then guest/kernel/config on top).  It is cached
 # in $EBB_CACHE/kernel/KEY/linux (EBB_CACHE defaults to /var/cache/ebb),
 # where KEY hashes the source package's version, the series, every patch in
-# it, the config fragment and this script: any change builds a new kernel,
+# it, the config fragment and this script's commands (comments aside): any
+# change to what the kernel is made of builds a new one,
 # and a second run, a second clone or CI on the same machine reuses it.
 # Concurrent runs wait for each other (flock) instead of building twice.
 #
@@ -54,7 +55,7 @@ key=$( {
 		echo "patch $p $(sha256sum <"$kdir/patches/$p")"
 	done
 	echo "config $(sha256sum <"$kdir/config")"
-	echo "script $(sha256sum <"$0")"
+	echo "script $(grep -v '^[[:space:]]*#' "$0" | sha256sum)"
 } | sha256sum | cut -c1-16)
 out="$cache/$key"
 kernel="$out/linux"
@@ -92,9 +93,10 @@ log="$work/build.log"
 echo "guest-kernel: building $srcpkg $version with $(echo "$patches" | wc -w)" \
 	"patches into $out ($jobs jobs; log $log)" >&2
 # Unpacked under the cache, on disk: about 1.3 GB of source and objects,
-# removed once the kernel is in place.
-tar -C "$work" -xJf "$tarball"
+# removed whatever happens; a failed build leaves only its log.
 src="$work/$srcpkg"
+trap 'rm -rf "$src"' EXIT
+tar -C "$work" -xJf "$tarball"
 for p in $patches; do
 	echo "guest-kernel: applying $p" >&2
 	patch -d "$src" -p1 --quiet --forward <"$kdir/patches/$p" >>"$log" 2>&1 ||
@@ -120,7 +122,7 @@ while IFS= read -r want; do
 	esac
 done
 
-# Progress: one line per 500 objects (about 2000 in all) on stderr, the
+# Progress: one line per 500 objects (about 1100 in all) on stderr, the
 # whole output in the log.
 (make -C "$src" ARCH=um -j"$jobs" 2>&1; echo $? >"$work/rc") |
 	tee -a "$log" |
