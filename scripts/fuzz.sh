@@ -107,6 +107,20 @@ struct.pack_into("<QIHH", ram, 0, 0x100000 + 0x1000, 64, 1, 1)
 struct.pack_into("<QIHH", ram, 16, 0x100000 + 0x2000, 64, 2, 0)
 struct.pack_into("<HHH", ram, 128, 0, 1, 0)
 seed("fuzz_virtq", "two-buffer-chain", bytes([3, 0, 0, 0, 0, 0]) + bytes(7) + bytes(ram))
+
+# fuzz_ebbdev: [features/mode][ring][discard][n][n x 34-byte record][ram]
+# A SET_TABLE (relative) for the 32 pages of RAM, its table at RAM 0x2000
+# (the data): ring and requests stable, the rest unused and volatile.
+def ebb_rec(typ, ta, pfn, n, shape=0, status=1, rel=0x80):
+    return bytes([shape, rel | status]) + struct.pack("<IIQQQ", typ, 0, ta, pfn, n)
+table = bytes([0] * 3) + bytes([0]) + bytes([1, 2] * 14)
+seed("fuzz_ebbdev", "set-table-discard", bytes([3, 4, 0x6f, 1]) +
+     ebb_rec(1, 0x2000, 0, 32) + table)
+seed("fuzz_ebbdev", "set-clear-set", bytes([0x13, 4, 0x7f, 3]) +
+     ebb_rec(1, 0x2000, 0, 32) + ebb_rec(2, 0, 0, 0, rel=0) +
+     ebb_rec(1, 0x2000, 4, 28, shape=2) + table)
+seed("fuzz_ebbdev", "two-regions", bytes([0xb, 4, 0x6f, 1]) +
+     ebb_rec(1, 0x2000, 0, 16) + table)
 PY
 status=0
 summary=""

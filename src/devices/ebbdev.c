@@ -101,6 +101,10 @@ static int chain_shape(const struct vq_elem *el, struct ebb_req *req,
 	for (unsigned i = 0; i < el->nout; i++) {
 		const struct vq_buf *b = &el->bufs[i];
 
+		/* An empty buffer adds nothing; its hva may be NULL, which
+		 * memcpy must not be given even for 0 bytes (fuzz_ebbdev). */
+		if (b->len == 0)
+			continue;
 		if (b->len > REQ_BYTES - got) {
 			*why = "request longer than 32 bytes";
 			return -EINVAL;

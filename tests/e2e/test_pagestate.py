@@ -115,3 +115,41 @@ def test_random_evictor_never_corrupts():
                               ps["cas_failures"]))
         assert g["state"] == "running", g
         assert ps["evicted_pages"] >= 100000, ps
+
+
+def test_discard_below_frees_pool_by_itself():
+    """ebbd --budget 512M --discard-below 400M: the pool's free memory is
+    the budget less the guests' resident memory, so ebbd steps in once a
+    guest holds more than 112 MiB.  An idle 256 MiB guest holds well under
+    that; after memhog 150M exits (reporting off, so nothing else returns
+    the memory) it holds at least 150 MiB, 38 MiB or more above the line.
+    ebbd must discard unused pages by itself until free memory is back
+    above 400 MiB (resident <= 112 MiB, 8 MiB slack for the guest's own
+    churn), report it as a PAGES_DISCARDED event (reason pressure), and
+    count it in the guest's discarded bytes."""
+    with Ebbd(budget="512M", extra_args=["--discard-below", "400M"]) as d:
+        d.run("g1", 256 * MiB, reporting=False)
+        wait_table(d, "g1")
+        idle = d.guest("g1")
+        assert idle["resident"] < 100 * MiB, "idle guest too big: %d MiB" % (
+            idle["resident"] >> 20)
+        assert idle["page_states"]["discarded_bytes"] == 0, idle["page_states"]
+        st, out = d.exec("g1", "memhog 150M")
+        assert st == 0, out
+        ev = d.c.wait_event("PAGES_DISCARDED",
+                            lambda e: e.get("reason") == "pressure", 10)
+        d.wait_until(lambda: d.guest("g1")["resident"] <= 120 * MiB, 10,
+                     "resident to fall to 120 MiB (free >= 392 MiB)")
+        g = d.guest("g1")
+        ps = g["page_states"]
+        print("  idle %d MiB; first pressure event %d MiB at free %d MiB;"
+              " resident now %d MiB, discarded %d MiB (%d punches, %d huge)" % (
+                  idle["resident"] >> 20, ev["data"]["bytes"] >> 20,
+                  ev["data"]["free"] >> 20, g["resident"] >> 20,
+                  ps["discarded_bytes"] >> 20, ps["punches"], ps["huge_runs"]))
+        assert ev["data"]["free"] < 400 * MiB, ev
+        assert ps["discarded_bytes"] >= 32 * MiB, ps
+        assert g["discarded"] >= 32 * MiB, g
+        # Discarded pages come back as zeros: the guest goes on.
+        st, out = d.exec("g1", "memhog 150M")
+        assert st == 0, out

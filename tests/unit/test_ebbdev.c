@@ -376,6 +376,30 @@ static void malformed_chains_fail_the_device(void **state)
 	}
 }
 
+/* fuzz_ebbdev: an empty readable buffer (here at guest address 0, outside
+ * guest memory) reached memcpy with a NULL source, undefined even for 0
+ * bytes.  It adds nothing to the request: the chain is well formed. */
+static void empty_readable_buffer_adds_nothing(void **state)
+{
+	struct env *e = *state;
+	const uint64_t addr[3] = { 0, REQ, STATUS };
+	const uint32_t len[3] = { 0, 32, 1 };
+	const bool wr[3] = { false, false, true };
+	uint8_t *hdr = ff_mem_ptr(&e->m, REQ), *st = ff_mem_ptr(&e->m, STATUS);
+	uint32_t type = EBB_REQ_CLEAR_TABLE;
+	struct ebbdev_info info;
+
+	memset(hdr, 0, 32);
+	memcpy(hdr, &type, 4);
+	*st = 0xee;
+	ff_ring_post(&e->r, ff_ring_chain(&e->r, 3, addr, len, wr));
+	kick(e);
+	assert_true(ff_pump_until(e->loop, used_moved, e, 1000));
+	assert_int_equal(*st, EBB_S_OK);
+	ebbdev_get_info(e->dev, &info);
+	assert_false(info.failed);
+}
+
 /* The table points into the device's mapping: every event that may end
  * that mapping or the registration drops it. */
 static void table_dropped_when_its_mapping_may_go(void **state)
@@ -421,6 +445,7 @@ int main(void)
 		T(malformed_requests_are_invalid),
 		T(features_not_negotiated),
 		T(malformed_chains_fail_the_device),
+		T(empty_readable_buffer_adds_nothing),
 		T(table_dropped_when_its_mapping_may_go),
 	};
 
