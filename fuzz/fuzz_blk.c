@@ -29,7 +29,6 @@
  * kick publishes at most a ring's worth of used entries, the backend is
  * destroyed exactly once, and no fd leaks.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -44,6 +43,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "fuzzutil.h"
 #include "blk.h"
 #include "blkback.h"
 #include "log.h"
@@ -75,21 +75,6 @@ __attribute__((noreturn)) static void die(const char *what)
 {
 	fprintf(stderr, "fuzz_blk: %s\n", what);
 	abort();
-}
-
-static unsigned count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	unsigned n = 0;
-
-	if (!d)
-		die("opendir /proc/self/fd");
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
 }
 
 /* ---- the backend: blkback's promises are the oracle ------------------- */
@@ -310,7 +295,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct loop *loop;
 	struct blk *b;
 	uint16_t num, base, used, used_before;
-	unsigned base_fds = count_fds();
+	unsigned base_fds = fuzz_count_fds();
 	size_t ram_len;
 	int sp[2], event_fd;
 
@@ -372,7 +357,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		die("backend not destroyed exactly once");
 	loop_free(loop);
 	close(event_fd);
-	if (count_fds() != base_fds)
+	if (fuzz_count_fds() != base_fds)
 		die("file descriptor leaked");
 	return 0;
 }

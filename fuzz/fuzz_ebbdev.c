@@ -39,7 +39,6 @@
  * reading zeros (but for the table's own bytes, which may lie in it); no
  * fd leaks.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/virtio_config.h>
@@ -56,6 +55,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "fuzzutil.h"
 #include "ebbdev.h"
 #include "log.h"
 #include "loop.h"
@@ -85,21 +85,6 @@ __attribute__((noreturn)) static void die(const char *what)
 {
 	fprintf(stderr, "fuzz_ebbdev: %s\n", what);
 	abort();
-}
-
-static unsigned count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	unsigned n = 0;
-
-	if (!d)
-		die("opendir /proc/self/fd");
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
 }
 
 /* ---- the frontend ------------------------------------------------------- */
@@ -460,7 +445,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct loop *loop;
 	struct ebbdev *e;
 	uint64_t features = 1ull << VIRTIO_F_VERSION_1;
-	unsigned base_fds = count_fds(), nrec = 0, n = 0;
+	unsigned base_fds = fuzz_count_fds(), nrec = 0, n = 0;
 	uint64_t table_off = UINT64_MAX;
 	unsigned what, how;
 	uint16_t num;
@@ -536,7 +521,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	ebbdev_free(e);
 	loop_free(loop);
 	close(event_fd);
-	if (count_fds() != base_fds)
+	if (fuzz_count_fds() != base_fds)
 		die("file descriptor leaked");
 	return 0;
 }

@@ -40,6 +40,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "fuzzutil.h"
 #include "balloon.h"
 #include "log.h"
 #include "loop.h"
@@ -64,21 +65,6 @@ __attribute__((noreturn)) static void die(const char *what)
 {
 	fprintf(stderr, "fuzz_vhost_user: %s\n", what);
 	abort();
-}
-
-static unsigned count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-	unsigned n = 0;
-
-	if (!d)
-		die("opendir /proc/self/fd");
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
 }
 
 /* For the report: what is open now. */
@@ -296,7 +282,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 3)
 		return 0;
 	/* Per run: libFuzzer opens files of its own between runs. */
-	base_fds = count_fds();
+	base_fds = fuzz_count_fds();
 	mode = data[0];
 	ram_len = (size_t)(data[1] | data[2] << 8);
 	if (ram_len > size - 3)
@@ -351,7 +337,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	close(fs.ram_ro);
 	close(fs.sock[0]);
 	close(fs.sock[1]);
-	if (count_fds() != base_fds) {
+	if (fuzz_count_fds() != base_fds) {
 		fprintf(stderr, "fds: %u at start, now:\n", base_fds);
 		list_fds();
 		die("file descriptor leaked");
