@@ -59,7 +59,8 @@ static void usage(FILE *f)
 		"                    bytes), lz4 (denser: 6+), liblz4 or zstd\n"
 		"  --discard-below SIZE\n"
 		"                    when free pool memory falls below SIZE, discard\n"
-		"                    guests' unused pages (then volatile ones)\n"
+		"                    every unused guest page, and volatile ones while\n"
+		"                    free memory stays below SIZE\n"
 		"  --test-evictor PAGES_PER_SEC\n"
 		"                    test mode: discard random discardable pages of\n"
 		"                    every guest at this rate\n",

@@ -115,6 +115,7 @@ struct ebbd {
 	uint64_t evict_pages_per_sec;	/* --test-evictor; 0 off */
 	struct loop_timer *hint_timer;	/* runs while either is on */
 	bool pressure_dry;		/* last pressure tick found nothing */
+	bool pressure_draining;		/* discarding every unused page */
 	uint64_t pressure_pages;	/* pages discarded under pressure */
 	uint64_t evicted_pages;		/* pages the test evictor discarded */
 	uint64_t evict_carry_mpages;	/* evictor budget carried, 1/1000 pages */

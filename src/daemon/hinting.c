@@ -3,11 +3,15 @@
  * the guests' page-state tables, on one timer:
  *
  *   - the pressure trigger (--discard-below SIZE): while the pool's free
- *     memory is below SIZE, discard pages across guests until the
- *     shortfall is covered: unused pages first, volatile ones only when
- *     no guest has unused pages left (volatile pages cost the guest a
- *     re-read), and within each, whole 2 MiB runs of every guest before
- *     any smaller run (they keep host huge pages whole);
+ *     memory is below SIZE, discard every guest's unused pages, all of
+ *     them and not just the shortfall, over as many ticks as it takes
+ *     or until free memory is twice SIZE (they cost the guest nothing,
+ *     and the next burst of allocations then lands in memory the host
+ *     has, instead of in host swap), and
+ *     volatile pages while the shortfall is not covered (they cost the
+ *     guest a re-read); within each, whole
+ *     2 MiB runs of every guest before any smaller run (they keep host
+ *     huge pages whole);
  *   - the test evictor (--test-evictor N): every guest loses random
  *     discardable pages at N pages per second (the issue's "fake
  *     hypervisor" that checks the guest's side of the protocol).
@@ -53,24 +57,39 @@ static void pressure_tick(struct ebbd *d)
 		{ PAGESTATE_VOLATILE, PAGESTATE_HUGE },
 		{ PAGESTATE_VOLATILE, PAGESTATE_SMALL },
 	};
-	uint64_t free_bytes, want, done = 0;
+	uint64_t free_bytes, want, done = 0, unused;
 	struct pool_info pi;
 
 	if (pool_info(d->pool, &pi) < 0)
 		return;
 	free_bytes = pi.free_pages * POOL_PAGE_SIZE;
-	if (free_bytes >= d->discard_below_bytes) {
+	/*
+	 * A drain ends when no unused page is left, or once free memory is
+	 * twice the line: a guest that keeps freeing pages would otherwise
+	 * keep it going long after the pressure is gone.
+	 */
+	if (free_bytes >= 2 * d->discard_below_bytes)
+		d->pressure_draining = false;
+	if (free_bytes >= d->discard_below_bytes && !d->pressure_draining) {
 		d->pressure_dry = false;
 		return;
 	}
-	want = (d->discard_below_bytes - free_bytes + PAGESTATE_PAGE_SIZE - 1) /
-	       PAGESTATE_PAGE_SIZE;
+	/* Unused pages: as many as a tick takes, until none is left. */
+	for (size_t k = 0; k < 2; k++)
+		done += discard_across(d, order[k].what, order[k].how,
+				       PRESSURE_TICK_PAGES - done);
+	unused = done;
+	d->pressure_draining = unused > 0;
+	want = 0;
+	if (free_bytes < d->discard_below_bytes)
+		want = (d->discard_below_bytes - free_bytes +
+			PAGESTATE_PAGE_SIZE - 1) / PAGESTATE_PAGE_SIZE;
 	if (want > PRESSURE_TICK_PAGES)
 		want = PRESSURE_TICK_PAGES;
-	for (size_t k = 0; k < sizeof(order) / sizeof(order[0]) && done < want; k++)
+	for (size_t k = 2; k < sizeof(order) / sizeof(order[0]) && done < want; k++)
 		done += discard_across(d, order[k].what, order[k].how, want - done);
 	if (done == 0) {
-		if (!d->pressure_dry)
+		if (!d->pressure_dry && free_bytes < d->discard_below_bytes)
 			log_warn(NULL, "free memory %llu MiB below --discard-below "
 				 "%llu MiB, and no guest has pages to discard",
 				 (unsigned long long)(free_bytes >> 20),
@@ -81,8 +100,10 @@ static void pressure_tick(struct ebbd *d)
 	d->pressure_dry = false;
 	d->pressure_pages += done;
 	log_info(NULL, "host pressure (free %llu MiB): discarded %llu MiB of "
-		 "guest pages", (unsigned long long)(free_bytes >> 20),
-		 (unsigned long long)(done * PAGESTATE_PAGE_SIZE >> 20));
+		 "unused and %llu MiB of volatile guest pages",
+		 (unsigned long long)(free_bytes >> 20),
+		 (unsigned long long)(unused * PAGESTATE_PAGE_SIZE >> 20),
+		 (unsigned long long)((done - unused) * PAGESTATE_PAGE_SIZE >> 20));
 	control_event(d->ctl, "PAGES_DISCARDED", json_pack("{s:s, s:I, s:I}",
 		      "reason", "pressure", "bytes",
 		      (json_int_t)(done * PAGESTATE_PAGE_SIZE),
