@@ -32,6 +32,7 @@
 #include "guest.h"
 #include "guest_run.h"
 #include "loop.h"
+#include "options.h"
 #include "pool.h"
 #include "prealloc.h"
 #include "tmem.h"
@@ -102,6 +103,7 @@ struct ebbd {
 	struct control *ctl;
 	struct pool *pool;
 	struct tmem_store *store;
+	const struct ebbd_options *opts;	/* every setting (options.h) */
 	const char *state_dir;	/* swap backing files */
 	struct guest_env env;
 	struct slot slots[MAX_GUESTS];
