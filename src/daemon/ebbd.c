@@ -21,6 +21,7 @@
 #include "hugeram.h"
 #include "options.h"
 #include "log.h"
+#include "metrics.h"
 #include "size.h"
 
 /* ---- main ------------------------------------------------------------- */
@@ -246,6 +247,17 @@ static int open_services(struct ebbd *d, const struct ebbd_options *o)
 			"%s\n", strerror(-rc));
 		return rc;
 	}
+	if (o->metrics_port) {
+		rc = metrics_open(d->loop, o->metrics_port, ebbd_metrics_collect,
+				  d, &d->metrics);
+		if (rc < 0) {
+			fprintf(stderr, "ebbd: metrics on 127.0.0.1:%u: %s\n",
+				o->metrics_port, strerror(-rc));
+			return rc;
+		}
+		log_info(NULL, "metrics on http://127.0.0.1:%u/metrics",
+			 o->metrics_port);
+	}
 	return 0;
 }
 
@@ -259,6 +271,7 @@ static void close_services(struct ebbd *d)
 			d->slots[i].g = NULL;
 		}
 	}
+	metrics_close(d->metrics);
 	if (d->ctl)
 		control_close(d->ctl);
 	loop_watch_del(d->sig_w);

@@ -112,6 +112,7 @@ struct ebbd {
 	struct loop_watch *sig_w;
 	struct loop_timer *account_timer;
 	bool shutting_down;
+	struct metrics *metrics;	/* the endpoint, NULL when off */
 	/* Page hinting policy (hinting.c), on the hint timer. */
 	uint64_t discard_below_bytes;	/* --discard-below; 0 off */
 	uint64_t evict_pages_per_sec;	/* --test-evictor; 0 off */
@@ -125,6 +126,10 @@ struct ebbd {
 
 extern const struct control_cmd ebbd_commands[];
 extern const struct guest_events ebbd_guest_events;
+
+/* exporter.c: the Prometheus page (metrics.h's collect function). */
+struct promtext;
+int ebbd_metrics_collect(void *opaque, struct promtext *p);
 
 /* hinting.c: start the hint timer if --discard-below or --test-evictor
  * asked for it.  0 or -errno. */
