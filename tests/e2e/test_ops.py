@@ -1,0 +1,291 @@
+"""End to end: ebb as a host service (issue 14).  A config file starts
+ebbd; a real Prometheus (Debian's package) scrapes it while guests run."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+from ebbtest import Ebbd, MiB, TestFailure, TestSkip, ebbd_binary, ebbctl_binary, \
+    kernel_path, initrd_path, reap, remove_workdir
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def http_get(url, timeout=5):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.status, r.headers.get("Content-Type"), r.read().decode()
+
+
+def parse_samples(page):
+    """{(name, frozenset(labels)): value} of a text-format page."""
+    out = {}
+    for line in page.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        head, value = line.rsplit(" ", 1)
+        labels = frozenset()
+        if "{" in head:
+            name, rest = head.split("{", 1)
+            pairs = [p.split("=", 1) for p in rest.rstrip("}").split(",") if p]
+            labels = frozenset((k, v.strip('"')) for k, v in pairs)
+        else:
+            name = head
+        out[(name, labels)] = float(value)
+    return out
+
+
+def test_config_file_starts_ebbd():
+    """ebbd started with only --config: the file's budget, compressor and
+    metrics port are in force, a flag overrides the file's budget, and a
+    bad key stops the start naming file, line and key."""
+    d0 = tempfile.mkdtemp(prefix="ebb-conf-", dir="/var/tmp")
+    try:
+        port = free_port()
+        conf = os.path.join(d0, "ebbd.conf")
+        with open(conf, "w") as f:
+            f.write("# written by test_config_file_starts_ebbd\n"
+                    "[daemon]\nsocket = %s/ctl.sock\nrun-dir = %s/run\n"
+                    "log-dir = %s/logs\nstate-dir = %s/state\n"
+                    "[guests]\nkernel = %s\ninitrd = %s\n"
+                    "[memory]\nbudget = 768M\n"
+                    "[tmem]\ncompressor = zstd\n"
+                    "[metrics]\nport = %d\n"
+                    % (d0, d0, d0, d0, kernel_path(), initrd_path(), port))
+        r = subprocess.run([ebbd_binary(), "--config", conf, "--check-config"],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0, r.stderr
+        assert "budget = 768M" in r.stdout and "compressor = zstd" in r.stdout, r.stdout
+        sock = os.path.join(d0, "ctl.sock")
+        log = open(os.path.join(d0, "ebbd.log"), "w")
+        proc = subprocess.Popen([ebbd_binary(), "--config", conf, "--budget", "640M"],
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 10
+            while not os.path.exists(sock):
+                assert proc.poll() is None and time.time() < deadline, \
+                    open(os.path.join(d0, "ebbd.log")).read()
+                time.sleep(0.05)
+            ctl = lambda *a: json.loads(subprocess.run(
+                [ebbctl_binary(), "--socket", sock, "--json"] + list(a),
+                capture_output=True, text=True, check=True, timeout=30).stdout)
+            assert ctl("info")["budget"] == 640 * MiB     # the flag won
+            subprocess.run([ebbctl_binary(), "--socket", sock, "run", "g1",
+                            "--mem", "128M", "--swap", "64M"], check=True,
+                           capture_output=True, timeout=30)
+            deadline = time.time() + 60
+            while True:
+                g = ctl("list")["guests"][0]
+                if g["state"] == "running" and g["resident"] > 0:
+                    break
+                assert time.time() < deadline, g
+                time.sleep(0.2)
+            assert ctl("tmem")["store"]["compressor"] == "zstd"
+            status, _, page = http_get("http://127.0.0.1:%d/metrics" % port)
+            s = parse_samples(page)
+            assert status == 200
+            assert s[("ebb_budget_bytes", frozenset())] == 640 * MiB
+            assert ("ebb_guest_resident_bytes", frozenset({("guest", "g1")})) in s
+        finally:
+            proc.terminate()
+            reap(proc, 20)
+            log.close()
+        # A bad value, then an unknown key: no start, file:line:key.
+        for body, want in (("[memory]\nbudget = lots\n",
+                            "bad.conf:2: key 'budget' in [memory]: not a size: 'lots'"),
+                           ("[daemon]\nsocket = /x\n[memory]\nbudgit = 1G\n",
+                            "bad.conf:4: unknown key 'budgit' in [memory]")):
+            bad = os.path.join(d0, "bad.conf")
+            with open(bad, "w") as f:
+                f.write(body)
+            r = subprocess.run([ebbd_binary(), "--config", bad], capture_output=True,
+                               text=True, timeout=10)
+            assert r.returncode == 1 and want in r.stderr, (r.returncode, r.stderr)
+        r = subprocess.run([ebbd_binary(), "--config", os.path.join(d0, "none.conf")],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 1 and "No such file" in r.stderr, r.stderr
+    finally:
+        remove_workdir(d0)
+
+
+class Prometheus:
+    """Debian's prometheus scraping one target every `interval` s."""
+
+    def __init__(self, target_port, interval=1):
+        if not shutil.which("prometheus"):
+            raise TestSkip("no prometheus (scripts/deps.sh installs it)")
+        self.dir = tempfile.mkdtemp(prefix="ebb-prom-", dir="/var/tmp")
+        self.port = free_port()
+        self.interval = interval
+        cfg = os.path.join(self.dir, "prometheus.yml")
+        with open(cfg, "w") as f:
+            f.write("global:\n  scrape_interval: %ds\n  scrape_timeout: %ds\n"
+                    "scrape_configs:\n  - job_name: ebbd\n    static_configs:\n"
+                    "      - targets: ['127.0.0.1:%d']\n"
+                    % (interval, interval, target_port))
+        self.logf = open(os.path.join(self.dir, "prometheus.log"), "w")
+        self.proc = subprocess.Popen(
+            ["prometheus", "--config.file", cfg,
+             "--storage.tsdb.path", os.path.join(self.dir, "data"),
+             "--web.listen-address", "127.0.0.1:%d" % self.port],
+            stdout=self.logf, stderr=subprocess.STDOUT)
+
+    def query(self, q):
+        url = "http://127.0.0.1:%d/api/v1/query?%s" % (
+            self.port, urllib.parse.urlencode({"query": q}))
+        _, _, body = http_get(url)
+        r = json.loads(body)
+        assert r["status"] == "success", r
+        return r["data"]["result"]
+
+    def wait_ready(self, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if http_get("http://127.0.0.1:%d/-/ready" % self.port)[0] == 200:
+                    return
+            except OSError:
+                pass
+            assert self.proc.poll() is None, self.log()
+            time.sleep(0.2)
+        raise TestFailure("prometheus not ready:\n" + self.log())
+
+    def log(self):
+        return open(os.path.join(self.dir, "prometheus.log")).read()[-3000:]
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            reap(self.proc, 20)
+        self.logf.close()
+        remove_workdir(self.dir)
+
+
+def test_prometheus_scrapes_ebbd():
+    """A real Prometheus scrapes ebbd (1 s interval) while two guests run:
+    its per-guest resident series matches `ebbctl list --json` within a
+    scrape interval, a balloon change shows in the next scrapes, the
+    target is up, and `promtool check metrics` accepts a scrape."""
+    port = free_port()
+    with Ebbd(budget="1G", extra_args=["--metrics-port", str(port)]) as d:
+        prom = Prometheus(port)
+        try:
+            prom.wait_ready()
+            d.run("g1", 192 * MiB, swap=64 * MiB)
+            d.run("g2", 128 * MiB)
+            # Different sizes, so a series mixed up between guests shows.
+            d.c.call("guest-exec", name="g1", command="memhog 96M --hold 60")
+            d.wait_console("g1", r"memhog: touched 96M", 60)
+            time.sleep(1.5)     # residency is measured every 0.5 s
+
+            # promtool on one scrape.
+            _, ctype, page = http_get("http://127.0.0.1:%d/metrics" % port)
+            assert ctype.startswith("text/plain; version=0.0.4"), ctype
+            r = subprocess.run(["promtool", "check", "metrics"], input=page,
+                               capture_output=True, text=True, timeout=30)
+            assert r.returncode == 0, r.stdout + r.stderr
+            for fam in ("ebb_budget_bytes", "ebb_resident_bytes", "ebb_claims_bytes",
+                        "ebb_free_bytes", "ebb_store_bytes",
+                        "ebb_guest_balloon_target_bytes", "ebb_guest_balloon_actual_bytes",
+                        "ebb_guest_reported_bytes_total", "ebb_guest_returned_bytes_total",
+                        "ebb_guest_tmem_puts_total", "ebb_guest_tmem_gets_total",
+                        "ebb_guest_tmem_hits_total", "ebb_guest_tmem_misses_total",
+                        "ebb_guest_tmem_refused_puts_total", "ebb_guest_tmem_pages",
+                        "ebb_device_failures", "ebb_tmem_put_latency_seconds",
+                        "ebb_tmem_get_latency_seconds", "ebb_events_total"):
+                assert "# TYPE %s " % fam in page, fam
+
+            # Prometheus' own view: wait for a scrape newer than now,
+            # then compare with ebbctl read at the same moment.
+            def prom_resident():
+                res = prom.query("ebb_guest_resident_bytes")
+                return {x["metric"]["guest"]: (float(x["value"][0]), float(x["value"][1]))
+                        for x in res}
+            deadline = time.time() + 30
+            while True:
+                t0 = time.time()
+                listed = {g["name"]: g["resident"] for g in json.loads(
+                    d.ebbctl("--json", "list").stdout)["guests"]}
+                time.sleep(prom.interval * 1.5)
+                ups = prom.query("up{job='ebbd'}")
+                seen = prom_resident()
+                if ups and ups[0]["value"][1] == "1" and set(seen) == {"g1", "g2"}:
+                    break
+                assert time.time() < deadline, (ups, seen, prom.log())
+            listed_after = {g["name"]: g["resident"] for g in json.loads(
+                d.ebbctl("--json", "list").stdout)["guests"]}
+            for name in ("g1", "g2"):
+                ts, value = seen[name]
+                lo = min(listed[name], listed_after[name])
+                hi = max(listed[name], listed_after[name])
+                print("  %s: prometheus %d MiB (scraped %.1f s after ebbctl), "
+                      "ebbctl %d..%d MiB" % (name, value / MiB, ts - t0, lo / MiB, hi / MiB))
+                assert lo - 2 * MiB <= value <= hi + 2 * MiB, (name, value, lo, hi)
+            assert seen["g1"][1] > seen["g2"][1] + 64 * MiB, seen
+
+            # A balloon change: the target series follows within two
+            # scrape intervals of the command's reply.
+            d.c.call("balloon", name="g2", target=64 * MiB)
+            t_cmd = time.time()
+            deadline = time.time() + 10
+            while True:
+                res = prom.query("ebb_guest_balloon_target_bytes{guest='g2'}")
+                if res and float(res[0]["value"][1]) == 64 * MiB:
+                    break
+                assert time.time() < deadline, res
+                time.sleep(0.2)
+            lag = time.time() - t_cmd
+            print("  balloon target visible in prometheus %.1f s after the command" % lag)
+            assert lag <= 3 * prom.interval + 1, lag
+            # Counters are counters: the events Prometheus saw include
+            # both launches.
+            ev = prom.query("ebb_events_total{event='GUEST_STARTED'}")
+            assert ev and float(ev[0]["value"][1]) >= 2, ev
+            # ebbd itself stayed quick: the page's build time it reports.
+            c = prom.query("ebb_metrics_collect_seconds")
+            print("  collect time %.3f ms" % (float(c[0]["value"][1]) * 1e3))
+            assert float(c[0]["value"][1]) < 0.05, c
+        finally:
+            prom.close()
+
+
+def test_metrics_endpoint_refuses_junk():
+    """Hostile HTTP: wrong method, unknown path, a huge header, a client
+    that connects and says nothing; ebbd keeps serving and answering."""
+    port = free_port()
+    with Ebbd(budget="512M", extra_args=["--metrics-port", str(port)]) as d:
+        req = urllib.request.Request("http://127.0.0.1:%d/metrics" % port,
+                                     data=b"x" * 1000, method="POST")
+        try:
+            urllib.request.urlopen(req, timeout=5)
+            raise TestFailure("POST accepted")
+        except urllib.error.HTTPError as e:
+            assert e.code == 405, e.code
+        try:
+            http_get("http://127.0.0.1:%d/nope" % port)
+            raise TestFailure("unknown path served")
+        except urllib.error.HTTPError as e:
+            assert e.code == 404, e.code
+        silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+        big = socket.create_connection(("127.0.0.1", port))
+        big.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"a" * 100000 + b"\r\n\r\n")
+        reply = big.recv(100)
+        assert reply.startswith(b"HTTP/1.1 4"), reply     # 413/431, not a crash
+        t0 = time.time()
+        status, _, page = http_get("http://127.0.0.1:%d/metrics" % port)
+        assert status == 200 and "ebb_budget_bytes 536870912" in page
+        assert time.time() - t0 < 1.0
+        assert d.c.call("info")["budget"] == 512 * MiB   # the loop answers
+        for s in silent + [big]:
+            s.close()
+        assert d.alive()
