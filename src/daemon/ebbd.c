@@ -22,6 +22,7 @@
 #include "options.h"
 #include "log.h"
 #include "metrics.h"
+#include "service.h"
 #include "size.h"
 
 /* ---- main ------------------------------------------------------------- */
@@ -35,6 +36,7 @@ static void on_signal(void *opaque, uint32_t events)
 		return;
 	log_info(NULL, "signal %u: stopping every guest and exiting",
 		 si.ssi_signo);
+	service_stopping(d->svc);
 	d->shutting_down = true;
 	loop_stop(d->loop);
 }
@@ -247,6 +249,10 @@ static int open_services(struct ebbd *d, const struct ebbd_options *o)
 			"%s\n", strerror(-rc));
 		return rc;
 	}
+	if ((rc = service_open(d->loop, &d->svc)) < 0) {
+		fprintf(stderr, "ebbd: watchdog timer: %s\n", strerror(-rc));
+		return rc;
+	}
 	if (o->metrics_port) {
 		rc = metrics_open(d->loop, o->metrics_port, ebbd_metrics_collect,
 				  d, &d->metrics);
@@ -272,6 +278,7 @@ static void close_services(struct ebbd *d)
 		}
 	}
 	metrics_close(d->metrics);
+	service_close(d->svc);
 	if (d->ctl)
 		control_close(d->ctl);
 	loop_watch_del(d->sig_w);
@@ -369,8 +376,14 @@ int main(int argc, char **argv)
 	}
 	rc = open_services(&d, &o);
 	if (rc == 0) {
+		char status[256];
+
 		log_info(NULL, "ebbd ready: control %s, budget %s", o.socket,
 			 size_format(o.budget_bytes, buf, sizeof(buf)));
+		/* The control socket listens: connections are accepted from
+		 * here on, so this is when a service manager may call us up. */
+		ebbd_status_line(&d, status, sizeof(status));
+		service_ready(d.svc, status);
 		rc = loop_run(d.loop);
 	}
 	close_services(&d);

@@ -113,6 +113,7 @@ struct ebbd {
 	struct loop_timer *account_timer;
 	bool shutting_down;
 	struct metrics *metrics;	/* the endpoint, NULL when off */
+	struct service *svc;		/* sd_notify (service.h) */
 	/* Page hinting policy (hinting.c), on the hint timer. */
 	uint64_t discard_below_bytes;	/* --discard-below; 0 off */
 	uint64_t evict_pages_per_sec;	/* --test-evictor; 0 off */
@@ -126,6 +127,10 @@ struct ebbd {
 
 extern const struct control_cmd ebbd_commands[];
 extern const struct guest_events ebbd_guest_events;
+
+/* slots.c: "2 guests, 310M resident of 1G budget, 600M free" for the
+ * service manager's STATUS= (also sent from the accounting tick). */
+void ebbd_status_line(struct ebbd *d, char *buf, size_t len);
 
 /* exporter.c: the Prometheus page (metrics.h's collect function). */
 struct promtext;

@@ -223,6 +223,23 @@ const struct option_def options_table[] = {
 };
 const unsigned options_count = sizeof(options_table) / sizeof(options_table[0]);
 
+/* The first of a colon-separated list of directories systemd passes in
+ * @var, into *@slot.  0, or -ENOENT if unset or empty. */
+static int env_dir(const char *var, char **slot)
+{
+	const char *e = getenv(var);
+	char *copy;
+
+	if (!e || !*e || *e == ':')
+		return -ENOENT;
+	copy = strndup(e, strcspn(e, ":"));
+	if (!copy)
+		return -ENOENT;
+	free(*slot);
+	*slot = copy;
+	return 0;
+}
+
 int options_init(struct ebbd_options *o, const char *kernel,
 		 const char *initrd)
 {
@@ -235,6 +252,17 @@ int options_init(struct ebbd_options *o, const char *kernel,
 	o->kernel = strdup(kernel);
 	o->initrd = strdup(initrd);
 	o->keep_wait_ms = 10000;
+	/* Under systemd, the unit's RuntimeDirectory=, StateDirectory= and
+	 * LogsDirectory= are where the service's files belong (the unit
+	 * shipped with ebb names the same paths as the defaults). */
+	if (env_dir("RUNTIME_DIRECTORY", &o->run_dir) == 0) {
+		free(o->socket);
+		o->socket = NULL;
+		if (asprintf(&o->socket, "%s/ebbd.sock", o->run_dir) < 0)
+			o->socket = NULL;
+	}
+	env_dir("STATE_DIRECTORY", &o->state_dir);
+	env_dir("LOGS_DIRECTORY", &o->log_dir);
 	/* Swap-ins wait on a get, and on real guest swap matches of 8+
 	 * bytes expand 19-40% faster for 7% less density on average
 	 * (bench/README.md, tmem_bench on real_swap's pages). */

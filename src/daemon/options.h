@@ -55,7 +55,8 @@ extern const struct option_def options_table[];
 extern const unsigned options_count;
 
 /* The defaults: the paths ebbd uses when neither the file nor a flag sets
- * them.  @kernel and @initrd are where ebb's guest kernel and image were
+ * them (under systemd, the unit's RUNTIME_DIRECTORY, STATE_DIRECTORY and
+ * LOGS_DIRECTORY when set).  @kernel and @initrd are where ebb's guest kernel and image were
  * found (options_find_guest()).  0 or -ENOMEM. */
 int options_init(struct ebbd_options *o, const char *kernel,
 		 const char *initrd);
