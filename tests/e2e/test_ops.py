@@ -289,3 +289,178 @@ def test_metrics_endpoint_refuses_junk():
         for s in silent + [big]:
             s.close()
         assert d.alive()
+
+
+class NotifyStandIn:
+    """A datagram socket that stands in for systemd's NOTIFY_SOCKET and
+    keeps what ebbd sends, with arrival times."""
+
+    def __init__(self, path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.msgs = []
+
+    def recv(self, timeout):
+        self.sock.settimeout(timeout)
+        try:
+            m = self.sock.recv(4096).decode()
+        except socket.timeout:
+            return None
+        self.msgs.append((time.time(), m))
+        return m
+
+    def wait(self, pred, timeout, what):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            m = self.recv(max(0.01, deadline - time.time()))
+            if m is not None and pred(m):
+                return m
+        raise TestFailure("no %s from ebbd within %ss; got %r" % (what, timeout, self.msgs))
+
+    def close(self):
+        self.sock.close()
+
+
+def pid1_name():
+    try:
+        return open("/proc/1/comm").read().strip()
+    except OSError:
+        return "unknown"
+
+
+def test_notify_ready_status_watchdog_against_stand_in():
+    """ebbd's sd_notify path against a socket standing in for systemd's:
+    READY=1 arrives only once the control socket accepts (a connection
+    made the moment it arrives gets the greeting), STATUS= follows a
+    guest's launch, WATCHDOG=1 comes every WatchdogSec/2 from the loop,
+    STOPPING=1 on SIGTERM."""
+    d0 = tempfile.mkdtemp(prefix="ebb-notify-", dir="/var/tmp")
+    n = NotifyStandIn(os.path.join(d0, "notify"))
+    sock = os.path.join(d0, "ctl.sock")
+    env = dict(os.environ, NOTIFY_SOCKET=n.path, WATCHDOG_USEC="1000000")
+    env.pop("WATCHDOG_PID", None)
+    log = open(os.path.join(d0, "ebbd.log"), "w")
+    proc = subprocess.Popen([ebbd_binary(), "--socket", sock, "--run-dir", d0 + "/run",
+                             "--log-dir", d0 + "/logs", "--state-dir", d0 + "/state",
+                             "--kernel", kernel_path(), "--initrd", initrd_path(),
+                             "--budget", "512M"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        ready = n.wait(lambda m: "READY=1" in m, 10, "READY=1")
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.settimeout(5)
+        c.connect(sock)             # accepted: READY came after listen()
+        greeting = json.loads(c.makefile().readline())
+        assert "ebb" in json.dumps(greeting), greeting
+        c.close()
+        assert "STATUS=0 guests, 0B resident of 512M budget" in ready, ready
+        # Watchdog pings: about two a second (WatchdogSec 1 s).
+        t0 = time.time()
+        pings = 0
+        while time.time() - t0 < 2.0:
+            m = n.recv(0.2)
+            if m and "WATCHDOG=1" in m:
+                pings += 1
+        assert 3 <= pings <= 6, (pings, n.msgs)
+        subprocess.run([ebbctl_binary(), "--socket", sock, "run", "g1", "--mem", "96M"],
+                       check=True, capture_output=True, timeout=30)
+        st = n.wait(lambda m: "STATUS=1 guest," in m, 5, "STATUS with 1 guest")
+        print("  ready: %r; then %r" % (ready, st))
+        proc.terminate()
+        n.wait(lambda m: "STOPPING=1" in m, 5, "STOPPING=1")
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+        n.close()
+        remove_workdir(d0)
+
+
+def test_systemd_transient_unit():
+    """Under systemd as PID 1: ebbd as a transient Type=notify unit is
+    'activating' until its control socket accepts, then 'active'."""
+    if pid1_name() != "systemd":
+        raise TestSkip("systemd is not PID 1 on this machine (PID 1 is '%s'), so "
+                       "systemd-run cannot start units; the notify path is tested "
+                       "against a stand-in socket instead "
+                       "(test_notify_ready_status_watchdog_against_stand_in)" % pid1_name())
+    d0 = tempfile.mkdtemp(prefix="ebb-unit-", dir="/var/tmp")
+    unit = "ebb-e2e-%d" % os.getpid()
+    sock = os.path.join(d0, "ctl.sock")
+    try:
+        subprocess.run(["systemd-run", "--unit", unit, "-p", "Type=notify",
+                        "-p", "WatchdogSec=10", "--no-block", ebbd_binary(),
+                        "--socket", sock, "--run-dir", d0 + "/run", "--log-dir", d0 + "/logs",
+                        "--state-dir", d0 + "/state", "--kernel", kernel_path(),
+                        "--initrd", initrd_path(), "--budget", "512M"], check=True)
+        deadline = time.time() + 20
+        while True:
+            state = subprocess.run(["systemctl", "is-active", unit], capture_output=True,
+                                   text=True).stdout.strip()
+            if state == "active":
+                break
+            assert state in ("activating", "inactive"), state
+            assert time.time() < deadline, state
+            time.sleep(0.05)
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.connect(sock)
+        c.close()
+        status = subprocess.run(["systemctl", "show", "-p", "StatusText", unit],
+                                capture_output=True, text=True).stdout
+        assert "guests" in status, status
+    finally:
+        subprocess.run(["systemctl", "stop", unit], capture_output=True)
+        remove_workdir(d0)
+
+
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+
+
+def test_journal_fields_against_stand_in():
+    """With stderr being the stream named by JOURNAL_STREAM (what systemd
+    sets up), ebbd logs through sd_journal_send: entries carry PRIORITY,
+    SYSLOG_IDENTIFIER and EBB_GUEST for lines about a guest.  A socket
+    stands in for journald's where none runs."""
+    if os.path.exists(JOURNAL_SOCKET):
+        raise TestSkip("a journald socket exists at %s; not replacing it" % JOURNAL_SOCKET)
+    os.makedirs(os.path.dirname(JOURNAL_SOCKET), exist_ok=True)
+    j = NotifyStandIn(JOURNAL_SOCKET)
+    d0 = tempfile.mkdtemp(prefix="ebb-journal-", dir="/var/tmp")
+    logpath = os.path.join(d0, "stderr")
+    log = open(logpath, "w")
+    st = os.fstat(log.fileno())
+    env = dict(os.environ, JOURNAL_STREAM="%d:%d" % (st.st_dev, st.st_ino))
+    env.pop("EBB_LOG", None)
+    sock = os.path.join(d0, "ctl.sock")
+    proc = subprocess.Popen([ebbd_binary(), "--socket", sock, "--run-dir", d0 + "/run",
+                             "--log-dir", d0 + "/logs", "--state-dir", d0 + "/state",
+                             "--kernel", kernel_path(), "--initrd", initrd_path(),
+                             "--budget", "512M"],
+                            env=env, stdout=log, stderr=log)
+    try:
+        def fields(m):
+            return dict(l.split("=", 1) for l in m.splitlines() if "=" in l)
+        j.wait(lambda m: "ebbd ready" in m, 10, "the ready line in the journal")
+        subprocess.run([ebbctl_binary(), "--socket", sock, "run", "g1", "--mem", "96M"],
+                       check=True, capture_output=True, timeout=30)
+        m = j.wait(lambda m: "EBB_GUEST=g1" in m, 20, "an entry about g1")
+        f = fields(m)
+        print("  entry: %r" % f)
+        assert f["SYSLOG_IDENTIFIER"] == "ebbd" and f["PRIORITY"] == "6", f
+        ready = fields([x for _, x in j.msgs if "ebbd ready" in x][0])
+        assert "EBB_GUEST" not in ready and ready["PRIORITY"] == "6", ready
+        proc.terminate()
+        assert proc.wait(30) == 0
+        log.close()
+        # Nothing went to stderr: the journal took every line.
+        assert "ebbd ready" not in open(logpath).read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        j.close()
+        os.unlink(JOURNAL_SOCKET)
+        remove_workdir(d0)
