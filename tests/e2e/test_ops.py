@@ -2,6 +2,7 @@
 ebbd; a real Prometheus (Debian's package) scrapes it while guests run."""
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -464,3 +465,137 @@ def test_journal_fields_against_stand_in():
         j.close()
         os.unlink(JOURNAL_SOCKET)
         remove_workdir(d0)
+
+
+def test_destdir_install_boots_a_guest():
+    """`make install DESTDIR=<tmp>` stages programs, guest kernel and
+    image, unit, config and man pages; the staged ebbd, given no kernel
+    or image path, finds them beside itself and boots a guest."""
+    root = tempfile.mkdtemp(prefix="ebb-destdir-", dir="/var/tmp")
+    repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    build = os.path.abspath(os.environ.get("EBB_BUILD", os.path.join(repo, "build")))
+    try:
+        r = subprocess.run(["meson", "install", "-C", build, "--no-rebuild",
+                            "--destdir", root], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        prefix = subprocess.run(["meson", "introspect", build, "--buildoptions"],
+                                capture_output=True, text=True, check=True).stdout
+        prefix = [o["value"] for o in json.loads(prefix) if o["name"] == "prefix"][0]
+        top = root + prefix
+        ebbd = os.path.join(top, "sbin", "ebbd")
+        for f in ("sbin/ebbd", "bin/ebbctl", "lib/ebb/linux", "lib/ebb/initramfs.cpio.gz",
+                  "lib/systemd/system/ebbd.service", "share/man/man8/ebbd.8",
+                  "share/man/man1/ebbctl.1", "share/man/man5/ebbd.conf.5"):
+            assert os.path.exists(os.path.join(top, f)), f
+        conf = [os.path.join(dp, f) for dp, _, fs in os.walk(root) for f in fs
+                if f == "ebbd.conf"]
+        assert conf, "no ebbd.conf installed"
+        unit = open(os.path.join(top, "lib/systemd/system/ebbd.service")).read()
+        assert "Type=notify" in unit and "ExecStart=%s/sbin/ebbd" % prefix in unit, unit
+        assert "WatchdogSec=" in unit and "RuntimeDirectory=ebb" in unit
+        # The installed default config is valid as shipped.
+        r = subprocess.run([ebbd, "--config", conf[0], "--check-config"],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0, r.stderr
+        assert "kernel = %s/sbin/../lib/ebb/linux" % top in r.stdout, r.stdout
+        man = subprocess.run(["man", "-l", "-Tutf8", os.path.join(top, "share/man/man8/ebbd.8")],
+                             capture_output=True, text=True, env=dict(os.environ, MANWIDTH="80"))
+        if man.returncode == 0:
+            text = re.sub(".\x08", "", man.stdout).replace("\u2010", "-")
+            assert "--metrics-port" in text, text[:500]
+        # Boot a guest from the staged tree.
+        d0 = os.path.join(root, "var")
+        os.makedirs(d0)
+        sock = os.path.join(d0, "ctl.sock")
+        log = open(os.path.join(root, "ebbd.log"), "w")
+        proc = subprocess.Popen([ebbd, "--socket", sock, "--run-dir", d0 + "/run",
+                                 "--log-dir", d0 + "/logs", "--state-dir", d0 + "/state",
+                                 "--budget", "512M"], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 10
+            while not os.path.exists(sock):
+                assert proc.poll() is None and time.time() < deadline, \
+                    open(os.path.join(root, "ebbd.log")).read()
+                time.sleep(0.05)
+            ctl = os.path.join(top, "bin", "ebbctl")
+            subprocess.run([ctl, "--socket", sock, "run", "g1", "--mem", "96M"],
+                           check=True, capture_output=True, timeout=30)
+            deadline = time.time() + 60
+            while "ebb-guest: ready" not in open(os.path.join(d0, "logs", "g1.log"),
+                                                 errors="replace").read():
+                assert time.time() < deadline, "guest did not boot"
+                time.sleep(0.2)
+            g = json.loads(subprocess.run([ctl, "--socket", sock, "--json", "list"],
+                                          capture_output=True, text=True, check=True).stdout)
+            pid = g["guests"][0]["pid"]
+            exe = os.path.realpath("/proc/%d/exe" % pid)
+            print("  guest pid %d runs %s" % (pid, exe))
+            assert exe.startswith(root), exe
+        finally:
+            proc.terminate()
+            reap(proc, 20)
+            log.close()
+    finally:
+        remove_workdir(root)
+
+
+def test_top_in_tmux():
+    """`ebbctl top` in tmux: shows both guests sorted by resident, follows
+    a balloon change, quits on q."""
+    if not shutil.which("tmux"):
+        raise TestSkip("no tmux (scripts/deps.sh installs it)")
+    server = "ebb-e2e-%d" % os.getpid()
+    tmux = ["tmux", "-L", server]
+    with Ebbd(budget="1G") as d:
+        d.run("big", 192 * MiB)
+        d.run("small", 96 * MiB)
+        d.c.call("guest-exec", name="big", command="memhog 64M --hold 60")
+        d.wait_console("big", r"memhog: touched 64M", 60)
+        time.sleep(1)
+        try:
+            subprocess.run(tmux + ["new-session", "-d", "-s", "top", "-x", "132", "-y", "30",
+                                   "%s --socket %s top --interval 0.5" % (ebbctl_binary(), d.sock)],
+                           check=True)
+
+            def screen():
+                return subprocess.run(tmux + ["capture-pane", "-p", "-t", "top"],
+                                      capture_output=True, text=True).stdout
+
+            def wait_screen(pred, timeout, what):
+                deadline = time.time() + timeout
+                while time.time() < deadline:
+                    s = screen()
+                    if pred(s):
+                        return s
+                    time.sleep(0.1)
+                raise TestFailure("top never showed %s; screen:\n%s" % (what, screen()))
+
+            def row(s, name):
+                for line in s.splitlines():
+                    if line.split()[:1] == [name]:
+                        return line.split()
+                return None
+
+            s = wait_screen(lambda s: row(s, "big") and row(s, "small"), 10, "both guests")
+            print(s.rstrip())
+            lines = s.splitlines()
+            assert "NAME" in s and "RESIDENT" in s and "TARGET" in s
+            assert [i for i, l in enumerate(lines) if l.startswith("big")][0] < \
+                [i for i, l in enumerate(lines) if l.startswith("small")][0], \
+                "not sorted by resident"
+            head = [l for l in lines if l.startswith("NAME")][0].split()
+            tcol = head.index("TARGET")
+            assert row(s, "small")[tcol] == "96M", row(s, "small")
+            d.c.call("balloon", name="small", target=48 * MiB)
+            s = wait_screen(lambda s: row(s, "small") and row(s, "small")[tcol] == "48M",
+                            3, "small's target 48M")
+            wait_screen(lambda s: "BALLOON_TARGET_REACHED name=small" in s, 10,
+                        "the balloon event")
+            subprocess.run(tmux + ["send-keys", "-t", "top", "q"], check=True)
+            deadline = time.time() + 3
+            while subprocess.run(tmux + ["has-session", "-t", "top"],
+                                 capture_output=True).returncode == 0:
+                assert time.time() < deadline, "top did not quit on q:\n" + screen()
+                time.sleep(0.1)
+        finally:
+            subprocess.run(tmux + ["kill-server"], capture_output=True)
