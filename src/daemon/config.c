@@ -22,6 +22,8 @@ struct config_ctx {
 	int rc;			/* the first refusal's -errno, 0 none */
 	int rc_line;		/* the line it was on */
 	int line;		/* lines read so far */
+	int long_line;		/* the first line inih had to split, 0 none */
+	int max_line;		/* inih's line buffer, for the message */
 	FILE *f;		/* reading a file, or */
 	const char *text;	/* the rest of a string */
 };
@@ -47,9 +49,15 @@ static char *read_line(char *str, int num, void *stream)
 		str[n] = '\0';
 		c->text += n;
 	}
-	/* A line longer than the buffer arrives in pieces; count it once. */
-	if (strchr(str, '\n') || (c->f ? feof(c->f) : !*c->text))
+	/* A line longer than inih's buffer arrives in pieces, which inih
+	 * would parse as lines of their own (a path cut short, then junk):
+	 * the first such line fails the file, whatever inih makes of it. */
+	if (strchr(str, '\n') || (c->f ? feof(c->f) : !*c->text)) {
 		c->line++;
+	} else if (!c->long_line) {
+		c->long_line = c->line + 1;
+		c->max_line = num - 1;
+	}
 	return str;
 }
 
@@ -96,6 +104,11 @@ static int on_key(void *user, const char *section, const char *name,
 static int verdict(int line, struct config_ctx *c, const char *name,
 		   char *err, size_t err_len)
 {
+	if (c->long_line && line >= 0) {
+		snprintf(err, err_len, "%s:%d: line longer than %d bytes", name,
+			 c->long_line, c->max_line);
+		return -EINVAL;
+	}
 	if (line == 0)
 		return 0;
 	if (line == -1) {

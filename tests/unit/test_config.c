@@ -203,6 +203,21 @@ static void every_error_names_file_line_and_key(void **state)
 	}
 }
 
+/* A line longer than inih's buffer is refused as such, not parsed as a
+ * value cut short plus junk (inih alone would accept the path cut). */
+static void long_lines_are_refused(void **state)
+{
+	struct ebbd_options *o = *state;
+	char text[1200], err[512];
+	int n;
+
+	n = snprintf(text, sizeof(text), "[daemon]\n\nsocket = /");
+	memset(text + n, 'a', 1000);
+	snprintf(text + n + 1000, sizeof(text) - n - 1000, "\nrun-dir = /r\n");
+	assert_int_equal(load(o, text, err), -EINVAL);
+	assert_non_null(strstr(err, "t.conf:3: line longer than "));
+}
+
 /* A refused value leaves the one before it (the default here). */
 static void refused_value_keeps_the_previous(void **state)
 {
@@ -304,6 +319,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(booleans, setup, teardown),
 		cmocka_unit_test_setup_teardown(every_error_names_file_line_and_key, setup, teardown),
 		cmocka_unit_test_setup_teardown(refused_value_keeps_the_previous, setup, teardown),
+		cmocka_unit_test_setup_teardown(long_lines_are_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(files, setup, teardown),
 		cmocka_unit_test_setup_teardown(flags_share_the_parsers, setup, teardown),
 		cmocka_unit_test(finds_the_installed_guest_first),
