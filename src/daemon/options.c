@@ -319,6 +319,8 @@ int options_find_guest(const char *exe_dir, const char *build_kernel,
 		       const char *build_initrd, char *kernel, char *initrd,
 		       size_t len)
 {
+	if (!kernel || !initrd || !len)
+		return -EINVAL;
 	if (exe_dir) {
 		snprintf(kernel, len, "%s/../lib/ebb/linux", exe_dir);
 		snprintf(initrd, len, "%s/../lib/ebb/initramfs.cpio.gz", exe_dir);
