@@ -13,7 +13,7 @@ libcmocka-dev libjansson-dev liblz4-dev libzstd-dev libxxhash-dev \
 user-mode-linux busybox-static cpio gzip python3 procps util-linux \
 qemu-system-common qemu-system-x86 \
 linux-source-6.1 flex bison bc patch xz-utils \
-libsystemd-dev libinih-dev libmicrohttpd-dev scdoc prometheus tmux"
+libsystemd-dev libinih-dev libmicrohttpd-dev scdoc prometheus tmux systemd"
 
 here=$(cd "$(dirname "$0")" && pwd)
 missing=""
