@@ -610,3 +610,30 @@ def test_top_in_tmux():
                 time.sleep(0.1)
         finally:
             subprocess.run(tmux + ["kill-server"], capture_output=True)
+
+
+def test_metrics_show_a_failed_device():
+    """A hostile vhost-user frontend fails an external guest's balloon:
+    the next scrape has ebb_guest_device_failed{device="balloon"} 1 for
+    that guest only, ebb_device_failures 1 and the DEVICE_FAILED event
+    counted."""
+    import struct
+    port = free_port()
+    with Ebbd(budget="512M", extra_args=["--metrics-port", str(port)]) as d:
+        r = d.c.call("guest-run", name="evil", mem=64 * MiB, external=True)
+        d.c.call("guest-run", name="calm", mem=64 * MiB, external=True)
+        s = parse_samples(http_get("http://127.0.0.1:%d/metrics" % port)[2])
+        assert s[("ebb_device_failures", frozenset())] == 0
+        fe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        fe.connect(r["sockets"]["balloon"])
+        # GET_FEATURES, version 1, announcing a 1 MiB payload: too large.
+        fe.sendall(struct.pack("<III", 1, 1, MiB))
+        d.c.wait_event("DEVICE_FAILED", lambda e: e["name"] == "evil", 5)
+        fe.close()
+        s = parse_samples(http_get("http://127.0.0.1:%d/metrics" % port)[2])
+        key = lambda g: ("ebb_guest_device_failed",
+                         frozenset({("guest", g), ("device", "balloon")}))
+        assert s[key("evil")] == 1 and s[key("calm")] == 0, s
+        assert s[("ebb_device_failures", frozenset())] == 1
+        assert s[("ebb_events_total", frozenset({("event", "DEVICE_FAILED")}))] == 1
+        assert d.alive()
