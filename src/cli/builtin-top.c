@@ -108,7 +108,11 @@ static int by_resident(const void *a, const void *b)
 	json_int_t rb = json_integer_value(json_object_get(*(json_t *const *)b,
 							   "resident"));
 
-	return ra < rb ? 1 : ra > rb ? -1 : 0;
+	/* Ties by name, so equal guests do not swap places between frames. */
+	if (ra != rb)
+		return ra < rb ? 1 : -1;
+	return strcmp(jstr(*(json_t *const *)a, "name"),
+		      jstr(*(json_t *const *)b, "name"));
 }
 
 static unsigned screen_rows(const struct top *t)
