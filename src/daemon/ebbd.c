@@ -1,14 +1,16 @@
 /*
- * ebbd's main: its options, startup (store, loop, pool, control socket,
- * signals, the accounting timer), the loop, and shutdown.  The daemon's
- * design and shared records are in ebbd.h; its command handlers in
- * commands.c, its guest slots in slots.c.
+ * ebbd's main: its command line (settings themselves are options.c's
+ * table, the config file config.c's), startup (store, loop, pool, control
+ * socket, signals, the accounting timer, the service manager, metrics),
+ * the loop, and shutdown.  The daemon's design and shared records are in
+ * ebbd.h; its command handlers in commands.c, its guest slots in
+ * slots.c.
  */
 #include "ebbd.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>

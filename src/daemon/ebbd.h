@@ -2,10 +2,11 @@
  * ebbd.h: what the daemon's files share (src/daemon/): ebbd.c (main),
  * commands.c (control command handlers), slots.c (the guest table),
  * hinting.c (page hinting policy: the pressure trigger and the test
- * evictor).
+ * evictor), exporter.c (the Prometheus page).
  *
  * One event loop serves everything: the control socket, every guest's
- * vhost-user devices, guest process exits and periodic accounting.  ebbd
+ * vhost-user devices, guest process exits, periodic accounting, the
+ * metrics endpoint and the service manager's watchdog.  ebbd
  * is the glue: it keeps the guest table, turns control requests into
  * guest/pool calls and guest happenings into control events.
  *
