@@ -427,6 +427,7 @@ def test_journal_fields_against_stand_in():
     stands in for journald's where none runs."""
     if os.path.exists(JOURNAL_SOCKET):
         raise TestSkip("a journald socket exists at %s; not replacing it" % JOURNAL_SOCKET)
+    made_dir = not os.path.isdir(os.path.dirname(JOURNAL_SOCKET))
     os.makedirs(os.path.dirname(JOURNAL_SOCKET), exist_ok=True)
     j = NotifyStandIn(JOURNAL_SOCKET)
     d0 = tempfile.mkdtemp(prefix="ebb-journal-", dir="/var/tmp")
@@ -464,6 +465,8 @@ def test_journal_fields_against_stand_in():
             proc.wait()
         j.close()
         os.unlink(JOURNAL_SOCKET)
+        if made_dir:
+            os.rmdir(os.path.dirname(JOURNAL_SOCKET))
         remove_workdir(d0)
 
 
