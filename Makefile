@@ -2,7 +2,7 @@
 # the README's quick start are `make demo` and `make test`.
 BUILD ?= build
 
-.PHONY: all deps build demo test unit e2e bench fuzz clean
+.PHONY: all deps build install demo test unit e2e bench fuzz clean
 
 all: build
 
@@ -14,6 +14,11 @@ $(BUILD)/build.ninja:
 
 build: deps $(BUILD)/build.ninja
 	ninja -C $(BUILD)
+
+# Programs, guest kernel and image, unit file, default config, man pages.
+# DESTDIR=/some/root stages the install there (packaging, tests).
+install: build
+	meson install -C $(BUILD) --no-rebuild $(if $(DESTDIR),--destdir "$(DESTDIR)")
 
 demo: build
 	./scripts/demo.sh $(BUILD)

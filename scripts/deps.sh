@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install every Debian package ebb needs to build (ebb's guest kernel
-# included: linux-source-6.1 and the kernel's build tools), boot guests,
-# test and benchmark, and fetch Debian's cloud kernel for the QEMU test
+# included: linux-source-6.1 and the kernel's build tools; libsystemd,
+# inih, libmicrohttpd and scdoc for running as a service), boot guests,
+# test (prometheus and tmux for the operations tests) and benchmark, and fetch Debian's cloud kernel for the QEMU test
 # guests (scripts/qemu-kernel.sh).  Idempotent: does nothing (and needs no
 # network) when all are present, so both `make demo` and `make test` call
 # it first.
@@ -11,7 +12,8 @@ PKGS="build-essential meson ninja-build pkg-config clang libclang-rt-14-dev \
 libcmocka-dev libjansson-dev liblz4-dev libzstd-dev libxxhash-dev \
 user-mode-linux busybox-static cpio gzip python3 procps util-linux \
 qemu-system-common qemu-system-x86 \
-linux-source-6.1 flex bison bc patch xz-utils"
+linux-source-6.1 flex bison bc patch xz-utils \
+libsystemd-dev libinih-dev libmicrohttpd-dev scdoc prometheus tmux systemd"
 
 here=$(cd "$(dirname "$0")" && pwd)
 missing=""

@@ -121,6 +121,29 @@ seed("fuzz_ebbdev", "set-clear-set", bytes([0x13, 4, 0x7f, 3]) +
      ebb_rec(1, 0x2000, 4, 28, shape=2) + table)
 seed("fuzz_ebbdev", "two-regions", bytes([0xb, 4, 0x6f, 1]) +
      ebb_rec(1, 0x2000, 0, 16) + table)
+# fuzz_config: the installed default file, and one setting every key.
+seed("fuzz_config", "every-key", b"""[daemon]
+socket = /run/ebb/ebbd.sock
+run-dir = /run/ebb
+log-dir = /var/log/ebb
+state-dir = /var/lib/ebb
+[guests]
+kernel = /k
+initrd = /i
+ram-dir = /dev/shm
+ram-hugepages = yes
+block-wait = 2.5
+[memory]
+budget = 8G ; inline comment
+discard-below = 512M
+test-evictor = 100
+[tmem]
+compressor = zstd
+[metrics]
+port = 9187
+""")
+with open(os.path.join(os.path.dirname(top), "..", "dist", "ebbd.conf"), "rb") as f:
+    seed("fuzz_config", "default", f.read())
 PY
 status=0
 summary=""

@@ -180,6 +180,7 @@ static const struct {
 	{ "claim", ebbctl_claim },
 	{ "tmem", ebbctl_tmem },
 	{ "events", ebbctl_events },
+	{ "top", ebbctl_top },
 	{ "raw", ebbctl_raw },
 	{ "help", ebbctl_help },
 };
@@ -216,6 +217,11 @@ static void usage(FILE *f)
 "  claim NAME SIZE|0           stake host memory for a guest (0 cancels)\n"
 "  tmem                        transcendent memory pools\n"
 "  events                      print events as they arrive\n"
+"  top [--interval SECONDS] [--count N]\n"
+"                              live view of the host and its guests, sorted\n"
+"                              by resident memory, with recent events;\n"
+"                              refreshes every second (and on events);\n"
+"                              q quits; --count: stop after N frames\n"
 "  raw JSON                    send one request line, print the reply line\n"
 "  help                        this text\n"
 "\n"

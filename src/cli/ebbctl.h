@@ -128,6 +128,9 @@ int ebbctl_raw(int argc, char **argv);
 /* builtin-balloon.c */
 int ebbctl_balloon(int argc, char **argv);
 
+/* builtin-top.c */
+int ebbctl_top(int argc, char **argv);
+
 /* builtin-discard.c */
 int ebbctl_discard(int argc, char **argv);
 

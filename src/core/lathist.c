@@ -42,6 +42,7 @@ void lathist_add(struct lathist *h, uint64_t ns)
 {
 	h->count[bucket_of(ns)]++;
 	h->n++;
+	h->sum_ns += ns;
 }
 
 uint64_t lathist_percentile(const struct lathist *h, unsigned pct)
@@ -64,6 +65,24 @@ uint64_t lathist_percentile(const struct lathist *h, unsigned pct)
 	}
 	bucket_range(b, &lo, &width);
 	return lo + width / 2;
+}
+
+void lathist_cumulative(const struct lathist *h, const uint64_t *le_ns,
+			unsigned n, uint64_t *out)
+{
+	uint64_t seen = 0, lo, width;
+	unsigned b = 0, i;
+
+	for (i = 0; i < n; i++) {
+		/* Add every bucket whose last value is <= the bound. */
+		for (; b < LATHIST_BUCKETS; b++) {
+			bucket_range(b, &lo, &width);
+			if (lo + width - 1 > le_ns[i])
+				break;
+			seen += h->count[b];
+		}
+		out[i] = seen;
+	}
 }
 
 void lathist_reset(struct lathist *h)

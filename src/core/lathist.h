@@ -25,6 +25,7 @@
 
 struct lathist {
 	uint64_t n;			/* samples added */
+	uint64_t sum_ns;		/* their sum (a histogram's _sum) */
 	uint64_t count[LATHIST_BUCKETS];
 };
 
@@ -35,6 +36,16 @@ void lathist_add(struct lathist *h, uint64_t ns);
  * of its bucket, so within 1/32 of the true value for values >= 16.  0 if
  * there are no samples. */
 uint64_t lathist_percentile(const struct lathist *h, unsigned pct);
+
+/*
+ * Cumulative counts at the bounds @le_ns[0..@n) (ascending), as a
+ * Prometheus histogram's buckets: @out[i] is the number of samples whose
+ * bucket lies wholly at or below @le_ns[i], so a bound that cuts a
+ * bucket undercounts by at most that bucket (1/16 of the value).  One
+ * walk over the fixed buckets, whatever the number of samples.
+ */
+void lathist_cumulative(const struct lathist *h, const uint64_t *le_ns,
+			unsigned n, uint64_t *out);
 
 /* Forget every sample. */
 void lathist_reset(struct lathist *h);

@@ -4,6 +4,8 @@
  */
 #include "log.h"
 
+#include "journal.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +42,15 @@ void log_msg(enum log_level level, const char *who, const char *fmt, ...)
 
 	if (level > log_get_level())
 		return;
+	/* Under systemd: one journal entry, its fields carrying what the
+	 * stderr line spells out (level, guest); stderr if that fails. */
+	if (journal_active()) {
+		va_start(ap, fmt);
+		m = vsnprintf(line, sizeof(line), fmt, ap);
+		va_end(ap);
+		if (m >= 0 && journal_send((int)level, who, line) == 0)
+			return;
+	}
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	n = snprintf(line, sizeof(line), "%5lld.%03ld ebb%s%s%s %s: ",
 		     (long long)ts.tv_sec, ts.tv_nsec / 1000000,

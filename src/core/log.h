@@ -1,7 +1,8 @@
 /*
  * log: one-line diagnostics to stderr, tagged with a level and (where there
  * is one) the guest the line is about, so a daemon log of many guests reads
- * as "which guest did what".
+ * as "which guest did what".  Under systemd the same facts go to the
+ * journal as fields (PRIORITY, EBB_GUEST; journal.h) instead.
  *
  * Threading: safe from any thread; each line is written with one write(2).
  */

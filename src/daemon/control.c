@@ -93,7 +93,40 @@ struct control {
 	unsigned nclients;		/* length of clients */
 	unsigned next_id;		/* client ids for logs */
 	char *greeting;			/* the first line every client gets */
+	/* Events sent, by name (metrics).  Names are the callers' string
+	 * literals, compared by content. */
+	struct {
+		char name[32];
+		uint64_t count;
+	} events[CONTROL_EVENT_NAMES];
+	unsigned nevents;		/* used entries of events */
 };
+
+static void count_event(struct control *c, const char *name)
+{
+	unsigned i;
+
+	for (i = 0; i < c->nevents; i++) {
+		if (!strcmp(c->events[i].name, name)) {
+			c->events[i].count++;
+			return;
+		}
+	}
+	if (i == CONTROL_EVENT_NAMES)
+		return;
+	snprintf(c->events[i].name, sizeof(c->events[i].name), "%s", name);
+	c->events[i].count = 1;
+	c->nevents++;
+}
+
+void control_event_counts(const struct control *c,
+			  void (*fn)(void *opaque, const char *name,
+				     uint64_t count),
+			  void *opaque)
+{
+	for (unsigned i = 0; i < c->nevents; i++)
+		fn(opaque, c->events[i].name, c->events[i].count);
+}
 
 static const char oom_reply[] =
 	"{\"error\":{\"class\":\"GenericError\",\"desc\":\"out of memory\"}}\n";
@@ -629,6 +662,7 @@ void control_event(struct control *c, const char *name, json_t *data)
 	char *line;
 	size_t len;
 
+	count_event(c, name);
 	clock_gettime(CLOCK_REALTIME, &ts);
 	json_object_set_new(stamp, "seconds", json_integer(ts.tv_sec));
 	json_object_set_new(stamp, "microseconds", json_integer(ts.tv_nsec / 1000));

@@ -79,6 +79,15 @@ void control_close(struct control *c);
  * every client.  @data is stolen; NULL sends {}. */
 void control_event(struct control *c, const char *name, json_t *data);
 
+/* How many events of each name were sent since control_open(): calls
+ * @fn once per name seen, in first-seen order.  At most
+ * CONTROL_EVENT_NAMES names are counted; later new names are not. */
+#define CONTROL_EVENT_NAMES	32
+void control_event_counts(const struct control *c,
+			  void (*fn)(void *opaque, const char *name,
+				     uint64_t count),
+			  void *opaque);
+
 /* Connected clients (for metrics and tests). */
 unsigned control_client_count(const struct control *c);
 

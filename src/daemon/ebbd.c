@@ -1,13 +1,16 @@
 /*
- * ebbd's main: its options, startup (store, loop, pool, control socket,
- * signals, the accounting timer), the loop, and shutdown.  The daemon's
- * design and shared records are in ebbd.h; its command handlers in
- * commands.c, its guest slots in slots.c.
+ * ebbd's main: its command line (settings themselves are options.c's
+ * table, the config file config.c's), startup (store, loop, pool, control
+ * socket, signals, the accounting timer, the service manager, metrics),
+ * the loop, and shutdown.  The daemon's design and shared records are in
+ * ebbd.h; its command handlers in commands.c, its guest slots in
+ * slots.c.
  */
 #include "ebbd.h"
 
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,8 +19,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "hugeram.h"
+#include "options.h"
 #include "log.h"
+#include "metrics.h"
+#include "service.h"
 #include "size.h"
 
 /* ---- main ------------------------------------------------------------- */
@@ -31,137 +38,112 @@ static void on_signal(void *opaque, uint32_t events)
 		return;
 	log_info(NULL, "signal %u: stopping every guest and exiting",
 		 si.ssi_signo);
+	service_stopping(d->svc);
 	d->shutting_down = true;
 	loop_stop(d->loop);
 }
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: ebbd [options]\n"
-		"  --socket PATH     control socket (default %s)\n"
-		"  --run-dir DIR     per-guest sockets (default /run/ebb)\n"
-		"  --log-dir DIR     guest console logs (default /var/log/ebb)\n"
-		"  --kernel PATH     UML guest kernel (default %s)\n"
-		"  --initrd PATH     guest initramfs (default %s)\n"
-		"  --ram-dir DIR     where guests keep their RAM files (default /dev/shm)\n"
-		"  --ram-hugepages   each guest's RAM on its own huge-page tmpfs\n"
-		"                    (<run-dir>/<name>/ram), 2 MiB blocks kept whole\n"
-		"  --block-wait SECONDS\n"
-		"                    with --ram-hugepages: how long freed 4 KiB pages\n"
-		"                    wait for the rest of their 2 MiB block (default 10;\n"
-		"                    0 punches them at once, shattering blocks)\n"
-		"  --budget SIZE     host memory budget (default: memory cgroup\n"
-		"                    limit, else MemTotal minus a reserve)\n"
-		"  --state-dir DIR   swap backing files, on disk (default /var/lib/ebb)\n"
-		"  --tmem-compressor NAME\n"
-		"                    lz4-fast (default: fastest gets, matches of 8+\n"
-		"                    bytes), lz4 (denser: 6+), liblz4 or zstd\n"
-		"  --discard-below SIZE\n"
-		"                    when free pool memory falls below SIZE, discard\n"
-		"                    every unused guest page, and volatile ones while\n"
-		"                    free memory stays below SIZE\n"
-		"  --test-evictor PAGES_PER_SEC\n"
-		"                    test mode: discard random discardable pages of\n"
-		"                    every guest at this rate\n",
-		CONTROL_DEFAULT_PATH, EBB_DEFAULT_KERNEL, EBB_DEFAULT_INITRD);
+	fprintf(f, "usage: ebbd [--config FILE] [--check-config] [options]\n"
+		"  --config FILE     settings file (default %s; a missing\n"
+		"                    default file is not an error)\n"
+		"  --check-config    check the file and the flags, print the\n"
+		"                    settings and exit (0: valid)\n",
+		EBB_DEFAULT_CONFIG);
+	for (unsigned i = 0; i < options_count; i++) {
+		const struct option_def *def = &options_table[i];
+		char left[48];
+
+		snprintf(left, sizeof(left), "--%s%s%s", def->flag,
+			 def->arg ? " " : "", def->arg ? def->arg : "");
+		if (strlen(left) > 17)
+			fprintf(f, "  %s\n%20s%s\n", left, "", def->help);
+		else
+			fprintf(f, "  %-17s %s\n", left, def->help);
+	}
+	fprintf(f, "Every option can be set in the file: ebbd.conf(5).\n");
 }
 
-/* What the command line sets besides d->env and d->state_dir. */
-struct ebbd_opts {
-	const char *sock;			/* control socket path */
-	const struct pagecomp_ops *comp;	/* the store's compressor */
-	uint64_t budget;			/* bytes; 0: from the host */
+/* What the command line asks besides settings. */
+struct ebbd_args {
+	const char *config;	/* --config, or NULL for the default */
+	bool check;		/* --check-config */
 };
 
-/* Parse the command line into @d and @o.  Returns -1 to go on, else the
- * exit status (--help, or a bad option). */
-static int parse_args(int argc, char **argv, struct ebbd *d,
-		      struct ebbd_opts *o)
+enum { OPT_CONFIG = 1000, OPT_CHECK, OPT_HELP, OPT_TABLE };
+
+/*
+ * The command line, in two passes over what getopt found: --config
+ * first (the file is read before any flag is applied, so that flags
+ * override it), then every setting in order.  Returns -1 to go on, else
+ * the exit status (--help, a bad option, a bad file).
+ */
+static int parse_args(int argc, char **argv, struct ebbd_options *o,
+		      struct ebbd_args *a)
 {
-	static const struct option opts[] = {
-		{ "socket", required_argument, NULL, 's' },
-		{ "run-dir", required_argument, NULL, 'r' },
-		{ "log-dir", required_argument, NULL, 'l' },
-		{ "kernel", required_argument, NULL, 'k' },
-		{ "initrd", required_argument, NULL, 'i' },
-		{ "ram-dir", required_argument, NULL, 'm' },
-		{ "budget", required_argument, NULL, 'b' },
-		{ "state-dir", required_argument, NULL, 'S' },
-		{ "tmem-compressor", required_argument, NULL, 'C' },
-		{ "discard-below", required_argument, NULL, 'D' },
-		{ "test-evictor", required_argument, NULL, 'E' },
-		{ "ram-hugepages", no_argument, NULL, 'H' },
-		{ "block-wait", required_argument, NULL, 'W' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	int c;
+	struct option opts[options_count + 4];
+	struct { const struct option_def *def; const char *val; } *given;
+	unsigned ngiven = 0, i;
+	char why[256], err[512];
+	int c, rc, status = -1;
 
+	for (i = 0; i < options_count; i++)
+		opts[i] = (struct option){ options_table[i].flag,
+			options_table[i].has_value ? required_argument :
+						     no_argument,
+			NULL, OPT_TABLE + (int)i };
+	opts[i++] = (struct option){ "config", required_argument, NULL, OPT_CONFIG };
+	opts[i++] = (struct option){ "check-config", no_argument, NULL, OPT_CHECK };
+	opts[i++] = (struct option){ "help", no_argument, NULL, OPT_HELP };
+	opts[i] = (struct option){ NULL, 0, NULL, 0 };
+	given = calloc((size_t)argc, sizeof(*given));
+	if (!given)
+		return 1;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case 's': o->sock = optarg; break;
-		case 'r': d->env.run_dir = optarg; break;
-		case 'l': d->env.log_dir = optarg; break;
-		case 'k': d->env.kernel = optarg; break;
-		case 'i': d->env.initrd = optarg; break;
-		case 'm': d->env.ram_dir = optarg; break;
-		case 'S': d->state_dir = optarg; break;
-		case 'H': d->env.ram_hugepages = true; break;
-		case 'W': {
-			char *end;
-			double sec = strtod(optarg, &end);
-
-			if (*end || end == optarg || !(sec >= 0 && sec <= 3600)) {
-				fprintf(stderr, "ebbd: bad --block-wait '%s' "
-					"(seconds, 0 to 3600)\n", optarg);
-				return 2;
-			}
-			/* 0: punch every freed page at once (the 4 KiB
-			 * baseline on huge pages, for comparisons). */
-			d->env.keep_wait_ms = (uint64_t)(sec * 1000);
-			if (sec > 0 && !d->env.keep_wait_ms)
-				d->env.keep_wait_ms = 1;
-			break;
-		}
-		case 'C':
-			if (pagecomp_find(optarg, &o->comp) < 0) {
-				fprintf(stderr, "ebbd: unknown --tmem-compressor '%s' "
-					"(lz4-fast, lz4, liblz4, zstd)\n", optarg);
-				return 2;
-			}
-			break;
-		case 'b':
-			if (size_parse(optarg, &o->budget) < 0 || !o->budget) {
-				fprintf(stderr, "ebbd: bad --budget '%s'\n", optarg);
-				return 2;
-			}
-			break;
-		case 'D':
-			if (size_parse(optarg, &d->discard_below_bytes) < 0) {
-				fprintf(stderr, "ebbd: bad --discard-below '%s'\n", optarg);
-				return 2;
-			}
-			break;
-		case 'E': {
-			char *end;
-
-			errno = 0;
-			d->evict_pages_per_sec = strtoull(optarg, &end, 10);
-			/* At most a million pages a second per guest. */
-			if (errno || *end || end == optarg ||
-			    d->evict_pages_per_sec > 1000000) {
-				fprintf(stderr, "ebbd: bad --test-evictor '%s' "
-					"(pages per second, at most 1000000)\n", optarg);
-				return 2;
-			}
-			break;
-		}
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		if (c == OPT_CONFIG)
+			a->config = optarg;
+		else if (c == OPT_CHECK)
+			a->check = true;
+		else if (c == OPT_HELP || c == 'h') {
+			usage(stdout);
+			status = 0;
+			goto out;
+		} else if (c >= OPT_TABLE && c < OPT_TABLE + (int)options_count) {
+			given[ngiven].def = &options_table[c - OPT_TABLE];
+			given[ngiven++].val = optarg;
+		} else {
+			usage(stderr);
+			status = 2;
+			goto out;
 		}
 	}
-	return -1;
+	if (optind < argc) {
+		fprintf(stderr, "ebbd: unexpected argument '%s'\n", argv[optind]);
+		status = 2;
+		goto out;
+	}
+	rc = config_load(a->config ? a->config : EBB_DEFAULT_CONFIG, o, err,
+			 sizeof(err));
+	if (rc == -ENOENT && !a->config)
+		rc = 0;		/* no file at the default place: flags only */
+	if (rc) {
+		fprintf(stderr, "ebbd: %s\n", err);
+		status = 1;
+		goto out;
+	}
+	for (i = 0; i < ngiven; i++) {
+		rc = options_set(o, given[i].def, given[i].val, why, sizeof(why));
+		if (rc) {
+			fprintf(stderr, "ebbd: --%s: %s\n", given[i].def->flag,
+				rc == -EINVAL ? why : strerror(-rc));
+			status = 2;
+			goto out;
+		}
+	}
+out:
+	free(given);
+	return status;
 }
 
 /*
@@ -196,7 +178,7 @@ static int check_hugepages(struct ebbd *d)
 }
 
 /* The kernel, initrd, budget and state directory are usable. */
-static int check_host(struct ebbd *d, struct ebbd_opts *o)
+static int check_host(struct ebbd *d, struct ebbd_options *o)
 {
 	int rc;
 
@@ -205,8 +187,8 @@ static int check_host(struct ebbd *d, struct ebbd_opts *o)
 			d->env.kernel, d->env.initrd, strerror(errno));
 		return -1;
 	}
-	if (!o->budget) {
-		rc = pool_default_budget_bytes(NULL, &o->budget, NULL);
+	if (!o->budget_bytes) {
+		rc = pool_default_budget_bytes(NULL, &o->budget_bytes, NULL);
 		if (rc < 0) {
 			fprintf(stderr, "ebbd: cannot size the budget: %s\n",
 				strerror(-rc));
@@ -237,7 +219,7 @@ static int open_signals(struct ebbd *d)
 
 /* The store, the loop, the pool, the control socket, the signal watch and
  * the accounting timer.  Reports what failed; 0 or -errno. */
-static int open_services(struct ebbd *d, const struct ebbd_opts *o)
+static int open_services(struct ebbd *d, const struct ebbd_options *o)
 {
 	struct tmem_store_config tc = {
 		.comp = o->comp,
@@ -248,14 +230,14 @@ static int open_services(struct ebbd *d, const struct ebbd_opts *o)
 
 	if ((rc = tmem_store_new(&tc, &d->store)) < 0 ||
 	    (rc = loop_new(&d->loop)) < 0 ||
-	    (rc = pool_create(o->budget, &d->pool)) < 0) {
+	    (rc = pool_create(o->budget_bytes, &d->pool)) < 0) {
 		fprintf(stderr, "ebbd: %s\n", strerror(-rc));
 		return rc;
 	}
 	d->env.loop = d->loop;
-	rc = control_open(d->loop, o->sock, ebbd_commands, d, &d->ctl);
+	rc = control_open(d->loop, o->socket, ebbd_commands, d, &d->ctl);
 	if (rc < 0) {
-		fprintf(stderr, "ebbd: control socket %s: %s\n", o->sock,
+		fprintf(stderr, "ebbd: control socket %s: %s\n", o->socket,
 			strerror(-rc));
 		return rc;
 	}
@@ -268,6 +250,21 @@ static int open_services(struct ebbd *d, const struct ebbd_opts *o)
 			"or hinting: "
 			"%s\n", strerror(-rc));
 		return rc;
+	}
+	if ((rc = service_open(d->loop, &d->svc)) < 0) {
+		fprintf(stderr, "ebbd: watchdog timer: %s\n", strerror(-rc));
+		return rc;
+	}
+	if (o->metrics_port) {
+		rc = metrics_open(d->loop, o->metrics_port, ebbd_metrics_collect,
+				  d, &d->metrics);
+		if (rc < 0) {
+			fprintf(stderr, "ebbd: metrics on 127.0.0.1:%u: %s\n",
+				o->metrics_port, strerror(-rc));
+			return rc;
+		}
+		log_info(NULL, "metrics on http://127.0.0.1:%u/metrics",
+			 o->metrics_port);
 	}
 	return 0;
 }
@@ -282,6 +279,8 @@ static void close_services(struct ebbd *d)
 			d->slots[i].g = NULL;
 		}
 	}
+	metrics_close(d->metrics);
+	service_close(d->svc);
 	if (d->ctl)
 		control_close(d->ctl);
 	loop_watch_del(d->sig_w);
@@ -297,42 +296,101 @@ static void close_services(struct ebbd *d)
 		close(d->sigfd);
 }
 
+/* Where ebbd's own executable is, for finding an installed guest kernel
+ * relative to it.  NULL if /proc does not say. */
+static const char *exe_dir(char *buf, size_t len)
+{
+	ssize_t n = readlink("/proc/self/exe", buf, len - 1);
+	char *slash;
+
+	if (n <= 0)
+		return NULL;
+	buf[n] = '\0';
+	slash = strrchr(buf, '/');
+	if (!slash)
+		return NULL;
+	*slash = '\0';
+	return buf;
+}
+
+/* The settings into the daemon's records (the strings stay @o's). */
+static void apply_options(struct ebbd *d, const struct ebbd_options *o)
+{
+	d->opts = o;
+	d->env.run_dir = o->run_dir;
+	d->env.log_dir = o->log_dir;
+	d->env.kernel = o->kernel;
+	d->env.initrd = o->initrd;
+	d->env.ram_dir = o->ram_dir;
+	d->env.ram_hugepages = o->ram_hugepages;
+	d->env.keep_wait_ms = o->keep_wait_ms;
+	d->state_dir = o->state_dir;
+	d->discard_below_bytes = o->discard_below_bytes;
+	d->evict_pages_per_sec = o->evict_pages_per_sec;
+}
+
+/* --check-config: everything a start would refuse before opening
+ * anything, then the settings as a file would write them. */
+static int check_config(const struct ebbd_options *o, const char *path)
+{
+	if (access(o->kernel, X_OK) < 0 || access(o->initrd, R_OK) < 0) {
+		fprintf(stderr, "ebbd: kernel %s or initrd %s missing: %s\n",
+			o->kernel, o->initrd, strerror(errno));
+		return 1;
+	}
+	printf("# ebbd: configuration valid (%s)\n", path);
+	options_print(o, stdout);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static struct ebbd d = { .sigfd = -1 };
-	struct ebbd_opts o = {
-		.sock = CONTROL_DEFAULT_PATH,
-		/* Swap-ins wait on a get, and on real guest swap matches of
-		 * 8+ bytes expand 19-40% faster for 7% less density on
-		 * average (bench/README.md, tmem_bench on real_swap's pages). */
-		.comp = &pagecomp_lz4_fast,
-	};
+	static struct ebbd_options o;
+	char exe[PATH_MAX], kernel[PATH_MAX], initrd[PATH_MAX];
+	struct ebbd_args a = { 0 };
 	char buf[16];
 	int rc;
 
-	d.env.run_dir = "/run/ebb";
-	d.env.log_dir = "/var/log/ebb";
-	d.env.kernel = EBB_DEFAULT_KERNEL;
-	d.env.initrd = EBB_DEFAULT_INITRD;
-	d.env.ram_dir = "/dev/shm";
-	d.state_dir = "/var/lib/ebb";
-	d.env.keep_wait_ms = 10000;
-	rc = parse_args(argc, argv, &d, &o);
-	if (rc >= 0)
-		return rc;
-	if (check_host(&d, &o) < 0)
+	/* A missing kernel is reported by check_host with the paths. */
+	options_find_guest(exe_dir(exe, sizeof(exe)), EBB_DEFAULT_KERNEL,
+			   EBB_DEFAULT_INITRD, kernel, initrd, sizeof(kernel));
+	if (options_init(&o, kernel, initrd) < 0) {
+		fprintf(stderr, "ebbd: out of memory\n");
 		return 1;
+	}
+	rc = parse_args(argc, argv, &o, &a);
+	if (rc >= 0)
+		goto out;
+	if (a.check) {
+		rc = check_config(&o, a.config ? a.config : EBB_DEFAULT_CONFIG);
+		goto out;
+	}
+	apply_options(&d, &o);
+	rc = 1;
+	if (check_host(&d, &o) < 0)
+		goto out;
 	rc = open_signals(&d);
 	if (rc < 0) {
 		fprintf(stderr, "ebbd: signalfd: %s\n", strerror(-rc));
-		return 1;
+		rc = 1;
+		goto out;
 	}
 	rc = open_services(&d, &o);
 	if (rc == 0) {
-		log_info(NULL, "ebbd ready: control %s, budget %s", o.sock,
-			 size_format(o.budget, buf, sizeof(buf)));
+		char status[256];
+
+		log_info(NULL, "ebbd ready: control %s, budget %s", o.socket,
+			 size_format(o.budget_bytes, buf, sizeof(buf)));
+		/* The control socket listens: connections are accepted from
+		 * here on, so this is when a service manager may call us up. */
+		ebbd_status_line(&d, status, sizeof(status));
+		service_ready(d.svc, status);
 		rc = loop_run(d.loop);
 	}
 	close_services(&d);
-	return rc < 0 ? 1 : 0;
+	rc = rc < 0 ? 1 : 0;
+out:
+	options_free(&o);
+	return rc;
 }

@@ -2,10 +2,11 @@
  * ebbd.h: what the daemon's files share (src/daemon/): ebbd.c (main),
  * commands.c (control command handlers), slots.c (the guest table),
  * hinting.c (page hinting policy: the pressure trigger and the test
- * evictor).
+ * evictor), exporter.c (the Prometheus page).
  *
  * One event loop serves everything: the control socket, every guest's
- * vhost-user devices, guest process exits and periodic accounting.  ebbd
+ * vhost-user devices, guest process exits, periodic accounting, the
+ * metrics endpoint and the service manager's watchdog.  ebbd
  * is the glue: it keeps the guest table, turns control requests into
  * guest/pool calls and guest happenings into control events.
  *
@@ -32,6 +33,7 @@
 #include "guest.h"
 #include "guest_run.h"
 #include "loop.h"
+#include "options.h"
 #include "pool.h"
 #include "prealloc.h"
 #include "tmem.h"
@@ -102,6 +104,7 @@ struct ebbd {
 	struct control *ctl;
 	struct pool *pool;
 	struct tmem_store *store;
+	const struct ebbd_options *opts;	/* every setting (options.h) */
 	const char *state_dir;	/* swap backing files */
 	struct guest_env env;
 	struct slot slots[MAX_GUESTS];
@@ -110,6 +113,8 @@ struct ebbd {
 	struct loop_watch *sig_w;
 	struct loop_timer *account_timer;
 	bool shutting_down;
+	struct metrics *metrics;	/* the endpoint, NULL when off */
+	struct service *svc;		/* sd_notify (service.h) */
 	/* Page hinting policy (hinting.c), on the hint timer. */
 	uint64_t discard_below_bytes;	/* --discard-below; 0 off */
 	uint64_t evict_pages_per_sec;	/* --test-evictor; 0 off */
@@ -124,6 +129,14 @@ struct ebbd {
 
 extern const struct control_cmd ebbd_commands[];
 extern const struct guest_events ebbd_guest_events;
+
+/* slots.c: "2 guests, 310M resident of 1G budget, 600M free" for the
+ * service manager's STATUS= (also sent from the accounting tick). */
+void ebbd_status_line(struct ebbd *d, char *buf, size_t len);
+
+/* exporter.c: the Prometheus page (metrics.h's collect function). */
+struct promtext;
+int ebbd_metrics_collect(void *opaque, struct promtext *p);
 
 /* hinting.c: start the hint timer if --discard-below or --test-evictor
  * asked for it.  0 or -errno. */

@@ -6,6 +6,8 @@
  */
 #include "ebbd.h"
 
+#include "service.h"
+
 #include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -109,9 +111,23 @@ static uint64_t make_room(struct ebbd *d, uint64_t pages, const char *why)
 	return freed / POOL_PAGE_SIZE;
 }
 
+void ebbd_status_line(struct ebbd *d, char *buf, size_t len)
+{
+	struct pool_info pi = { 0 };
+	char a[16], b[16], c[16];
+
+	pool_info(d->pool, &pi);
+	snprintf(buf, len, "%u guest%s, %s resident of %s budget, %s free",
+		 pi.guests, pi.guests == 1 ? "" : "s",
+		 fmt_size(pi.tot_pages * POOL_PAGE_SIZE, a),
+		 fmt_size(pi.budget_bytes, b),
+		 fmt_size(pi.free_pages * POOL_PAGE_SIZE, c));
+}
+
 void on_account(void *opaque)
 {
 	struct ebbd *d = opaque;
+	char status[256];
 
 	for (unsigned i = 0; i < MAX_GUESTS; i++) {
 		struct slot *s = &d->slots[i];
@@ -144,6 +160,8 @@ void on_account(void *opaque)
 			make_room(d, pi.over_pages, "guests over budget");
 		}
 	}
+	ebbd_status_line(d, status, sizeof(status));
+	service_status(d->svc, status);
 }
 
 /* ---- tmem accounting -------------------------------------------------- */

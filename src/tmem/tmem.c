@@ -969,3 +969,18 @@ int tmem_store_stats(struct tmem_store *s, struct tmem_store_stats *out)
 	pthread_mutex_unlock(&s->lock);
 	return 0;
 }
+
+int tmem_store_latency(struct tmem_store *s, bool get, const uint64_t *le_ns,
+		       unsigned n, uint64_t *cum, uint64_t *count,
+		       uint64_t *sum_ns)
+{
+	const struct lathist *h;
+
+	pthread_mutex_lock(&s->lock);
+	h = get ? &s->get_lat : &s->put_lat;
+	lathist_cumulative(h, le_ns, n, cum);
+	*count = h->n;
+	*sum_ns = h->sum_ns;
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}

@@ -90,6 +90,7 @@
 #ifndef EBB_TMEM_H
 #define EBB_TMEM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -244,6 +245,16 @@ int tmem_shrink(struct tmem_store *s, uint64_t bytes, uint64_t *freed_bytes);
 int tmem_client_stats(struct tmem_store *s, uint32_t client_id,
 		      struct tmem_stats *out);
 int tmem_store_stats(struct tmem_store *s, struct tmem_store_stats *out);
+
+/*
+ * The timed puts (@get false) or gets as a histogram: cumulative counts
+ * at @le_ns[0..@n) (lathist_cumulative()), the number timed and the sum
+ * of their times.  Fixed cost (one walk over the histogram's buckets,
+ * under the store's lock).  0 or -errno.
+ */
+int tmem_store_latency(struct tmem_store *s, bool get, const uint64_t *le_ns,
+		       unsigned n, uint64_t *cum, uint64_t *count,
+		       uint64_t *sum_ns);
 
 /* ---- for tests ---- */
 

@@ -1386,6 +1386,39 @@ static void ebbctl(struct fx *fx, struct run *r, int env_socket, ...)
 		fail_msg("missing '%s' in:\n%s", (needle), (hay)); \
 } while (0)
 
+/* ebbctl top, not on a terminal: frames one after another; guests sorted
+ * by resident (a guest without a resident value counts as 0). */
+static void ebbctl_top_frames(void **state)
+{
+	struct fx *fx = *state;
+	struct run r;
+	const char *web1, *db, *evt;
+
+	ebbctl(fx, &r, false, "top", "--count", "2", "--interval", "0.1", NULL);
+	assert_status(r, 0);
+	assert_string_equal(r.err, "");
+	assert_contains(r.out, "host: budget 4G  resident 1.2G  free 2.8G  "
+			"claims 924M  store -  guests 2\n");
+	assert_contains(r.out,
+"NAME  STATE      MEM  RESIDENT  TARGET  ACTUAL  CLAIM  STORE\n"
+"web1  running   512M      301M    384M    384M     0B      -\n"
+"db    starting    1G      100M      1G      1G   924M      -\n"
+"evt   running   512M         -    256M    300M      -      -\n"
+"slow  running   512M         -    256M    512M      -      -\n");
+	web1 = strstr(r.out, "web1 ");
+	db = strstr(r.out, "db ");
+	evt = strstr(r.out, "evt ");
+	assert_true(web1 && db && evt && web1 < db && db < evt);
+	/* Two frames, no terminal escapes. */
+	assert_non_null(strstr(strstr(r.out, "recent events:") + 1,
+			       "recent events:"));
+	assert_null(strchr(r.out, '\033'));
+
+	ebbctl(fx, &r, false, "top", "--interval", "0.01", NULL);
+	assert_status(r, 2);
+	assert_contains(r.err, "--interval must be at least 0.1");
+}
+
 static void ebbctl_list_info_stats(void **state)
 {
 	struct fx *fx = *state;
@@ -1706,6 +1739,7 @@ int main(void)
 		T(query_commands),
 		T(open_errors),
 		T(ebbctl_list_info_stats),
+		T(ebbctl_top_frames),
 		T(ebbctl_errors),
 		T(ebbctl_timeout),
 		T(ebbctl_run_and_friends),
