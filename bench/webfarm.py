@@ -10,10 +10,14 @@ memory cgroup of --host bytes with a host swap file, so that what does
 not fit is really swapped by the host kernel.  ebbd and every guest run
 in it, and ebbd's budget is the same --host.
 
-Each guest (--mem, 256M) has its own ext4 data disk holding a file set
+Each guest (--mem, 256M) has an ext4 data disk holding a file set
 (--files MiB in 4 MiB files and their MD5SUMS), made on the host with
-mkfs.ext4 -d.  It first has a burst (memhog --burst MiB, then exits, as
-a server handling a spike), then serves: `md5sum -c` over the whole set
+mkfs.ext4 -d: the same image, read-only, for every guest, as the servers
+of a farm serve the same site (ebbd's disk cache then keeps one copy of
+what they read for all of them); --own-images gives each guest a copy.  It first reads its file set once (into its page cache),
+then has a burst (memhog --burst MiB, then exits, as a server handling a
+spike: that memory is free again but the host still backs it), then
+serves: `md5sum -c` over the whole set
 in a loop for --seconds, every guest at once.  An operation is one file
 read and checked; a wrong checksum fails the run.  With the file set in
 its page cache a guest serves from memory; what the host takes from it
@@ -25,7 +29,7 @@ host.
   balloon   every guest's balloon target is an equal share of 3/4 of the
             host (never above --mem), set right after boot
   hinting   page states with volatile page cache; ebbd --discard-below
-            1/4 of the host: when guests hold more than 3/4 of it, ebbd
+            1/8 of the host: when guests hold more than 7/8 of it, ebbd
             discards their unused pages, then their volatile ones
 
 Reported per method and guest count: operations per second (all guests),
@@ -87,17 +91,25 @@ def serve_line(seconds):
 def run(args, method, nguests, image, nfiles):
     host = ebbtest.parse_size(args.host)
     mem = ebbtest.parse_size(args.mem)
-    extra = ["--discard-below", str(host // 4)] if method == "hinting" else []
+    # Each method alone: the host policy (issue 12) would mix them.
+    extra = ["--policy", "off"]
+    if method == "hinting":
+        extra += ["--discard-below", str(host // 8)]
     with SmallHost(mem=args.host, swap=args.swap) as h:
         v0 = vmstat()
         with ebbtest.Ebbd(budget=args.host, extra_args=extra, cgroup=h) as d:
             names = ["w%d-%s-%d" % (nguests, method, i) for i in range(nguests)]
             for name in names:
-                img = os.path.join(d.dir, name + ".img")
-                shutil.copyfile(image, img)
-                d.run(name, mem, claim=False, disk=img, reporting=False,
-                      page_states=(method == "hinting"))
+                img = image
+                if args.own_images:
+                    img = os.path.join(d.dir, name + ".img")
+                    shutil.copyfile(image, img)
+                d.run(name, mem, claim=False, disk=img, disk_ro=not args.own_images,
+                      reporting=False, page_states=(method == "hinting"))
+                # The file set in the page cache first, then the burst:
+                # its memory comes on top, and is free again after it.
                 st, out = d.exec(name, "mkdir -p /mnt && mount -t ext4 -o ro /dev/vda /mnt"
+                                       " && cat /mnt/f* >/dev/null"
                                        " && memhog %dM >/dev/null" % args.burst)
                 if st:
                     raise ebbtest.TestFailure("%s: setup failed:\n%s" % (name, out[-1000:]))
@@ -116,8 +128,10 @@ def run(args, method, nguests, image, nfiles):
                 ops += n * nfiles
                 bad += b
                 secs = max(secs, s)
-            listing = d.c.call("guest-list")["guests"]
-            resident = sum(g.get("resident", 0) for g in listing if g["name"] in names)
+            reread = 0
+            for name in names:
+                st, out = d.exec(name, "cat /sys/kernel/mm/page_states/volatile_reread")
+                reread += int(re.findall(r"^(\d+)\s*$", out, re.M)[0])
         v1 = vmstat()
         st = h.stats()
     if bad:
@@ -125,7 +139,7 @@ def run(args, method, nguests, image, nfiles):
                                   % (method, nguests, bad))
     return {"ops_s": ops / max(secs, 1), "swap_out": (v1["pswpout"] - v0["pswpout"]) * 4096,
             "swap_in": (v1["pswpin"] - v0["pswpin"]) * 4096, "oom": st["oom_kill"],
-            "resident": resident}
+            "reread": reread * 4096}
 
 
 def main():
@@ -137,6 +151,8 @@ def main():
     ap.add_argument("--files", type=int, default=96, help="MiB of files per guest")
     ap.add_argument("--burst", type=int, default=96, help="MiB the burst takes")
     ap.add_argument("--seconds", type=int, default=30)
+    ap.add_argument("--own-images", action="store_true",
+                    help="a copy of the image per guest instead of one shared")
     args = ap.parse_args()
     counts = [int(x) for x in args.guests.split(",")]
 
@@ -150,32 +166,36 @@ def main():
                 r = run(args, m, n, image, nfiles)
                 res[(m, n)] = r
                 print("  %d guests, %-7s %6.1f ops/s, host swap out %5.0f MiB, in %5.0f MiB,"
-                      " OOM kills %d" % (n, m, r["ops_s"], r["swap_out"] / MiB,
-                                         r["swap_in"] / MiB, r["oom"]), file=sys.stderr)
+                      " re-read %5.0f MiB, OOM kills %d"
+                      % (n, m, r["ops_s"], r["swap_out"] / MiB, r["swap_in"] / MiB,
+                         r["reread"] / MiB, r["oom"]), file=sys.stderr)
     finally:
         shutil.rmtree(workdir)
 
     print("Web farm on a %s host (memory cgroup + %s swap file): guests of %s,"
-          " %d MiB of files each, burst %d MiB, %d s of serving\n"
-          % (args.host, args.swap, args.mem, args.files, args.burst, args.seconds))
+          " %d MiB of files each (%s), burst %d MiB, %d s of serving\n"
+          % (args.host, args.swap, args.mem, args.files,
+             "an image each" if args.own_images else "one shared image",
+             args.burst, args.seconds))
     print("| guests | method | ops/s | host swap out (MiB) | host swap in (MiB) |"
-          " swap I/O vs swap only | ops/s vs swap only |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
+          " swap I/O vs swap only | ops/s vs swap only | discarded cache re-read (MiB) |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for n in counts:
         base = res[("swap", n)]
         bio = base["swap_out"] + base["swap_in"]
         for m in METHODS:
             r = res[(m, n)]
             io = r["swap_out"] + r["swap_in"]
-            print("| %d | %s | %.1f | %.0f | %.0f | %s | %s |"
+            print("| %d | %s | %.1f | %.0f | %.0f | %s | %s | %.0f |"
                   % (n, m, r["ops_s"], r["swap_out"] / MiB, r["swap_in"] / MiB,
                      "-" if m == "swap" else
                      ("%+.0f%%" % ((io / bio - 1) * 100) if bio else "n/a"),
-                     "-" if m == "swap" else "%.2fx" % (r["ops_s"] / base["ops_s"])))
+                     "-" if m == "swap" else "%.2fx" % (r["ops_s"] / base["ops_s"]),
+                     r["reread"] / MiB))
     print("\nReproduce: python3 bench/webfarm.py --guests %s --host %s --swap %s --mem %s"
-          " --files %d --burst %d --seconds %d"
+          " --files %d --burst %d --seconds %d%s"
           % (args.guests, args.host, args.swap, args.mem, args.files, args.burst,
-             args.seconds))
+             args.seconds, " --own-images" if args.own_images else ""))
 
 
 if __name__ == "__main__":
