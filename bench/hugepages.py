@@ -17,14 +17,15 @@ free-page-reporting cycles (memhog touches 60 % and exits) and the same
 numbers.  Then memwalk (random dependent loads across pages) in the guest:
 ns per access on each backing.
 
-The guest kernel is --kernel (default: the build's, ebb's kernel, whose
-balloon inflates 2 MiB blocks first), so the stock 4 KiB balloon can be
-compared by running this again with Debian's kernel and its image:
+Every backing runs twice, side by side: with ebb's balloon inflating
+2 MiB blocks first (patch 5) and with the same kernel inflating single
+4 KiB pages (virtio_balloon.blocks=0, the stock behaviour); --balloon
+picks one.  The guest kernel is --kernel (default: the build's, ebb's
+kernel); Debian's kernel can be compared with its image:
 
     python3 bench/hugepages.py [--kernel PATH --initrd PATH] [--cycles N] [--mem 512M]
     python3 bench/hugepages.py --kernel /usr/bin/linux.uml \
-        --initrd build/guest/initramfs-debian.cpio.gz
-    python3 bench/hugepages.py --cmdline virtio_balloon.blocks=0   # same kernel, 4 KiB
+        --initrd build/guest/initramfs-debian.cpio.gz --balloon 4k
 """
 import argparse
 import os
@@ -56,12 +57,16 @@ def balloon_to(d, name, keep):
     d.wait_until(lambda: d.guest(name)["balloon_actual"] == keep, 60, "balloon")
 
 
-def run_config(args, label, extra):
+BALLOONS = {"2m-first": "", "4k": "virtio_balloon.blocks=0"}
+
+
+def run_config(args, label, extra, balloon):
     mem = args.mem
     touch = "%dM" % (mem * 6 // 10 // MiB)
     out = {}
+    cmdline = " ".join(x for x in (BALLOONS[balloon], args.cmdline) if x)
     with Ebbd(kernel=args.kernel, initrd=args.initrd, extra_args=extra) as d:
-        d.run("b", mem, cmdline=args.cmdline)
+        d.run("b", mem, cmdline=cmdline)
         d.exec("b", "memhog %s --hold 0" % touch)
         time.sleep(2)
         out["boot"] = snapshot(d, "b")
@@ -98,34 +103,43 @@ def main():
     ap.add_argument("--cmdline", default="",
                     help="extra guest kernel parameters, e.g. virtio_balloon.blocks=0 "
                          "for ebb's kernel with single-page inflation")
+    ap.add_argument("--balloon", choices=("both", "2m-first", "4k"), default="both")
     ap.add_argument("--cycles", type=int, default=5)
     ap.add_argument("--mem", default="512M")
     ap.add_argument("--walk", default="256M", help="memwalk's array size")
     ap.add_argument("--accesses", type=int, default=4 << 20)
     args = ap.parse_args()
     args.mem = int(args.mem.rstrip("M")) * MiB
+    balloons = list(BALLOONS) if args.balloon == "both" else [args.balloon]
+    runs = [(label, extra, b) for label, extra in CONFIGS for b in balloons]
     res = {}
-    for label, extra in CONFIGS:
-        print("running %s ..." % label, file=sys.stderr, flush=True)
-        res[label] = run_config(args, label, extra)
+    for label, extra, b in runs:
+        print("running %s, %s balloon ..." % (label, b), file=sys.stderr, flush=True)
+        res[(label, b)] = run_config(args, label, extra, b)
     print("guest %d MiB, %d cycles, kernel %s, guest page_reporting_order %s\n"
           % (args.mem >> 20, args.cycles, args.kernel or "build/guest/linux",
-             res["plain"]["order"]))
-    print("| backing | when | resident (MiB) | intact-block ratio | huge coverage | shattered blocks | waiting (KiB) |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for label, _ in CONFIGS:
+             res[runs[0][0], runs[0][2]]["order"]))
+    print("| backing | balloon | when | resident (MiB) | intact-block ratio | huge coverage |"
+          " shattered blocks | waiting (KiB) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for label, _, b in runs:
         for when in ("boot", "balloon", "report"):
-            s = res[label][when]
-            print("| %s | %s | %d | %s | %s | %d | %d |" % (
-                label, {"boot": "after touching 60 %",
-                        "balloon": "after %d balloon cycles" % args.cycles,
-                        "report": "after %d reporting cycles" % args.cycles}[when],
+            s = res[(label, b)][when]
+            print("| %s | %s | %s | %d | %s | %s | %d | %d |" % (
+                label, b, {"boot": "after touching 60 %",
+                           "balloon": "after %d balloon cycles" % args.cycles,
+                           "report": "after %d reporting cycles" % args.cycles}[when],
                 s["resident"] >> 20, pct(s["intact"]), pct(s["huge"]),
                 s["shattered"], s["waiting"] >> 10))
-    print("\n| backing | memwalk %s, ns/access (median of 5) | balloon cycles wall (s) |" % args.walk)
-    print("|---|---:|---:|")
-    for label, _ in CONFIGS:
-        print("| %s | %.1f | %.1f |" % (label, res[label]["walk_ns"], res[label]["balloon_s"]))
+    print("\n| backing | balloon | memwalk %s, ns/access (median of 5) |"
+          " balloon cycles wall (s) |" % args.walk)
+    print("|---|---|---:|---:|")
+    for label, _, b in runs:
+        r = res[(label, b)]
+        print("| %s | %s | %.1f | %.1f |" % (label, b, r["walk_ns"], r["balloon_s"]))
+    print("\nReproduce: python3 bench/hugepages.py --mem %dM --cycles %d --balloon %s%s"
+          % (args.mem >> 20, args.cycles, args.balloon,
+             " --cmdline '%s'" % args.cmdline if args.cmdline else ""))
 
 
 if __name__ == "__main__":
