@@ -259,6 +259,15 @@ int guest_refresh_resident(struct guest *g, uint64_t *out)
 	if (rc == 0)
 		g->resident_bytes = r;
 	refresh_blocks(g);
+	/*
+	 * Huge coverage with every residency measurement, not once a tick:
+	 * measured apart, a coverage from before memory went back could read
+	 * above the resident bytes measured after.  smaps_rollup walks the
+	 * UML process's page tables: a few hundred PMDs and the small
+	 * mappings, tens of microseconds.
+	 */
+	if (g->pid > 0 && g->pidfd >= 0)
+		hugeram_pmd_mapped_bytes(g->pid, &g->huge_mapped_bytes);
 	if (out)
 		*out = g->resident_bytes;
 	return rc;
@@ -289,10 +298,6 @@ static void on_tick(void *opaque)
 	struct guest *g = opaque;
 
 	guest_refresh_resident(g, NULL);
-	/* smaps walks the process's page tables: once a tick, not on every
-	 * re-measure after memory goes back. */
-	if (g->pid > 0 && g->pidfd >= 0)
-		hugeram_pmd_mapped_bytes(g->pid, &g->huge_mapped_bytes);
 	if (g->state == GUEST_STARTING && driver_ready(g))
 		guest_set_state(g, GUEST_RUNNING, "a driver is ready");
 }
