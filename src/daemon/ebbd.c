@@ -60,6 +60,12 @@ static void usage(FILE *f)
 		"  --discard-below SIZE\n"
 		"                    when free pool memory falls below SIZE, discard\n"
 		"                    guests' unused pages (then volatile ones)\n"
+		"  --policy on|off   the host memory policy (default on): reclaim in\n"
+		"                    order of cost below the low watermark, give\n"
+		"                    memory back to guests under pressure\n"
+		"  --policy-low SIZE, --policy-high SIZE\n"
+		"                    its watermarks of free memory (default: 1/16 of\n"
+		"                    the budget, 32M to 1G, and twice that)\n"
 		"  --test-evictor PAGES_PER_SEC\n"
 		"                    test mode: discard random discardable pages of\n"
 		"                    every guest at this rate\n",
@@ -90,6 +96,9 @@ static int parse_args(int argc, char **argv, struct ebbd *d,
 		{ "tmem-compressor", required_argument, NULL, 'C' },
 		{ "discard-below", required_argument, NULL, 'D' },
 		{ "test-evictor", required_argument, NULL, 'E' },
+		{ "policy", required_argument, NULL, 'P' },
+		{ "policy-low", required_argument, NULL, 'L' },
+		{ "policy-high", required_argument, NULL, 'G' },
 		{ "ram-hugepages", no_argument, NULL, 'H' },
 		{ "block-wait", required_argument, NULL, 'W' },
 		{ "help", no_argument, NULL, 'h' },
@@ -142,6 +151,29 @@ static int parse_args(int argc, char **argv, struct ebbd *d,
 				return 2;
 			}
 			break;
+		case 'P':
+			if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
+				fprintf(stderr, "ebbd: --policy takes on or off\n");
+				return 2;
+			}
+			d->policy_on = strcmp(optarg, "on") == 0;
+			break;
+		case 'L':
+		case 'G': {
+			uint64_t *v = c == 'L' ? &d->pol_cfg.low_bytes :
+						 &d->pol_cfg.high_bytes;
+
+			if (size_parse(optarg, v) < 0 || !*v) {
+				fprintf(stderr, "ebbd: bad --policy-%s '%s'\n",
+					c == 'L' ? "low" : "high", optarg);
+				return 2;
+			}
+			if (c == 'L')
+				d->pol_low_set = true;
+			else
+				d->pol_high_set = true;
+			break;
+		}
 		case 'E': {
 			char *end;
 
@@ -262,10 +294,10 @@ static int open_services(struct ebbd *d, const struct ebbd_opts *o)
 				 &d->sig_w)) < 0 ||
 	    (rc = loop_timer_add(d->loop, ACCOUNT_MS, ACCOUNT_MS, on_account, d,
 				 &d->account_timer)) < 0 ||
-	    (rc = hinting_start(d)) < 0) {
-		fprintf(stderr, "ebbd: cannot watch signals or start accounting "
-			"or hinting: "
-			"%s\n", strerror(-rc));
+	    (rc = hinting_start(d)) < 0 ||
+	    (rc = policy_start(d)) < 0) {
+		fprintf(stderr, "ebbd: cannot watch signals or start accounting, "
+			"hinting or the policy: %s\n", strerror(-rc));
 		return rc;
 	}
 	return 0;
@@ -286,6 +318,7 @@ static void close_services(struct ebbd *d)
 	loop_watch_del(d->sig_w);
 	loop_timer_del(d->account_timer);
 	hinting_stop(d);
+	policy_stop(d);
 	if (d->loop)
 		loop_free(d->loop);
 	if (d->pool)
@@ -316,6 +349,7 @@ int main(int argc, char **argv)
 	d.env.ram_dir = "/dev/shm";
 	d.state_dir = "/var/lib/ebb";
 	d.env.keep_wait_ms = 10000;
+	d.policy_on = true;
 	rc = parse_args(argc, argv, &d, &o);
 	if (rc >= 0)
 		return rc;

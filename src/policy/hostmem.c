@@ -4,6 +4,7 @@
  */
 #include "hostmem.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -276,4 +277,33 @@ void hostmem_guest_remove(struct hostmem *h, const char *name)
 
 	if (guest_dir(h, name, dir, sizeof(dir)) == 0)
 		rmdir(dir);
+}
+
+void hostmem_guest_remove_all(struct hostmem *h, unsigned wait_ms)
+{
+	char prefix[64], dir[PATH_MAX];
+	unsigned waited = 0;
+
+	if (!h || h->version != 1 || !h->own[0])
+		return;
+	snprintf(prefix, sizeof(prefix), "ebb-%d-", (int)getpid());
+	for (;;) {
+		DIR *dp = opendir(h->own);
+		struct dirent *e;
+		bool busy = false;
+
+		if (!dp)
+			return;
+		while ((e = readdir(dp)))
+			if (strncmp(e->d_name, prefix, strlen(prefix)) == 0 &&
+			    snprintf(dir, sizeof(dir), "%s/%s", h->own,
+				     e->d_name) < (int)sizeof(dir) &&
+			    rmdir(dir) < 0 && errno == EBUSY)
+				busy = true;
+		closedir(dp);
+		if (!busy || waited >= wait_ms)
+			return;
+		usleep(20000);
+		waited += 20;
+	}
 }

@@ -61,6 +61,9 @@ int hostmem_guest_pageout(struct hostmem *h, const char *name, uint64_t bytes,
 			  uint64_t *done);
 /* Remove @name's cgroup (its processes have exited). */
 void hostmem_guest_remove(struct hostmem *h, const char *name);
+/* Remove every guest cgroup this ebbd made (at exit: waits up to
+ * @wait_ms for killed guests' processes to leave them). */
+void hostmem_guest_remove_all(struct hostmem *h, unsigned wait_ms);
 
 /* Parse PSI text ("some avg10=1.23 ..."): the some avg10, or -EINVAL. */
 int hostmem_parse_psi(const char *text, double *some_avg10);
