@@ -104,7 +104,7 @@ static void print_actions(json_t *actions)
 		table_set(&t, row, 2, jstr(a, "mechanism"));
 		table_set(&t, row, 3, size_or(a, "bytes", b, sizeof(b)));
 		table_set(&t, row, 4, json_object_get(a, "target") ?
-			  size_or(a, "target", b, sizeof(b)) : NULL);
+			  size_or(a, "target", b, sizeof(b)) : "-");
 		table_set(&t, row, 5, jstr(a, "reason"));
 	}
 	table_print(&t);

@@ -110,6 +110,7 @@ struct slot {
 	uint64_t pol_swap_in_bytes;
 	uint64_t pol_faults_delta;	/* since the report before */
 	uint64_t pol_swap_in_delta;	/* pages */
+	uint64_t pol_swapped_bytes;	/* its RAM in host swap (its cgroup) */
 };
 
 /* One action the policy took, for `ebbctl policy` (a ring of them). */

@@ -109,6 +109,14 @@ static bool slot_snapshot(struct ebbd *d, struct slot *s,
 	pg->shares = s->pol_shares ? s->pol_shares : POLICY_SHARES_DEFAULT;
 	pg->manual = s->pol_manual;
 	pg->resident_bytes = pi.tot_pages * POOL_PAGE_SIZE;
+	/* A RAM file's allocated size counts its pages in host swap too
+	 * (tmpfs keeps them in i_blocks): what the host really holds is
+	 * less by what its cgroup has in swap. */
+	s->pol_swapped_bytes = 0;
+	if (s->pol_cgroup &&
+	    hostmem_guest_swap(d->hostmem, s->pol_cg_name, &s->pol_swapped_bytes) == 0)
+		pg->resident_bytes -= s->pol_swapped_bytes < pg->resident_bytes ?
+				      s->pol_swapped_bytes : pg->resident_bytes;
 	pg->keep_bytes = gi.mem_bytes -
 			 (uint64_t)gi.balloon.actual_pages * BALLOON_PAGE_SIZE;
 	pg->balloon_ready = gi.balloon.ready && !gi.balloon.failed;
@@ -237,15 +245,26 @@ static void policy_run(struct ebbd *d)
 	struct slot *map[MAX_GUESTS];
 	struct policy_input in = { .guests = pg };
 	struct policy_decision *dec = &d->pol_last;
+	uint64_t swapped = 0;
 	char why[96];
 	int rc;
 
 	if (!d->policy_on || d->shutting_down)
 		return;
 	for (unsigned i = 0; i < MAX_GUESTS; i++)
-		if (slot_snapshot(d, &d->slots[i], &pg[in.nguests]))
+		if (slot_snapshot(d, &d->slots[i], &pg[in.nguests])) {
+			swapped += d->slots[i].pol_swapped_bytes;
 			map[in.nguests++] = &d->slots[i];
+		}
 	host_snapshot(d, &in.host);
+	/* The pool counts guests' pages in host swap as resident; the host
+	 * does not hold them in memory (see slot_snapshot). */
+	if (swapped >= in.host.pool_over_bytes) {
+		in.host.pool_free_bytes += swapped - in.host.pool_over_bytes;
+		in.host.pool_over_bytes = 0;
+	} else {
+		in.host.pool_over_bytes -= swapped;
+	}
 	rc = policy_decide(&d->pol_cfg, d->pol_state, &in, dec);
 	d->pol_last_ms = loop_now_ms();
 	d->pol_ticks++;

@@ -271,6 +271,17 @@ int hostmem_guest_pageout(struct hostmem *h, const char *name, uint64_t bytes,
 	return rc == -EBUSY ? 0 : rc;
 }
 
+int hostmem_guest_swap(struct hostmem *h, const char *name, uint64_t *bytes)
+{
+	char dir[PATH_MAX];
+	int rc = guest_dir(h, name, dir, sizeof(dir));
+
+	if (rc < 0)
+		return rc;
+	*bytes = stat_value(dir, "total_swap");
+	return 0;
+}
+
 void hostmem_guest_remove(struct hostmem *h, const char *name)
 {
 	char dir[PATH_MAX];

@@ -59,6 +59,8 @@ int hostmem_guest_create(struct hostmem *h, const char *name, char **procs);
 /* Page out about @bytes of @name's memory; *@done what its usage fell. */
 int hostmem_guest_pageout(struct hostmem *h, const char *name, uint64_t bytes,
 			  uint64_t *done);
+/* How much of @name's memory is in swap (its cgroup's total_swap). */
+int hostmem_guest_swap(struct hostmem *h, const char *name, uint64_t *bytes);
 /* Remove @name's cgroup (its processes have exited). */
 void hostmem_guest_remove(struct hostmem *h, const char *name);
 /* Remove every guest cgroup this ebbd made (at exit: waits up to
