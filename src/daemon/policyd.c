@@ -152,6 +152,10 @@ static void host_snapshot(struct ebbd *d, struct policy_host *h)
 		h->cg_used_bytes = d->pol_host.working_set_bytes;
 	}
 	h->psi_some_pct = d->pol_host.psi_some_avg10;
+	/* Host swap needs somewhere to swap to: a squeeze without swap only
+	 * makes the kernel scan in vain. */
+	d->pol_cfg.host_swap = hostmem_can_swap(d->hostmem) &&
+			       d->pol_host.swap_total_bytes > 0;
 	/* The store's charge is compressed bytes: the ephemeral part of it
 	 * is what dropping clean cache can give back. */
 	if (tmem_store_stats(d->store, &ts) == 0 &&
@@ -376,7 +380,9 @@ void policy_stop(struct ebbd *d)
 void policy_slot_init(struct ebbd *d, struct slot *s, const struct guest_run *r,
 		      char **procs)
 {
-	s->pol_min_bytes = r->min;
+	/* A preallocated guest was promised its claim: the policy never
+	 * takes it below that. */
+	s->pol_min_bytes = r->prealloc ? guest_run_claim_bytes(r) : r->min;
 	s->pol_max_bytes = r->max;
 	s->pol_shares = r->shares ? (uint32_t)r->shares : POLICY_SHARES_DEFAULT;
 	s->pol_manual = false;
@@ -384,7 +390,7 @@ void policy_slot_init(struct ebbd *d, struct slot *s, const struct guest_run *r,
 	s->pol_stats_ms = s->pol_major_faults = s->pol_swap_in_bytes = 0;
 	s->pol_faults_delta = s->pol_swap_in_delta = 0;
 	*procs = NULL;
-	if (!d->policy_on || !d->pol_cfg.host_swap || r->external)
+	if (!d->policy_on || !hostmem_can_swap(d->hostmem) || r->external)
 		return;
 	if (hostmem_guest_create(d->hostmem, r->name, procs) == 0) {
 		s->pol_cgroup = true;

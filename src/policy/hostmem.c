@@ -194,6 +194,14 @@ int hostmem_sample(struct hostmem *h, struct hostmem_sample *out)
 	if (read_text(path, buf, sizeof(buf)) == 0 &&
 	    hostmem_parse_psi(buf, &out->psi_some_avg10) < 0)
 		out->psi_some_avg10 = -1;
+	{
+		char mi[4096], *p;
+
+		snprintf(path, sizeof(path), "%s/proc/meminfo", h->root);
+		if (read_text(path, mi, sizeof(mi)) == 0 &&
+		    (p = strstr(mi, "SwapTotal:")))
+			out->swap_total_bytes = strtoull(p + 10, NULL, 10) << 10;
+	}
 	if (!h->bind[0])
 		return 0;
 	if (h->version == 1) {

@@ -42,6 +42,7 @@ struct hostmem_sample {
 	uint64_t working_set_bytes;	/* usage - inactive file cache */
 	uint64_t swap_bytes;	/* its swap usage, 0 unknown */
 	double psi_some_avg10;	/* percent; -1 without PSI */
+	uint64_t swap_total_bytes;	/* the host's swap (SwapTotal) */
 };
 
 /* Find ebbd's memory cgroup under @root ("" or NULL: the real one). */

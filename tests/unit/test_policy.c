@@ -468,6 +468,7 @@ static void hostmem_reads_fake_tree(void **state)
 	assert_non_null(mkdtemp(root));
 	put(root, "proc/self/cgroup", "5:cpu:/\n4:memory:/box/ebbd\n0::/\n");
 	put(root, "proc/pressure/memory", "some avg10=3.25 avg60=0 avg300=0 total=1\n");
+	put(root, "proc/meminfo", "MemTotal: 1000 kB\nSwapTotal:     2048 kB\n");
 	put(root, "sys/fs/cgroup/memory/memory.limit_in_bytes", "9223372036854771712\n");
 	/* The limit sits on the parent, not on ebbd's own cgroup. */
 	put(root, "sys/fs/cgroup/memory/box/memory.limit_in_bytes", "536870912\n");
@@ -485,6 +486,7 @@ static void hostmem_reads_fake_tree(void **state)
 	assert_int_equal(s.working_set_bytes, 200 * MiB);
 	assert_int_equal(s.swap_bytes, 100 * MiB);
 	assert_true(s.psi_some_avg10 > 3.2 && s.psi_some_avg10 < 3.3);
+	assert_int_equal(s.swap_total_bytes, 2 * MiB);
 	assert_true(strstr(hostmem_cgroup_dir(h), "/memory/box") != NULL);
 	hostmem_close(h);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
