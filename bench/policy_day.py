@@ -26,7 +26,10 @@ Ways to run the host:
           each guest's balloon is set to its use plus 32 MiB (MemTotal -
           MemAvailable + 32M, at least its min)
   ebb     ebbd's policy (default settings: watermarks 1/16 and 1/8 of the
-          budget)
+          budget): reclaims only when the host is short
+  trim    ebbd's policy with --policy-trim 16M: above the high watermark
+          too, idle guests holding more than 64 MiB beyond their use give
+          16 MiB a second
 
 Measured: the host footprint (the pool's resident + store, and the
 cgroup's usage, sampled every 0.5 s; average and peak), guest slowdown
@@ -131,7 +134,9 @@ def baseline(image):
 def one(mode, args, image):
     names = ["web", "db", "batch"]
     times, series, counter = {}, [], [0]
-    extra = ["--policy", "on" if mode == "ebb" else "off"]
+    extra = ["--policy", "on" if mode in ("ebb", "trim") else "off"]
+    if mode == "trim":
+        extra += ["--policy-trim", "16M"]
     with SmallHost(mem=args.host, swap=args.swap) as h:
         with ebbtest.Ebbd(budget=args.budget, cgroup=h, extra_args=extra) as d:
             boot(d, names, image)
@@ -154,7 +159,7 @@ def one(mode, args, image):
             v1 = vmstat()
             pol = d.c.call("policy")
             actions = (sum(v["actions"] for v in pol["counters"].values())
-                       if mode == "ebb" else counter[0])
+                       if mode in ("ebb", "trim") else counter[0])
             oom = h.oom_kills()
             killed = sum(bool(re.search(r"Killed process", d.console(n))) for n in names)
     return {"times": times, "series": series, "actions": actions,
@@ -166,7 +171,7 @@ def one(mode, args, image):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=1)
-    ap.add_argument("--modes", default="off,static,ebb")
+    ap.add_argument("--modes", default="off,static,ebb,trim")
     ap.add_argument("--host", default="576M")
     ap.add_argument("--swap", default="1G")
     ap.add_argument("--budget", default="448M")
@@ -213,10 +218,10 @@ def main():
               % (m, avg, peak, cg, day, ph["alloc"], ph["cache"], ph["burst"],
                  med(r["swap_out"] for r in rr) >> 20, med(r["swap_in"] for r in rr) >> 20,
                  med(r["actions"] for r in rr), max(r["oom"] for r in rr)))
-    if "ebb" in rows and "static" in rows:
-        print()
-        print("ebb vs static: average footprint %.2fx, slowdown %.2fx" % (
-            rows["ebb"][0] / rows["static"][0], rows["ebb"][1] / rows["static"][1]))
+    for m in ("ebb", "trim"):
+        if m in rows and "static" in rows:
+            print("%s vs static: average footprint %.2fx, slowdown %.2fx" % (
+                m, rows[m][0] / rows["static"][0], rows[m][1] / rows["static"][1]))
     try:
         import matplotlib
         matplotlib.use("Agg")

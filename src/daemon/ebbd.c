@@ -66,6 +66,10 @@ static void usage(FILE *f)
 		"  --policy-low SIZE, --policy-high SIZE\n"
 		"                    its watermarks of free memory (default: 1/16 of\n"
 		"                    the budget, 32M to 1G, and twice that)\n"
+		"  --policy-trim SIZE\n"
+		"                    above the high watermark, balloon SIZE per second\n"
+		"                    off idle guests holding much more than they use\n"
+		"                    (default 0: off)\n"
 		"  --test-evictor PAGES_PER_SEC\n"
 		"                    test mode: discard random discardable pages of\n"
 		"                    every guest at this rate\n",
@@ -99,6 +103,7 @@ static int parse_args(int argc, char **argv, struct ebbd *d,
 		{ "policy", required_argument, NULL, 'P' },
 		{ "policy-low", required_argument, NULL, 'L' },
 		{ "policy-high", required_argument, NULL, 'G' },
+		{ "policy-trim", required_argument, NULL, 'T' },
 		{ "ram-hugepages", no_argument, NULL, 'H' },
 		{ "block-wait", required_argument, NULL, 'W' },
 		{ "help", no_argument, NULL, 'h' },
@@ -174,6 +179,12 @@ static int parse_args(int argc, char **argv, struct ebbd *d,
 				d->pol_high_set = true;
 			break;
 		}
+		case 'T':
+			if (size_parse(optarg, &d->pol_cfg.idle_trim_bytes) < 0) {
+				fprintf(stderr, "ebbd: bad --policy-trim '%s'\n", optarg);
+				return 2;
+			}
+			break;
 		case 'E': {
 			char *end;
 

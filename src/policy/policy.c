@@ -349,6 +349,33 @@ static void give_back(const struct policy_config *cfg,
 	}
 }
 
+/* Idle trim (policy.h): memory an idle guest holds well above its use. */
+static void idle_trim(const struct policy_config *cfg,
+		      const struct policy_input *in, struct policy_decision *out)
+{
+	for (size_t i = 0; i < in->nguests && cfg->idle_trim_bytes; i++) {
+		const struct policy_guest *g = &in->guests[i];
+		uint64_t base, floor, take;
+
+		if (!guest_balloonable(g) || guest_pressed(cfg, g) ||
+		    g->major_faults_delta || g->swap_ins_delta ||
+		    g->available_bytes < cfg->margin_bytes)
+			continue;
+		base = min_u64(g->keep_bytes, g->resident_bytes);
+		floor = guest_floor(cfg, g);
+		if (base <= floor + 2 * cfg->margin_bytes)
+			continue;
+		take = min_u64(cfg->idle_trim_bytes, base - floor - cfg->margin_bytes);
+		take -= take % PAGE_BYTES;
+		if (!take)
+			continue;
+		add(out, POLICY_BALLOON_INFLATE, (int)i, take, base - take,
+		    "idle: uses %llu MiB, holds %llu MiB",
+		    (unsigned long long)(guest_used(g) / MiB),
+		    (unsigned long long)(g->resident_bytes / MiB));
+	}
+}
+
 /* A lowered max: the balloon takes the guest down to it. */
 static void enforce_max(const struct policy_input *in,
 			struct policy_decision *out)
@@ -423,6 +450,8 @@ int policy_decide(const struct policy_config *cfg, enum policy_state prev,
 			    "free %lld MiB is above the high watermark",
 			    (long long)(out->free_bytes / (int64_t)MiB));
 		give_back(cfg, in, out->free_bytes, out);
+		if (!out->pressure && out->free_bytes >= (int64_t)cfg->high_bytes)
+			idle_trim(cfg, in, out);
 		return 0;
 	}
 	need = (uint64_t)((int64_t)cfg->high_bytes - out->free_bytes);

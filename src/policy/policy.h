@@ -33,6 +33,14 @@
  * No step ever takes a guest below its min: the balloon never leaves it
  * less than min_bytes, and host swap leaves it min_bytes resident.
  *
+ * Idle trim (off unless idle_trim_bytes is set).  Above the high
+ * watermark nothing is reclaimed, except this: a guest that shows no
+ * pressure (no major faults, no swap-ins, available above the margin) and
+ * holds more than twice the margin above its use gives idle_trim_bytes per
+ * decision, down to its use plus the margin.  It trades the high
+ * watermark's "stop" for a smaller footprint; a burst gets the memory
+ * back through giving back below.
+ *
  * Giving back.  A guest under pressure (major faults or swap-ins since the
  * last snapshot at or above the thresholds, or available memory below
  * half the margin) whose balloon holds memory gets up to step_bytes of it
@@ -103,6 +111,10 @@ struct policy_config {
 					 * guest "under pressure"; 0: ignore */
 	uint64_t give_swap_ins;	/* guest swap-ins per snapshot, likewise */
 	bool host_swap;		/* step 5 is possible on this host */
+	uint64_t idle_trim_bytes;	/* above the high watermark: balloon this
+					 * much per decision off guests idle
+					 * with more than 2 margins unused;
+					 * 0: off (the default) */
 };
 
 /* One guest as the policy sees it.  Sizes in bytes. */

@@ -406,6 +406,49 @@ static void gives_back_under_pressure(void **state)
 	assert_int_equal(a->target_bytes, 96 * MiB);
 }
 
+/* Idle trim, when asked for: above high, idle guests with memory well
+ * above their use give a little per decision; busy or pressed ones do
+ * not; without it nothing is taken above high. */
+static void idle_trim_when_asked(void **state)
+{
+	struct policy_guest g[3] = { idle_guest("a"), busy_guest("b"), idle_guest("c") };
+	struct policy_input in = input(g, 3, 300 * MiB);
+	struct policy_config trim = cfg;
+	const struct policy_action *a;
+	struct policy_decision d;
+
+	(void)state;
+	g[2].major_faults_delta = 1;
+	assert_int_equal(policy_decide(&cfg, POLICY_OK, &in, &d), 0);
+	assert_int_equal(d.nactions, 0);
+	trim.idle_trim_bytes = 16 * MiB;
+	assert_int_equal(policy_decide(&trim, POLICY_OK, &in, &d), 0);
+	assert_int_equal(d.nactions, 1);
+	a = find(&d, POLICY_BALLOON_INFLATE, 0);
+	assert_non_null(a);
+	assert_int_equal(a->bytes, 16 * MiB);
+	assert_int_equal(a->target_bytes, 154 * MiB);
+	/* Down to use + margin at most, and never below min. */
+	/* (The balloon counts as used in MemTotal - MemAvailable: with
+	 * DEFLATE_ON_OOM the guest keeps it in MemTotal.) */
+	g[0].resident_bytes = g[0].keep_bytes = 120 * MiB;
+	g[0].available_bytes = (245 - 15 - 136) * MiB;
+	g[0].min_bytes = 110 * MiB;
+	assert_int_equal(policy_decide(&trim, POLICY_OK, &in, &d), 0);
+	assert_int_equal(d.nactions, 0);
+	g[0].min_bytes = 0;
+	g[0].resident_bytes = g[0].keep_bytes = 100 * MiB;
+	g[0].available_bytes = (245 - 15 - 156) * MiB;
+	assert_int_equal(policy_decide(&trim, POLICY_OK, &in, &d), 0);
+	a = find(&d, POLICY_BALLOON_INFLATE, 0);
+	assert_null(a);		/* 100 - (15 + 32) is not above 2 margins */
+	/* Only above high. */
+	in.host.pool_free_bytes = 100 * MiB;
+	g[0] = idle_guest("a");
+	assert_int_equal(policy_decide(&trim, POLICY_OK, &in, &d), 0);
+	assert_int_equal(d.nactions, 0);
+}
+
 /* Host pressure (PSI) starts reclaim already between the watermarks; the
  * memory cgroup's room counts when it is smaller than the pool's. */
 static void pressure_and_cgroup(void **state)
@@ -505,6 +548,7 @@ int main(void)
 		cmocka_unit_test(never_below_min),
 		cmocka_unit_test(gives_back_under_pressure),
 		cmocka_unit_test(pressure_and_cgroup),
+		cmocka_unit_test(idle_trim_when_asked),
 		cmocka_unit_test(hostmem_reads_fake_tree),
 	};
 
