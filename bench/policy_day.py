@@ -2,7 +2,10 @@
 """A day in the life of a small overcommitted host: guests whose demand
 changes, under three ways of running the host.
 
-    python3 bench/policy_day.py [--reps 1] [--png bench/policy_day.png]
+    python3 bench/policy_day.py [--reps 3] [--png bench/policy_day.png]
+
+(matplotlib from Debian's python3-matplotlib: run it with Debian's
+python3, /usr/bin/python3, where another python3 comes first in PATH.)
 
 The host: a memory cgroup of 576 MiB with a 1 GiB swap file
 (tests/e2e/smallhost.py), ebbd's budget 448 MiB, three 256 MiB guests
@@ -111,8 +114,9 @@ def sampler(d, h, stop, series):
     t0 = time.monotonic()
     while not stop.wait(0.5):
         info = c.call("info")
+        st = h.stat()
         series.append((time.monotonic() - t0, (info["resident"] + info["store"]) / MiB,
-                       (h.usage() if h else 0) / MiB))
+                       h.usage() / MiB, st.get("total_swap", 0) / MiB))
     c.close()
 
 
@@ -170,7 +174,7 @@ def one(mode, args, image):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--modes", default="off,static,ebb,trim")
     ap.add_argument("--host", default="576M")
     ap.add_argument("--swap", default="1G")
@@ -188,9 +192,11 @@ def main():
             r = one(m, args, image)
             results[m].append(r)
             fp = [s[1] for s in r["series"]]
-            print("rep %d %-6s avg %.0f MiB peak %.0f MiB, actions %d, swap out %d MiB"
-                  % (rep + 1, m, statistics.mean(fp), max(fp), r["actions"],
-                     r["swap_out"] >> 20), flush=True)
+            print("rep %d %-6s avg %.0f MiB peak %.0f MiB, actions %d, slowdown %s, "
+                  "small host swap peak %.0f MiB" % (
+                      rep + 1, m, statistics.mean(fp), max(fp), r["actions"],
+                      " ".join("%.1f" % r["times"][k] for k in sorted(r["times"])),
+                      max(s[3] for s in r["series"])), flush=True)
 
     med = statistics.median
     print()
@@ -199,9 +205,9 @@ def main():
           % (args.reps, args.host, args.swap, args.budget, STAGGER_S))
     print()
     print("| mode | avg footprint MiB | peak MiB | avg cgroup usage MiB | slowdown "
-          "(day, median guest) | alloc | cache | burst | host swap-out MiB | "
-          "swap-in MiB | loop actions | OOM kills |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "(day, median guest) | alloc | cache | burst | small host's swap, peak MiB | "
+          "host swap-out / in MiB (host-wide) | loop actions | OOM kills |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
     rows = {}
     for m in modes:
         rr = results[m]
@@ -214,8 +220,9 @@ def main():
         ph = {p: med(med(r["times"][(n, p)] / base[p] for n in names) for r in rr)
               for p, _, _ in PHASES}
         rows[m] = (avg, day)
-        print("| %s | %.0f | %.0f | %.0f | %.2fx | %.2fx | %.2fx | %.2fx | %d | %d | %d | %d |"
-              % (m, avg, peak, cg, day, ph["alloc"], ph["cache"], ph["burst"],
+        swp = med(max(s[3] for s in r["series"]) for r in rr)
+        print("| %s | %.0f | %.0f | %.0f | %.2fx | %.2fx | %.2fx | %.2fx | %.0f | %d / %d | %d | %d |"
+              % (m, avg, peak, cg, day, ph["alloc"], ph["cache"], ph["burst"], swp,
                  med(r["swap_out"] for r in rr) >> 20, med(r["swap_in"] for r in rr) >> 20,
                  med(r["actions"] for r in rr), max(r["oom"] for r in rr)))
     for m in ("ebb", "trim"):
