@@ -38,6 +38,11 @@
 /* Statistics older than this are not used (the guest stopped sending). */
 #define POLICY_STATS_MAX_AGE_MS	5000
 
+static uint64_t min_u64(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
 static uint64_t wall_ms(void)
 {
 	struct timespec ts;
@@ -117,15 +122,22 @@ static bool slot_snapshot(struct ebbd *d, struct slot *s,
 	    hostmem_guest_swap(d->hostmem, s->pol_cg_name, &s->pol_swapped_bytes) == 0)
 		pg->resident_bytes -= s->pol_swapped_bytes < pg->resident_bytes ?
 				      s->pol_swapped_bytes : pg->resident_bytes;
+	/* Everything below comes from the guest: a driver that claims more
+	 * balloon than memory, or statistics beyond its size, is clamped
+	 * rather than believed (policy_decide refuses an input whose keep is
+	 * above mem, which would stop the policy for every guest). */
 	pg->keep_bytes = gi.mem_bytes -
-			 (uint64_t)gi.balloon.actual_pages * BALLOON_PAGE_SIZE;
+			 min_u64((uint64_t)gi.balloon.actual_pages * BALLOON_PAGE_SIZE,
+				 gi.mem_bytes);
 	pg->balloon_ready = gi.balloon.ready && !gi.balloon.failed;
 	take_deltas(s, &gi.balloon);
 	pg->stats_valid = (gi.balloon.stats_valid & need) == need &&
 			  gi.balloon.stats_ms &&
 			  loop_now_ms() - gi.balloon.stats_ms < POLICY_STATS_MAX_AGE_MS;
-	pg->total_bytes = gi.balloon.stats[VIRTIO_BALLOON_S_MEMTOT];
-	pg->available_bytes = gi.balloon.stats[VIRTIO_BALLOON_S_AVAIL];
+	pg->total_bytes = min_u64(gi.balloon.stats[VIRTIO_BALLOON_S_MEMTOT],
+				  gi.mem_bytes);
+	pg->available_bytes = min_u64(gi.balloon.stats[VIRTIO_BALLOON_S_AVAIL],
+				      pg->total_bytes);
 	pg->major_faults_delta = s->pol_faults_delta;
 	pg->swap_ins_delta = s->pol_swap_in_delta;
 	if (gi.has_ebb && gi.ebb.table && guest_page_states(s->g, c) == 0) {
@@ -245,6 +257,8 @@ static void act(struct ebbd *d, struct slot *s, const struct policy_action *a)
 
 static void policy_run(struct ebbd *d)
 {
+	/* static: MAX_GUESTS snapshots are ~45 KiB, kept off the stack;
+	 * only the loop thread gets here. */
 	static struct policy_guest pg[MAX_GUESTS];
 	struct slot *map[MAX_GUESTS];
 	struct policy_input in = { .guests = pg };
