@@ -5,14 +5,14 @@
 # test (prometheus and tmux for the operations tests) and benchmark, and fetch Debian's cloud kernel for the QEMU test
 # guests (scripts/qemu-kernel.sh).  Idempotent: does nothing (and needs no
 # network) when all are present, so both `make demo` and `make test` call
-# it first.
+# it first.  python3-matplotlib draws the policy benchmark's plot.
 set -eu
 
 PKGS="build-essential meson ninja-build pkg-config clang libclang-rt-14-dev \
 libcmocka-dev libjansson-dev liblz4-dev libzstd-dev libxxhash-dev \
 user-mode-linux busybox-static cpio gzip python3 procps util-linux \
 qemu-system-common qemu-system-x86 \
-linux-source-6.1 flex bison bc patch xz-utils \
+linux-source-6.1 flex bison bc patch xz-utils python3-matplotlib \
 libsystemd-dev libinih-dev libmicrohttpd-dev scdoc prometheus tmux systemd"
 
 here=$(cd "$(dirname "$0")" && pwd)

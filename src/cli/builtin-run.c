@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -39,6 +40,19 @@ static int run_opt(int c, const char *arg, void *ctx)
 	case GR_STR:
 		*(const char **)guest_run_field(&r->v, a) = arg;
 		return 0;
+	case GR_UINT: {
+		char *end;
+		unsigned long long v;
+
+		errno = 0;
+		v = strtoull(arg, &end, 10);
+		if (errno || end == arg || *end || arg[0] == '-' ||
+		    v > GUEST_RUN_UINT_MAX)
+			return usage_err("run: --%s takes a whole number from 0 "
+					 "to %u", a->option, GUEST_RUN_UINT_MAX);
+		*(uint64_t *)guest_run_field(&r->v, a) = v;
+		return 0;
+	}
 	default:
 		*(bool *)guest_run_field(&r->v, a) = a->flag;
 		return 0;
@@ -69,9 +83,10 @@ static int run_args(const struct run_opts *r, const char *name, json_t **out)
 		if (!a->option)
 			j = json_string(name);
 		else if (!r->given[i] ||
-			 (a->kind == GR_SIZE && a->omit_zero && !*(const uint64_t *)v))
+			 ((a->kind == GR_SIZE || a->kind == GR_UINT) &&
+			  a->omit_zero && !*(const uint64_t *)v))
 			continue;
-		else if (a->kind == GR_SIZE)
+		else if (a->kind == GR_SIZE || a->kind == GR_UINT)
 			j = json_integer((json_int_t)*(const uint64_t *)v);
 		else if (a->kind == GR_BOOL)
 			j = json_boolean(*(const bool *)v);

@@ -173,6 +173,7 @@ static const struct {
 	{ "list", ebbctl_list },
 	{ "balloon", ebbctl_balloon },
 	{ "discard", ebbctl_discard },
+	{ "policy", ebbctl_policy },
 	{ "stats", ebbctl_stats },
 	{ "stop", ebbctl_stop },
 	{ "exec", ebbctl_exec },
@@ -190,7 +191,8 @@ static void usage(FILE *f)
 	fputs(
 "usage: ebbctl [--socket PATH] [--json] [--timeout SECONDS] COMMAND ...\n"
 "\n"
-"  run NAME --mem SIZE [--min SIZE] [--prealloc] [--cmdline STR]\n"
+"  run NAME --mem SIZE [--min SIZE] [--max SIZE] [--shares N]\n"
+"      [--prealloc] [--cmdline STR]\n"
 "      [--no-reporting] [--no-page-states] [--external] [--no-claim]\n"
 "      [--swap SIZE [--swap-quota SIZE]] [--disk IMAGE [--disk-ro]]\n"
 "                              launch a guest; --prealloc populates its\n"
@@ -201,7 +203,10 @@ static void usage(FILE *f)
 "                              (tmem), up to --swap-quota (default: --mem)\n"
 "                              there, the rest in a backing file; --disk: an\n"
 "                              image as /dev/vdX, reads cached in host\n"
-"                              memory shared by the guests using it\n"
+"                              memory shared by the guests using it;\n"
+"                              --min: never ballooned below (and the claim),\n"
+"                              --max: the policy never gives more, --shares:\n"
+"                              more shares give less (default 100)\n"
 "  list                        guests and their memory\n"
 "  balloon NAME SIZE [--wait SECONDS]\n"
 "                              set the guest's memory left after ballooning;\n"
@@ -210,6 +215,13 @@ static void usage(FILE *f)
 "                              give the guest's unused (default) and/or\n"
 "                              volatile pages back to the host at once\n"
 "                              (page hinting; needs its kernel's ebb driver)\n"
+"  policy [--on|--off] [--low SIZE] [--high SIZE]\n"
+"                              the host memory policy: state, watermarks,\n"
+"                              guests, last actions; switch it or move its\n"
+"                              watermarks\n"
+"  policy NAME [--min SIZE] [--max SIZE] [--shares N]\n"
+"                              a guest's policy settings (also hands a guest\n"
+"                              an operator ballooned back to the policy)\n"
 "  stats NAME                  the guest's balloon statistics and page states\n"
 "  stop NAME [--force]         stop a guest\n"
 "  exec NAME COMMAND...        run a shell line on the guest's console\n"

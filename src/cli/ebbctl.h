@@ -134,4 +134,7 @@ int ebbctl_top(int argc, char **argv);
 /* builtin-discard.c */
 int ebbctl_discard(int argc, char **argv);
 
+/* builtin-policy.c */
+int ebbctl_policy(int argc, char **argv);
+
 #endif

@@ -75,6 +75,16 @@ static int check_run(const struct guest_run *r, char **err)
 		*err = errf("min must be whole pages and at most mem");
 		return -EINVAL;
 	}
+	if (r->max > r->mem || r->max % POOL_PAGE_SIZE ||
+	    (r->max && r->max < r->min)) {
+		*err = errf("max must be whole pages, at least min and at most mem");
+		return -EINVAL;
+	}
+	if (r->shares > POLICY_SHARES_MAX) {
+		*err = errf("shares must be from 1 to %u (0: the default %u)",
+			    POLICY_SHARES_MAX, POLICY_SHARES_DEFAULT);
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -230,6 +240,7 @@ static json_t *guest_json_full(struct ebbd *d, struct slot *s)
 	json_object_set_new(o, "discarded",
 			    json_integer((json_int_t)gi.ebb.ps.discarded_bytes));
 	json_object_set_new(o, "page_states", page_states_json(s->g, &gi));
+	json_object_set_new(o, "policy", policy_guest_json(s));
 	huge_json(o, &gi);
 	if (s->id && pool_guest_info(d->pool, s->id, &pi) == 0)
 		json_object_set_new(o, "store",
@@ -283,6 +294,9 @@ static int cmd_balloon(void *ctx, json_t *args, json_t **ret, char **err)
 		return -EINVAL;
 	}
 	rc = guest_balloon(s->g, target);
+	/* An operator's target: the policy keeps its hands off this guest
+	 * until guest-policy gives it back. */
+	policy_slot_manual(s);
 	if (rc < 0 && rc != -ENOTCONN) {
 		*err = errf("cannot notify the balloon driver: %s",
 			    strerror(-rc));
@@ -606,6 +620,169 @@ static int cmd_claim(void *ctx, json_t *args, json_t **ret, char **err)
 	return 0;
 }
 
+/* ---- the host policy ---------------------------------------------------- */
+
+static json_t *policy_counters_json(const struct ebbd *d)
+{
+	json_t *o = json_object();
+
+	for (int m = 0; m < POLICY_NMECHS; m++)
+		json_object_set_new(o, policy_mech_name(m), json_pack("{s:I, s:I}",
+				    "actions", (json_int_t)d->pol_actions[m],
+				    "bytes", (json_int_t)d->pol_bytes[m]));
+	return o;
+}
+
+/* The last actions, oldest first. */
+static json_t *policy_records_json(const struct ebbd *d)
+{
+	json_t *arr = json_array();
+	uint64_t n = d->pol_rec_count < POLICY_RECORDS ? d->pol_rec_count :
+							 POLICY_RECORDS;
+
+	for (uint64_t k = 0; k < n; k++) {
+		const struct policy_record *r =
+			&d->pol_rec[(d->pol_rec_next + POLICY_RECORDS - n + k) %
+				    POLICY_RECORDS];
+		json_t *o = json_pack("{s:f, s:s?, s:s, s:I, s:s}",
+			"time", r->wall_ms / 1000.0,
+			"name", r->name[0] ? r->name : NULL,
+			"mechanism", policy_mech_name(r->mech),
+			"bytes", (json_int_t)r->bytes, "reason", r->reason);
+
+		if (r->target_bytes)
+			json_object_set_new(o, "target",
+					    json_integer((json_int_t)r->target_bytes));
+		if (r->result < 0)
+			json_object_set_new(o, "error", json_string(strerror(-r->result)));
+		json_array_append_new(arr, o);
+	}
+	return arr;
+}
+
+static json_t *policy_json(struct ebbd *d)
+{
+	const struct hostmem_sample *h = &d->pol_host;
+	json_t *guests = json_array(), *o;
+
+	for (unsigned i = 0; i < MAX_GUESTS; i++) {
+		struct slot *s = &d->slots[i];
+		struct pool_guest_info pi = { 0 };
+		struct guest_info gi;
+		json_t *g;
+
+		if (!s->g)
+			continue;
+		guest_get_info(s->g, &gi);
+		if (s->id)
+			pool_guest_info(d->pool, s->id, &pi);
+		g = policy_guest_json(s);
+		json_object_set_new(g, "keep", json_integer((json_int_t)(gi.mem_bytes -
+			(uint64_t)gi.balloon.actual_pages * BALLOON_PAGE_SIZE)));
+		json_object_set_new(g, "resident",
+				    json_integer((json_int_t)(pi.tot_pages * POOL_PAGE_SIZE)));
+		json_array_append_new(guests, g);
+	}
+	o = json_pack("{s:s, s:s, s:{s:I, s:I}, s:I, s:I, s:I, s:I, s:b, s:b, "
+		      "s:b, s:I, s:o, s:o, s:o}",
+		"mode", d->policy_on ? "on" : "off",
+		"state", policy_state_name(d->pol_state),
+		"watermarks", "low", (json_int_t)d->pol_cfg.low_bytes,
+			      "high", (json_int_t)d->pol_cfg.high_bytes,
+		"step", (json_int_t)d->pol_cfg.step_bytes,
+		"margin", (json_int_t)d->pol_cfg.margin_bytes,
+		"free", (json_int_t)d->pol_last.free_bytes,
+		"need", (json_int_t)d->pol_last.need_bytes,
+		"pressure", d->pol_last.pressure,
+		"host_swap", d->pol_cfg.host_swap,
+		"store_refusing", d->store_refusing,
+		"ticks", (json_int_t)d->pol_ticks,
+		"counters", policy_counters_json(d),
+		"guests", guests,
+		"actions", policy_records_json(d));
+	json_object_set_new(o, "psi_some_avg10", h->psi_some_avg10 >= 0 ?
+			    json_real(h->psi_some_avg10) : json_null());
+	json_object_set_new(o, "cgroup", !h->cgroup ? json_null() :
+		json_pack("{s:s, s:I, s:I, s:I, s:I}",
+			  "path", hostmem_cgroup_dir(d->hostmem),
+			  "limit", (json_int_t)h->limit_bytes,
+			  "usage", (json_int_t)h->usage_bytes,
+			  "working_set", (json_int_t)h->working_set_bytes,
+			  "swap", (json_int_t)h->swap_bytes));
+	return o;
+}
+
+/* policy: the state, watermarks, inputs and last actions; with arguments,
+ * switch it (mode on/off) or move its watermarks first. */
+static int cmd_policy(void *ctx, json_t *args, json_t **ret, char **err)
+{
+	struct ebbd *d = ctx;
+	struct policy_config c = d->pol_cfg;
+	const char *mode = NULL;
+	int rc;
+
+	if ((rc = control_arg_str(args, "mode", false, &mode, err)) ||
+	    (rc = control_arg_size(args, "low", false, &c.low_bytes, err)) ||
+	    (rc = control_arg_size(args, "high", false, &c.high_bytes, err)))
+		return rc;
+	if (mode && strcmp(mode, "on") && strcmp(mode, "off")) {
+		*err = errf("mode must be on or off");
+		return -EINVAL;
+	}
+	if (policy_config_check(&c) < 0) {
+		*err = errf("watermarks must be 0 < low < high");
+		return -EINVAL;
+	}
+	d->pol_cfg = c;
+	if (mode && (rc = policy_switch(d, strcmp(mode, "on") == 0)) < 0)
+		return rc;
+	*ret = policy_json(d);
+	return 0;
+}
+
+/* guest-policy: a guest's min, max and shares; hands a guest an operator
+ * ballooned back to the policy. */
+static int cmd_guest_policy(void *ctx, json_t *args, json_t **ret, char **err)
+{
+	struct ebbd *d = ctx;
+	struct guest_info gi;
+	struct slot *s;
+	uint64_t min, max, shares;
+	int rc;
+
+	if ((rc = lookup(d, args, &s, err)))
+		return rc;
+	guest_get_info(s->g, &gi);
+	min = s->pol_min_bytes;
+	max = s->pol_max_bytes ? s->pol_max_bytes : gi.mem_bytes;
+	shares = s->pol_shares;
+	if ((rc = control_arg_size(args, "min", false, &min, err)) ||
+	    (rc = control_arg_size(args, "max", false, &max, err)) ||
+	    (rc = control_arg_uint(args, "shares", false, POLICY_SHARES_MAX,
+				   &shares, err)))
+		return rc;
+	if (!max)
+		max = gi.mem_bytes;
+	if (min % POOL_PAGE_SIZE || max % POOL_PAGE_SIZE || max > gi.mem_bytes ||
+	    min > max) {
+		char a[16];
+
+		*err = errf("min and max must be whole pages, min <= max <= the "
+			    "guest's memory (%s)", fmt_size(gi.mem_bytes, a));
+		return -EINVAL;
+	}
+	if (!shares) {
+		*err = errf("shares must be from 1 to %u", POLICY_SHARES_MAX);
+		return -EINVAL;
+	}
+	s->pol_min_bytes = min;
+	s->pol_max_bytes = max;
+	s->pol_shares = (uint32_t)shares;
+	s->pol_manual = false;
+	*ret = policy_guest_json(s);
+	return 0;
+}
+
 const struct control_cmd ebbd_commands[] = {
 	{ "guest-run", cmd_guest_run, GUEST_RUN_KEYS,
 	  "claim memory for a guest and launch it" },
@@ -623,5 +800,9 @@ const struct control_cmd ebbd_commands[] = {
 	  "stake (or with 0 cancel) a claim for a guest" },
 	{ "tmem", cmd_tmem, "",
 	  "transcendent memory: per-guest and total pages, ratios, hits" },
+	{ "policy", cmd_policy, "mode low high",
+	  "the host memory policy: state, watermarks, last actions; switch it" },
+	{ "guest-policy", cmd_guest_policy, "name min max shares",
+	  "a guest's policy settings: min, max, shares" },
 	{ NULL, NULL, NULL, NULL },
 };

@@ -74,7 +74,7 @@ static int on_key(void *user, const char *section, const char *name,
 	c->rc_line = c->line;
 	if (!section[0]) {
 		snprintf(c->why, sizeof(c->why), "key '%s' outside a section "
-			 "([daemon], [guests], [memory], [tmem], [metrics])",
+			 "([daemon], [guests], [memory], [policy], [tmem], [metrics])",
 			 name);
 		c->rc = -EINVAL;
 		return 0;

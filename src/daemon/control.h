@@ -110,6 +110,9 @@ int control_arg_size(json_t *args, const char *key, bool required,
 		     uint64_t *out, char **err);
 int control_arg_bool(json_t *args, const char *key, bool required,
 		     bool *out, char **err);
+/* An integer from 0 to @max (a JSON integer; strings are refused). */
+int control_arg_uint(json_t *args, const char *key, bool required,
+		     uint64_t max, uint64_t *out, char **err);
 
 /*
  * The request-line parser, exposed for the fuzz target and the unit tests;

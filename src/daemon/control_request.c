@@ -214,6 +214,25 @@ int control_arg_size(json_t *args, const char *key, bool required,
 	return 0;
 }
 
+int control_arg_uint(json_t *args, const char *key, bool required,
+		     uint64_t max, uint64_t *out, char **err)
+{
+	json_t *v;
+	int rc = arg_get(args, key, required, &v, err);
+
+	if (rc <= 0)
+		return rc;
+	if (!json_is_integer(v))
+		return arg_type_err(key, "an integer", v, err);
+	if (json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) > max) {
+		*err = strdupf("argument '%s' must be from 0 to %llu", key,
+			       (unsigned long long)max);
+		return -EINVAL;
+	}
+	*out = (uint64_t)json_integer_value(v);
+	return 0;
+}
+
 int control_arg_bool(json_t *args, const char *key, bool required,
 		     bool *out, char **err)
 {

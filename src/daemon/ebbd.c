@@ -245,10 +245,10 @@ static int open_services(struct ebbd *d, const struct ebbd_options *o)
 				 &d->sig_w)) < 0 ||
 	    (rc = loop_timer_add(d->loop, ACCOUNT_MS, ACCOUNT_MS, on_account, d,
 				 &d->account_timer)) < 0 ||
-	    (rc = hinting_start(d)) < 0) {
-		fprintf(stderr, "ebbd: cannot watch signals or start accounting "
-			"or hinting: "
-			"%s\n", strerror(-rc));
+	    (rc = hinting_start(d)) < 0 ||
+	    (rc = policy_start(d)) < 0) {
+		fprintf(stderr, "ebbd: cannot watch signals or start accounting, "
+			"hinting or the policy: %s\n", strerror(-rc));
 		return rc;
 	}
 	if ((rc = service_open(d->loop, &d->svc)) < 0) {
@@ -286,6 +286,7 @@ static void close_services(struct ebbd *d)
 	loop_watch_del(d->sig_w);
 	loop_timer_del(d->account_timer);
 	hinting_stop(d);
+	policy_stop(d);
 	if (d->loop)
 		loop_free(d->loop);
 	if (d->pool)
@@ -327,6 +328,16 @@ static void apply_options(struct ebbd *d, const struct ebbd_options *o)
 	d->state_dir = o->state_dir;
 	d->discard_below_bytes = o->discard_below_bytes;
 	d->evict_pages_per_sec = o->evict_pages_per_sec;
+	d->policy_on = o->policy_on;
+	if (o->policy_low_bytes) {
+		d->pol_cfg.low_bytes = o->policy_low_bytes;
+		d->pol_low_set = true;
+	}
+	if (o->policy_high_bytes) {
+		d->pol_cfg.high_bytes = o->policy_high_bytes;
+		d->pol_high_set = true;
+	}
+	d->pol_cfg.idle_trim_bytes = o->policy_trim_bytes;
 }
 
 /* --check-config: everything a start would refuse before opening

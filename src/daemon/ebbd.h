@@ -33,6 +33,8 @@
 #include "guest.h"
 #include "guest_run.h"
 #include "loop.h"
+#include "hostmem.h"
+#include "policy.h"
 #include "options.h"
 #include "pool.h"
 #include "prealloc.h"
@@ -97,7 +99,36 @@ struct slot {
 	int swap_disk, data_disk;	/* disk index, -1 none */
 	struct swapstore *swap;
 	struct cachedisk *disk;
+	/* The host policy's view of the guest (policyd.c).  min doubles as
+	 * the claim (guest_run_claim_bytes). */
+	uint64_t pol_min_bytes;		/* never ballooned below */
+	uint64_t pol_max_bytes;		/* never given more (<= mem) */
+	uint32_t pol_shares;		/* 1..POLICY_SHARES_MAX */
+	bool pol_manual;		/* an operator set the balloon */
+	bool pol_cgroup;		/* it runs in its own memory cgroup, */
+	char pol_cg_name[GUEST_NAME_MAX];	/* made for this name */
+	uint64_t pol_stats_ms;		/* stats report the deltas are from */
+	uint64_t pol_major_faults;	/* that report's counters */
+	uint64_t pol_swap_in_bytes;
+	uint64_t pol_faults_delta;	/* since the report before */
+	uint64_t pol_swap_in_delta;	/* pages */
+	uint64_t pol_swapped_bytes;	/* its RAM in host swap (its cgroup) */
 };
+
+/* One action the policy took, for `ebbctl policy` (a ring of them). */
+struct policy_record {
+	uint64_t wall_ms;		/* when (CLOCK_REALTIME) */
+	char name[GUEST_NAME_MAX];	/* guest, "" host-wide */
+	enum policy_mech mech;
+	uint64_t bytes;			/* what it moved (or set out to) */
+	uint64_t target_bytes;		/* balloon: memory left to the guest */
+	int result;			/* 0 or -errno */
+	char reason[POLICY_REASON_MAX];
+};
+
+#define POLICY_RECORDS	32		/* actions `ebbctl policy` shows */
+#define POLICY_TICK_MS	1000		/* the policy's timer */
+#define POLICY_KICK_MIN_MS	200	/* an event runs it at most this often */
 
 struct ebbd {
 	struct loop *loop;
@@ -124,6 +155,23 @@ struct ebbd {
 	uint64_t pressure_pages;	/* pages discarded under pressure */
 	uint64_t evicted_pages;		/* pages the test evictor discarded */
 	uint64_t evict_carry_mpages;	/* evictor budget carried, 1/1000 pages */
+	/* The host policy (policyd.c), on its own timer. */
+	bool policy_on;			/* --policy on (default) */
+	struct policy_config pol_cfg;	/* watermarks, step, thresholds */
+	bool pol_low_set, pol_high_set;	/* given, not derived from the budget */
+	enum policy_state pol_state;
+	struct policy_decision pol_last;	/* the last decision */
+	struct hostmem_sample pol_host;	/* the host as last sampled */
+	struct hostmem *hostmem;	/* PSI and memory cgroup readers */
+	struct loop_timer *policy_timer;
+	uint64_t pol_last_ms;		/* loop_now_ms() of the last decision */
+	bool store_refusing;		/* step 4: store growth refused */
+	uint64_t pol_ticks;		/* decisions made */
+	uint64_t pol_actions[POLICY_NMECHS];	/* actions per mechanism */
+	uint64_t pol_bytes[POLICY_NMECHS];	/* bytes per mechanism */
+	struct policy_record pol_rec[POLICY_RECORDS];	/* ring */
+	unsigned pol_rec_next;		/* next slot of the ring */
+	uint64_t pol_rec_count;		/* records ever made */
 };
 
 
@@ -142,6 +190,32 @@ int ebbd_metrics_collect(void *opaque, struct promtext *p);
  * asked for it.  0 or -errno. */
 int hinting_start(struct ebbd *d);
 void hinting_stop(struct ebbd *d);
+
+/* policyd.c: the host memory policy's glue: its timer, the snapshot it
+ * decides on, carrying out and reporting the actions, its commands. */
+int policy_start(struct ebbd *d);
+void policy_stop(struct ebbd *d);
+/* Switch the policy on or off at run time (control's policy command).
+ * Off undoes what is in force (store refusal); 0 or -errno. */
+int policy_switch(struct ebbd *d, bool on);
+/* Something happened (a guest over budget): decide now, at most every
+ * POLICY_KICK_MIN_MS. */
+void policy_kick(struct ebbd *d);
+/* A guest-run's policy settings for its slot, and its own cgroup when the
+ * host swap rung can work (*@procs: the path its process joins, or NULL;
+ * free it). */
+void policy_slot_init(struct ebbd *d, struct slot *s, const struct guest_run *r,
+		      char **procs);
+void policy_slot_release(struct ebbd *d, struct slot *s);
+/* The operator set a balloon target: the policy leaves the guest alone
+ * until guest-policy is called for it. */
+void policy_slot_manual(struct slot *s);
+json_t *policy_guest_json(const struct slot *s);
+
+/* hinting.c: discard up to @max_pages of @what (PAGESTATE_UNUSED or
+ * _VOLATILE) from one guest, whole 2 MiB runs first; the pages it took. */
+uint64_t hinting_discard_guest(struct ebbd *d, struct slot *s, unsigned what,
+			       uint64_t max_pages);
 
 /* slots.c */
 /* A malloc'd message for a command's error reply (NULL if out of memory). */

@@ -388,9 +388,23 @@ static int mkdir_p(const char *path)
 
 /* Child side of the fork: only async-signal-safe calls until exec. */
 static void exec_uml(const struct guest *g, char *const argv[], int stdin_fd,
-		     int log_fd)
+		     int log_fd, const char *cgroup_procs)
 {
 	setsid();
+	/* Join the guest's own memory cgroup before exec, so every page
+	 * UML touches from its first on is charged there (the policy's
+	 * host-swap rung reclaims from it).  A failure leaves the guest in
+	 * ebbd's cgroup: it runs, only that rung cannot pick it. */
+	if (cgroup_procs) {
+		int fd = open(cgroup_procs, O_WRONLY | O_CLOEXEC);
+
+		if (fd >= 0) {
+			if (write(fd, "0", 1) < 0) {
+				/* nothing to do in the child */
+			}
+			close(fd);
+		}
+	}
 	/* Without address randomisation every boot of the same guest has
 	 * the same layout and the same footprint (ASLR varies UML's usable
 	 * memory and its boot footprint by up to 18 MiB). */
@@ -677,7 +691,7 @@ static int spawn(struct launch *l)
 		else if (l->env->ram_dir)
 			setenv("TMPDIR", l->env->ram_dir, 1);
 		pthread_sigmask(SIG_SETMASK, &none, NULL);
-		exec_uml(g, l->av.argv, l->pipe_rd, l->log_fd);
+		exec_uml(g, l->av.argv, l->pipe_rd, l->log_fd, l->cfg->cgroup_procs);
 	}
 	rc = -errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);

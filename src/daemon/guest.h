@@ -89,6 +89,9 @@ struct guest_config {
 				 * unbound and nothing changes */
 	struct guest_disk disks[GUEST_MAX_DISKS];
 	unsigned ndisks;
+	const char *cgroup_procs;	/* the UML process joins this cgroup
+					 * (its cgroup.procs) before exec;
+					 * NULL: stays in ebbd's */
 };
 
 struct guest;

@@ -42,6 +42,10 @@ int guest_run_parse(json_t *args, struct guest_run *r, char **err)
 		case GR_SIZE:
 			rc = control_arg_size(args, a->key, a->required, v, err);
 			break;
+		case GR_UINT:
+			rc = control_arg_uint(args, a->key, a->required,
+					      GUEST_RUN_UINT_MAX, v, err);
+			break;
 		default:
 			rc = control_arg_bool(args, a->key, a->required, v, err);
 			break;

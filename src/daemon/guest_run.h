@@ -19,7 +19,10 @@ enum guest_run_kind {
 	GR_STR,		/* a string */
 	GR_SIZE,	/* bytes: an integer, or "512M" and the like */
 	GR_BOOL,	/* true or false */
+	GR_UINT,	/* a non-negative integer (at most GUEST_RUN_UINT_MAX) */
 };
+
+#define GUEST_RUN_UINT_MAX	1000000u
 
 /*
  * One line per argument:
@@ -29,13 +32,16 @@ enum guest_run_kind {
  *   option    ebbctl's long option; NULL: the positional NAME
  *   flag      GR_BOOL: the value ebbctl's option sends (--no-claim sends
  *             false); the value when absent is its opposite
- *   omit0     GR_SIZE: ebbctl leaves it out when zero (zero means none)
+ *   omit0     GR_SIZE, GR_UINT: ebbctl leaves it out when zero (zero
+ *             means none, or the default)
  */
 #define GUEST_RUN_ARGS(X)						\
 	/* field      kind     required option          flag   omit0 */	\
 	X(name,       GR_STR,  true,    NULL,           true,  false)	\
 	X(mem,        GR_SIZE, true,    "mem",          true,  false)	\
 	X(min,        GR_SIZE, false,   "min",          true,  false)	\
+	X(max,        GR_SIZE, false,   "max",          true,  true)	\
+	X(shares,     GR_UINT, false,   "shares",       true,  true)	\
 	X(cmdline,    GR_STR,  false,   "cmdline",      true,  false)	\
 	X(external,   GR_BOOL, false,   "external",     true,  false)	\
 	X(reporting,  GR_BOOL, false,   "no-reporting", false, false)	\
@@ -50,6 +56,7 @@ enum guest_run_kind {
 #define GR_CTYPE_GR_STR		const char *
 #define GR_CTYPE_GR_SIZE	uint64_t
 #define GR_CTYPE_GR_BOOL	bool
+#define GR_CTYPE_GR_UINT	uint64_t
 #define GR_FIELD(field, kind, ...)	GR_CTYPE_##kind field;
 #define GR_KEY(field, ...)		#field " "
 #define GR_ONE(field, ...)		+ 1

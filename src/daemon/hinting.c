@@ -16,6 +16,9 @@
  *     discardable pages at N pages per second (the issue's "fake
  *     hypervisor" that checks the guest's side of the protocol).
  *
+ * The host policy (policyd.c) takes its step 2 through
+ * hinting_discard_guest(), the same passes for one guest.
+ *
  * Both are bounded per tick (HINT_TICK_MS): the pressure trigger by
  * PRESSURE_TICK_PAGES, the evictor by its rate, so the loop stays
  * responsive to the guests' devices.  Residency is re-measured as each
@@ -32,20 +35,37 @@
 /* 64 MiB per tick: a few ms of hole punching, 640 MiB/s at most. */
 #define PRESSURE_TICK_PAGES	((64ull << 20) / PAGESTATE_PAGE_SIZE)
 
+/* One pass of @what per @how over one guest, up to @room pages: the
+ * step both the pressure trigger and the host policy take. */
+static uint64_t discard_one(struct slot *s, unsigned what, unsigned how,
+			    uint64_t room)
+{
+	struct pagestate_pass p;
+
+	if (!s->g || !room ||
+	    guest_discard(s->g, what, how, room, &p) < 0)
+		return 0;
+	return p.discarded_pages;
+}
+
 /* One pass of @what per @how over every guest, up to @room pages. */
 static uint64_t discard_across(struct ebbd *d, unsigned what, unsigned how,
 			       uint64_t room)
 {
 	uint64_t done = 0;
 
-	for (unsigned i = 0; i < MAX_GUESTS && done < room; i++) {
-		struct pagestate_pass p;
+	for (unsigned i = 0; i < MAX_GUESTS && done < room; i++)
+		done += discard_one(&d->slots[i], what, how, room - done);
+	return done;
+}
 
-		if (!d->slots[i].g)
-			continue;
-		if (guest_discard(d->slots[i].g, what, how, room - done, &p) == 0)
-			done += p.discarded_pages;
-	}
+uint64_t hinting_discard_guest(struct ebbd *d, struct slot *s, unsigned what,
+			       uint64_t max_pages)
+{
+	uint64_t done = discard_one(s, what, PAGESTATE_HUGE, max_pages);
+
+	done += discard_one(s, what, PAGESTATE_SMALL, max_pages - done);
+	d->pressure_pages += done;
 	return done;
 }
 

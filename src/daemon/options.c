@@ -160,6 +160,47 @@ static int set_test_evictor(struct ebbd_options *o, const char *v, char *why,
 			  "pages per second", why, n);
 }
 
+static int set_policy(struct ebbd_options *o, const char *v, char *why,
+		      size_t n)
+{
+	if (strcmp(v, "on") && strcmp(v, "off")) {
+		snprintf(why, n, "not on or off: '%s'", v);
+		return -EINVAL;
+	}
+	o->policy_on = strcmp(v, "on") == 0;
+	return 0;
+}
+
+/* A watermark of 0 would mean "never short": refused, not defaulted. */
+static int set_watermark(uint64_t *slot, const char *v, char *why, size_t n)
+{
+	int rc = parse_size(v, slot, why, n);
+
+	if (rc == 0 && !*slot) {
+		snprintf(why, n, "a watermark cannot be 0");
+		return -EINVAL;
+	}
+	return rc;
+}
+
+static int set_policy_low(struct ebbd_options *o, const char *v, char *why,
+			  size_t n)
+{
+	return set_watermark(&o->policy_low_bytes, v, why, n);
+}
+
+static int set_policy_high(struct ebbd_options *o, const char *v, char *why,
+			   size_t n)
+{
+	return set_watermark(&o->policy_high_bytes, v, why, n);
+}
+
+static int set_policy_trim(struct ebbd_options *o, const char *v, char *why,
+			   size_t n)
+{
+	return parse_size(v, &o->policy_trim_bytes, why, n);
+}
+
 static int set_compressor(struct ebbd_options *o, const char *v, char *why,
 			  size_t n)
 {
@@ -216,6 +257,19 @@ const struct option_def options_table[] = {
 	{ "test-evictor", "memory", "test-evictor", true, "PAGES_PER_SEC",
 	  "test mode: discard random discardable pages of every guest at this "
 	  "rate; 0 off", set_test_evictor },
+	{ "policy", "policy", "mode", true, "on|off",
+	  "the host memory policy (default on): reclaim in order of cost below "
+	  "the low watermark, give memory back to guests under pressure",
+	  set_policy },
+	{ "policy-low", "policy", "low", true, "SIZE",
+	  "the policy's low watermark of free memory (default 1/16 of the "
+	  "budget, 32M to 1G)", set_policy_low },
+	{ "policy-high", "policy", "high", true, "SIZE",
+	  "the policy's high watermark, where reclaim stops (default twice the "
+	  "low one)", set_policy_high },
+	{ "policy-trim", "policy", "trim", true, "SIZE",
+	  "above the high watermark, balloon SIZE per second off idle guests "
+	  "holding much more than they use (default 0: off)", set_policy_trim },
 	{ "tmem-compressor", "tmem", "compressor", true, "NAME",
 	  "lz4-fast (default), lz4, liblz4 or zstd", set_compressor },
 	{ "metrics-port", "metrics", "port", true, "PORT",
@@ -253,6 +307,7 @@ int options_init(struct ebbd_options *o, const char *kernel,
 	o->kernel = strdup(kernel);
 	o->initrd = strdup(initrd);
 	o->keep_wait_ms = 10000;
+	o->policy_on = true;
 	/* Under systemd, the unit's RuntimeDirectory=, StateDirectory= and
 	 * LogsDirectory= are where the service's files belong (the unit
 	 * shipped with ebb names the same paths as the defaults). */
@@ -354,6 +409,18 @@ void options_print(const struct ebbd_options *o, void *file)
 	fprintf(f, "discard-below = %llu\ntest-evictor = %llu\n",
 		(unsigned long long)o->discard_below_bytes,
 		(unsigned long long)o->evict_pages_per_sec);
+	fprintf(f, "[policy]\nmode = %s\n", o->policy_on ? "on" : "off");
+	if (o->policy_low_bytes)
+		fprintf(f, "low = %s\n",
+			size_format(o->policy_low_bytes, b, sizeof(b)));
+	else
+		fprintf(f, "# low: from the budget\n");
+	if (o->policy_high_bytes)
+		fprintf(f, "high = %s\n",
+			size_format(o->policy_high_bytes, b, sizeof(b)));
+	else
+		fprintf(f, "# high: twice the low watermark\n");
+	fprintf(f, "trim = %llu\n", (unsigned long long)o->policy_trim_bytes);
 	fprintf(f, "[tmem]\ncompressor = %s\n[metrics]\nport = %u\n",
 		o->comp->name, o->metrics_port);
 }

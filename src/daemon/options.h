@@ -37,6 +37,10 @@ struct ebbd_options {
 	uint64_t discard_below_bytes;	/* 0: no pressure discarding */
 	uint64_t evict_pages_per_sec;	/* 0: no test evictor */
 	unsigned metrics_port;		/* 0: no metrics endpoint */
+	bool policy_on;			/* the host memory policy runs */
+	uint64_t policy_low_bytes;	/* 0: from the budget */
+	uint64_t policy_high_bytes;	/* 0: twice the low watermark */
+	uint64_t policy_trim_bytes;	/* 0: no idle trim */
 };
 
 /* One setting (see the table in options.c). */

@@ -158,6 +158,7 @@ void on_account(void *opaque)
 					balloon_release_waiting(
 						guest_balloon_dev(d->slots[i].g));
 			make_room(d, pi.over_pages, "guests over budget");
+			policy_kick(d);
 		}
 	}
 	ebbd_status_line(d, status, sizeof(status));
@@ -205,6 +206,10 @@ int store_charge(void *opaque, uint32_t client, int64_t delta)
 
 	if (!s)
 		return delta > 0 ? -ENOENT : 0;
+	/* The policy's step 4: no store growth while the host is short (the
+	 * swap device writes to its backing file instead). */
+	if (delta > 0 && d->store_refusing)
+		return -ENOMEM;
 	if (delta < 0 && (uint64_t)-delta > s->store_bytes)
 		after = 0;	/* cannot happen if the store keeps its word */
 	else
@@ -539,6 +544,7 @@ fail:
  */
 void slot_release(struct ebbd *d, struct slot *s)
 {
+	policy_slot_release(d, s);
 	s->swap = NULL;
 	s->disk = NULL;
 	s->swap_disk = s->data_disk = -1;
@@ -625,6 +631,7 @@ static int slot_start(struct ebbd *d, struct slot *s, const struct guest_run *r,
 		.no_reporting = !r->reporting || r->prealloc,
 		.page_states = r->page_states,
 	};
+	char *procs = NULL;
 	int rc;
 
 	snprintf(cfg.name, sizeof(cfg.name), "%s", r->name);
@@ -640,7 +647,10 @@ static int slot_start(struct ebbd *d, struct slot *s, const struct guest_run *r,
 			return rc;
 		}
 	}
+	policy_slot_init(d, s, r, &procs);
+	cfg.cgroup_procs = procs;
 	rc = guest_start(&d->env, &cfg, &ebbd_guest_events, d, &s->g);
+	free(procs);
 	if (rc < 0) {
 		/* guest_start destroyed the backends. */
 		slot_release(d, s);

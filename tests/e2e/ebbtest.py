@@ -138,7 +138,10 @@ class CommandError(Exception):
 class Ebbd:
     """A private ebbd: `with Ebbd(budget="2G") as d: d.run("g1", "256M")`."""
 
-    def __init__(self, budget=None, extra_args=(), kernel=None, initrd=None):
+    def __init__(self, budget=None, extra_args=(), kernel=None, initrd=None,
+                 cgroup=None):
+        """cgroup: a SmallHost (smallhost.py) that ebbd, and so its
+        guests, run inside."""
         # On disk, like ebbd's default state dir (/var/lib/ebb): swap
         # backing files on a tmpfs /tmp would be host memory themselves.
         self.dir = tempfile.mkdtemp(prefix="ebb-e2e-", dir="/var/tmp")
@@ -154,7 +157,8 @@ class Ebbd:
             args += ["--budget", budget]
         args += list(extra_args)
         self.logf = open(self.log, "w")
-        self.proc = subprocess.Popen(args, stdout=self.logf, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, stdout=self.logf, stderr=subprocess.STDOUT,
+                                     preexec_fn=cgroup.preexec() if cgroup else None)
         deadline = time.time() + 10
         while not os.path.exists(self.sock):
             if self.proc.poll() is not None or time.time() > deadline:

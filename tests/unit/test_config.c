@@ -63,6 +63,11 @@ static void every_key_sets_its_setting(void **state)
 		"budget = 3G\n"
 		"discard-below = 256M\n"
 		"test-evictor = 1000\n"
+		"[policy]\n"
+		"mode = off\n"
+		"low = 48M\n"
+		"high = 96M\n"
+		"trim = 16M\n"
 		"[tmem]\n"
 		"compressor = zstd\n"
 		"[metrics]\n"
@@ -79,6 +84,10 @@ static void every_key_sets_its_setting(void **state)
 	assert_int_equal(o->budget_bytes, 3ull << 30);
 	assert_int_equal(o->discard_below_bytes, 256ull << 20);
 	assert_int_equal(o->evict_pages_per_sec, 1000);
+	assert_false(o->policy_on);
+	assert_int_equal(o->policy_low_bytes, 48ull << 20);
+	assert_int_equal(o->policy_high_bytes, 96ull << 20);
+	assert_int_equal(o->policy_trim_bytes, 16ull << 20);
 	assert_ptr_equal(o->comp, &pagecomp_zstd);
 	assert_int_equal(o->metrics_port, 9188);
 }
@@ -92,6 +101,7 @@ static void the_table_has_only_tested_keys(void **state)
 		"daemon/state-dir", "guests/kernel", "guests/initrd",
 		"guests/ram-dir", "guests/ram-hugepages", "guests/block-wait",
 		"memory/budget", "memory/discard-below", "memory/test-evictor",
+		"policy/mode", "policy/low", "policy/high", "policy/trim",
 		"tmem/compressor", "metrics/port",
 	};
 	const unsigned n = sizeof(tested) / sizeof(tested[0]);
@@ -184,7 +194,17 @@ static void every_error_names_file_line_and_key(void **state)
 		  "t.conf:2: unknown key 'port' in [nosuch]" },
 		{ "budget = 2G\n",
 		  "t.conf:1: key 'budget' outside a section ([daemon], "
-		  "[guests], [memory], [tmem], [metrics])" },
+		  "[guests], [memory], [policy], [tmem], [metrics])" },
+		{ "[policy]\nmode = maybe\n",
+		  "t.conf:2: key 'mode' in [policy]: not on or off: 'maybe'" },
+		{ "[policy]\nlow = 0\n",
+		  "t.conf:2: key 'low' in [policy]: a watermark cannot be 0" },
+		{ "[policy]\nhigh = 1X\n",
+		  "t.conf:2: key 'high' in [policy]: not a size: '1X' "
+		  "(bytes, or a number with K, M, G or T)" },
+		{ "[policy]\ntrim = -1M\n",
+		  "t.conf:2: key 'trim' in [policy]: not a size: '-1M' "
+		  "(bytes, or a number with K, M, G or T)" },
 		{ "[memory\nbudget = 2G\n",
 		  "t.conf:1: not 'key = value' or '[section]'" },
 		{ "[memory]\nbudget 2G\n",

@@ -317,6 +317,50 @@ static int h_tmem(void *ctx, json_t *args, json_t **ret, char **err)
 	return 0;
 }
 
+/* policy: a policy reclaiming, two guests, two recent actions. */
+static int h_policy(void *ctx, json_t *args, json_t **ret, char **err)
+{
+	struct fx *fx = ctx;
+
+	record(fx, args);
+	*ret = json_pack("{s:s, s:s, s:{s:I, s:I}, s:I, s:I, s:I, s:I, s:b, s:f, "
+			 "s:{s:s, s:I, s:I, s:I, s:I}, s:b, s:b, s:I, "
+			 "s:[{s:s, s:I, s:I, s:i, s:b, s:I, s:I}, "
+			 "{s:s, s:I, s:I, s:i, s:b, s:I, s:I}], "
+			 "s:[{s:f, s:s, s:s, s:I, s:I, s:s}, {s:f, s:s, s:I, s:s}]}",
+			 "mode", "on", "state", "reclaim",
+			 "watermarks", "low", MiB(64), "high", MiB(128),
+			 "step", MiB(64), "margin", MiB(32),
+			 "free", MiB(40), "need", MiB(88), "pressure", 0,
+			 "psi_some_avg10", 1.5,
+			 "cgroup", "path", "/sys/fs/cgroup/memory/box",
+			 "limit", MiB(640), "usage", MiB(600),
+			 "working_set", MiB(580), "swap", 0,
+			 "host_swap", 1, "store_refusing", 0, "ticks", 42,
+			 "guests", "name", "web1", "min", MiB(64), "max", MiB(512),
+			 "shares", 100, "manual", 0, "keep", MiB(384),
+			 "resident", MiB(301),
+			 "name", "db", "min", 0, "max", MiB(1024), "shares", 200,
+			 "manual", 1, "keep", MiB(1024), "resident", MiB(100),
+			 "actions", "time", 0.0, "name", "web1",
+			 "mechanism", "balloon_inflate", "bytes", MiB(48),
+			 "target", MiB(336), "reason", "uses 200 MiB, holds 301 MiB",
+			 "time", 0.0, "mechanism", "drop_ephemeral",
+			 "bytes", MiB(8), "reason", "clean cache goes first");
+	return 0;
+}
+
+static int h_guest_policy(void *ctx, json_t *args, json_t **ret, char **err)
+{
+	struct fx *fx = ctx;
+
+	record(fx, args);
+	*ret = json_pack("{s:s, s:I, s:I, s:i, s:b}", "name", "web1",
+			 "min", MiB(64), "max", MiB(512), "shares", 200,
+			 "manual", 0);
+	return 0;
+}
+
 static const struct control_cmd test_cmds[] = {
 	{ .name = "echo", .fn = h_echo, .help = "return the arguments" },
 	{ .name = "fail", .fn = h_fail, .args = "errno desc" },
@@ -328,7 +372,10 @@ static const struct control_cmd test_cmds[] = {
 	{ .name = "info", .fn = h_info, .args = "" },
 	{ .name = "guest-stats", .fn = h_guest_stats, .args = "name" },
 	{ .name = "guest-run", .fn = h_guest_run,
-	  .args = "name mem min prealloc cmdline external swap" },
+	  .args = "name mem min max shares prealloc cmdline external swap" },
+	{ .name = "policy", .fn = h_policy, .args = "mode low high" },
+	{ .name = "guest-policy", .fn = h_guest_policy,
+	  .args = "name min max shares" },
 	{ .name = "balloon", .fn = h_balloon, .args = "name target" },
 	{ .name = "claim", .fn = h_claim, .args = "name size" },
 	{ .name = "guest-stop", .fn = h_record, .args = "name force" },
@@ -863,6 +910,17 @@ static void arg_helpers_direct(void **state)
 	err = NULL;
 	assert_int_equal(control_arg_str(args, "absent", true, &s, &err), -EINVAL);
 	assert_string_equal(err, "missing argument 'absent'");
+	free(err);
+	err = NULL;
+	/* Integers: JSON integers in range only (shares). */
+	assert_int_equal(control_arg_uint(args, "n", true, 10, &n, &err), 0);
+	assert_int_equal(n, 7);
+	assert_int_equal(control_arg_uint(args, "n", true, 6, &n, &err), -EINVAL);
+	assert_string_equal(err, "argument 'n' must be from 0 to 6");
+	free(err);
+	err = NULL;
+	assert_int_equal(control_arg_uint(args, "z", true, 10, &n, &err), -EINVAL);
+	assert_string_equal(err, "argument 'z' must be an integer, not a string");
 	free(err);
 	json_decref(args);
 }
@@ -1564,6 +1622,74 @@ static void ebbctl_timeout(void **state)
 	unlink(mute.path);
 }
 
+#define POLICY_TEXT \
+"policy: on, state reclaim, 42 decisions\n" \
+"watermarks: low 64M, high 128M (step 64M, margin 32M)\n" \
+"host: free 40M, need 88M, pressure no (PSI some avg10 1.50%)\n" \
+"cgroup: /sys/fs/cgroup/memory/box: limit 640M, working set 580M, swap 0B\n" \
+"store: taking puts; host swap: by per-guest cgroup\n" \
+"\n" \
+"NAME  MIN   MAX  SHARES  KEEP  RESIDENT  MODE\n" \
+"web1  64M  512M     100  384M      301M  policy\n" \
+"db     0B    1G     200    1G      100M  manual\n" \
+"\n" \
+"last actions:\n" \
+"TIME      GUEST   MECHANISM        BYTES  TARGET  REASON\n" \
+"00:00:00  web1    balloon_inflate    48M    336M  uses 200 MiB, holds 301 MiB\n" \
+"00:00:00  (host)  drop_ephemeral      8M       -  clean cache goes first\n"
+
+/* ebbctl policy: the daemon's picture as text; switches, watermarks and
+ * a guest's settings as arguments; usage errors before any request. */
+static void ebbctl_policy_cmd(void **state)
+{
+	struct fx *fx = *state;
+	struct run r;
+	int calls;
+
+	setenv("TZ", "UTC", 1);
+	ebbctl(fx, &r, false, "policy", NULL);
+	assert_status(r, 0);
+	assert_string_equal(r.out, POLICY_TEXT);
+
+	ebbctl(fx, &r, false, "policy", "--off", "--low", "64M", "--high", "1G", NULL);
+	assert_status(r, 0);
+	assert_string_equal(json_string_value(json_object_get(fx->last_args, "mode")),
+			    "off");
+	assert_int_equal(json_integer_value(json_object_get(fx->last_args, "low")),
+			 MiB(64));
+	assert_int_equal(json_integer_value(json_object_get(fx->last_args, "high")),
+			 MiB(1024));
+
+	ebbctl(fx, &r, false, "policy", "web1", "--shares", "200", "--min", "64M", NULL);
+	assert_status(r, 0);
+	assert_string_equal(r.out, "web1: min 64M, max 512M, shares 200, "
+			    "managed by the policy\n");
+	assert_int_equal(json_integer_value(json_object_get(fx->last_args, "shares")),
+			 200);
+	assert_null(json_object_get(fx->last_args, "max"));
+
+	calls = fx->calls;
+	ebbctl(fx, &r, false, "policy", "--shares", "5", NULL);
+	assert_status(r, 2);
+	ebbctl(fx, &r, false, "policy", "web1", "--on", NULL);
+	assert_status(r, 2);
+	ebbctl(fx, &r, false, "policy", "web1", "--shares", "0", NULL);
+	assert_status(r, 2);
+	ebbctl(fx, &r, false, "policy", "web1", "db", NULL);
+	assert_status(r, 2);
+	ebbctl(fx, &r, false, "run", "w", "--mem", "1G", "--shares", "x1", NULL);
+	assert_status(r, 2);
+	assert_int_equal(fx->calls, calls);
+
+	ebbctl(fx, &r, false, "run", "w", "--mem", "1G", "--shares", "300",
+	       "--max", "512M", NULL);
+	assert_status(r, 0);
+	assert_int_equal(json_integer_value(json_object_get(fx->last_args, "shares")),
+			 300);
+	assert_int_equal(json_integer_value(json_object_get(fx->last_args, "max")),
+			 MiB(512));
+}
+
 static void ebbctl_run_and_friends(void **state)
 {
 	struct fx *fx = *state;
@@ -1743,6 +1869,7 @@ int main(void)
 		T(ebbctl_errors),
 		T(ebbctl_timeout),
 		T(ebbctl_run_and_friends),
+		T(ebbctl_policy_cmd),
 		T(ebbctl_balloon_wait),
 		T(ebbctl_events),
 	};
