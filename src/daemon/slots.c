@@ -362,6 +362,8 @@ static void ev_state(void *opaque, struct guest *g, enum guest_state old)
 	struct guest_info gi;
 
 	guest_get_info(g, &gi);
+	if (s)
+		slot_record_save(d, s);
 	switch (gi.state) {
 	case GUEST_RUNNING:
 		control_event(d->ctl, "GUEST_READY",
@@ -568,8 +570,20 @@ static int slot_take(struct ebbd *d, const char *name, struct slot **out,
 			return -EEXIST;
 		}
 		/* A stopped guest's record gives way to the new launch. */
+		slot_record_remove(d, s);
 		guest_free(s->g);
 		s->g = NULL;
+	}
+	{
+		const struct found_guest *f = adopt_blocking(d, name);
+
+		/* An earlier ebbd's guest still owns the name's sockets
+		 * and swap file, or its record is not understood. */
+		if (f) {
+			*err = errf("guest '%s' from an earlier ebbd is in the "
+				    "way: %s (record %s)", name, f->why, f->file);
+			return -EEXIST;
+		}
 	}
 	s = NULL;
 	for (unsigned i = 0; i < MAX_GUESTS && !s; i++)
@@ -671,6 +685,10 @@ int slot_launch(struct ebbd *d, const struct guest_run *r, struct slot **out,
 		s->prealloc_bytes = r->claim ? guest_run_claim_bytes(r) : r->mem;
 		slot_prealloc_set_state(s, PRE_WAITING, "asked for");
 	}
+	/* A dead earlier guest of this name is replaced by this one. */
+	adopt_forget(d, r->name);
+	slot_record_init(d, s, r);
+	slot_record_save(d, s);
 	*out = s;
 	return 0;
 }
