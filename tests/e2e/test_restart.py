@@ -104,6 +104,8 @@ def test_guest_outlives_kill_9_and_is_reported_not_adopted():
                 raise TestFailure("a launch took a live found guest's name")
             except CommandError as e:
                 assert "earlier ebbd" in e.desc, e.desc
+            out = d2.ebbctl("list").stdout
+            assert "found g1: running (pid %d), not adopted" % pid in out, out
             print("  found: %s" % g["reason"])
             print("  refused: %s" % b["reason"])
         finally:
