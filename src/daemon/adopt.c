@@ -224,13 +224,15 @@ void slot_record_init(struct ebbd *d, struct slot *s,
 		     (r->prealloc ? SR_F_PREALLOC : 0) |
 		     (r->claim ? SR_F_CLAIM : 0) |
 		     (r->page_states ? SR_F_PAGE_STATES : 0) |
-		     (r->disk_ro ? SR_F_DISK_RO : 0);
+		     (r->disk_ro ? SR_F_DISK_RO : 0) |
+		     (gi.ram_hugepages ? SR_F_RAM_HUGEPAGES : 0);
 	rec->mem_bytes = r->mem;
 	rec->min_bytes = r->min;
 	rec->claim_bytes = r->claim ? guest_run_claim_bytes(r) : 0;
 	rec->swap_bytes = r->swap;
 	rec->swap_quota_bytes = r->swap_quota;
 	rec->pool_id = s->id;
+	rec->client_id = client_of(s);
 	rec->pid = r->external ? 0 : (int32_t)gi.pid;
 	/* The start time is the fork's, so it is known before the exec. */
 	if (rec->pid > 0 && staterec_proc_start(rec->pid, &rec->start_ticks) < 0)

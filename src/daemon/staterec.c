@@ -54,7 +54,7 @@ struct sr_guest_disk {
 	uint64_t swap_quota_bytes;
 	uint64_t pool_id;
 	int32_t pid;
-	uint32_t reserved;
+	uint32_t client_id;
 	uint64_t start_ticks;
 	char cmdline[STATEREC_STR_MAX];
 	char disk[STATEREC_STR_MAX];
@@ -176,8 +176,8 @@ static int check_guest(const struct sr_guest_disk *p, char *why)
 	if (p->pool_id == 0 || p->pool_id > SR_ID_MAX)
 		return bad(why, "pool id %llu out of range",
 			   (unsigned long long)p->pool_id);
-	if (p->reserved)
-		return bad(why, "reserved field not zero");
+	if (p->client_id > STATEREC_CLIENT_MAX)
+		return bad(why, "client id %u out of range", p->client_id);
 	if (p->flags & SR_F_EXTERNAL) {
 		if (p->pid != 0 || p->start_ticks != 0)
 			return bad(why, "external guest with a pid");
@@ -305,6 +305,7 @@ int staterec_guest_encode(const struct staterec_guest *g, void *buf,
 	p.swap_quota_bytes = g->swap_quota_bytes;
 	p.pool_id = g->pool_id;
 	p.pid = g->pid;
+	p.client_id = g->client_id;
 	p.start_ticks = g->start_ticks;
 	copy_str(p.cmdline, sizeof(p.cmdline), g->cmdline);
 	copy_str(p.disk, sizeof(p.disk), g->disk);
@@ -334,6 +335,7 @@ int staterec_guest_decode(const void *buf, size_t len,
 	out->swap_quota_bytes = p.swap_quota_bytes;
 	out->pool_id = p.pool_id;
 	out->pid = p.pid;
+	out->client_id = p.client_id;
 	out->start_ticks = p.start_ticks;
 	memcpy(out->cmdline, p.cmdline, sizeof(out->cmdline));
 	memcpy(out->disk, p.disk, sizeof(out->disk));

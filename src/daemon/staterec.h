@@ -65,7 +65,9 @@ enum staterec_state {
 #define SR_F_CLAIM		(1u << 3)
 #define SR_F_PAGE_STATES	(1u << 4)
 #define SR_F_DISK_RO		(1u << 5)
-#define SR_F_ALL		((1u << 6) - 1)
+#define SR_F_RAM_HUGEPAGES	(1u << 6)	/* RAM on its own huge tmpfs */
+#define SR_F_ALL		((1u << 7) - 1)
+#define STATEREC_CLIENT_MAX	65535	/* highest tmem client id */
 
 /* One guest, in memory (decoded and checked). */
 struct staterec_guest {
@@ -79,6 +81,9 @@ struct staterec_guest {
 	uint64_t swap_bytes;		/* swap device size, 0 none */
 	uint64_t swap_quota_bytes;	/* its host-memory quota, 0 default */
 	uint64_t pool_id;		/* its id in the pool, > 0 */
+	uint32_t client_id;		/* its tmem client id (ebbd's slot
+					 * index): the store's pages are keyed
+					 * by it; <= STATEREC_CLIENT_MAX */
 	int32_t pid;			/* UML process; 0 for an external guest */
 	uint64_t start_ticks;		/* /proc/PID/stat field 22, clock ticks
 					 * after boot; 0 with pid 0 */

@@ -26,7 +26,7 @@ def parse_record(path):
     assert length == len(raw) == HEADER.size + GUEST.size, (length, len(raw))
     f = GUEST.unpack_from(raw, HEADER.size)
     return {"name": f[0].rstrip(b"\0").decode(), "state": f[1],
-            "mem": f[3], "claim": f[5], "balloon": f[6], "pid": f[10],
+            "mem": f[3], "claim": f[5], "balloon": f[6], "pid": f[10], "client": f[11],
             "start": f[12]}
 
 

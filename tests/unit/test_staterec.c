@@ -37,6 +37,7 @@ static void sample(struct staterec_guest *g)
 	g->swap_bytes = 512 * MiB;
 	g->swap_quota_bytes = 64 * MiB;
 	g->pool_id = 7;
+	g->client_id = 3;
 	g->pid = 4242;
 	g->start_ticks = 123456;
 	snprintf(g->cmdline, sizeof(g->cmdline), "loglevel=4 ebb.run=true");
@@ -216,7 +217,7 @@ static void test_out_of_range_fields(void **state)
 	(void)state;
 	/* Payload offsets: name 0, state 32, flags 36, mem 40, min 48,
 	 * claim 56, balloon 64, swap 72, quota 80, pool id 88, pid 96,
-	 * reserved 100, start 104, cmdline 112, disk 368. */
+	 * client id 100, start 104, cmdline 112, disk 368. */
 	field_refused(36, &flags, 4, "unknown flags");
 	field_refused(40, &big, 8, "mem");
 	field_refused(40, &odd, 8, "mem");
@@ -232,7 +233,7 @@ static void test_out_of_range_fields(void **state)
 	field_refused(96, &pid, 4, "pid 1 out of range");
 	pid = 1 << 30;
 	field_refused(96, &pid, 4, "out of range");
-	field_refused(100, &flags, 4, "reserved");
+	field_refused(100, &flags, 4, "client id 1048576 out of range");
 	field_refused(104, &zero, 8, "without a start time");
 	/* Strings: unterminated, unprintable, junk after the NUL, a bad
 	 * name, a relative disk path. */
