@@ -557,8 +557,13 @@ int staterec_proc_start(pid_t pid, uint64_t *ticks)
 		return rc;
 	buf[n] = '\0';
 	p = strrchr(buf, ')');
-	if (!p)
+	if (!p || p[1] != ' ' || !p[2])
 		return -EIO;
+	/* Field 3, the state: a zombie has exited, whoever has yet to reap
+	 * it (a dead ebbd's guests are reparented, and their new parent may
+	 * be slow to reap), so it is no live guest. */
+	if (p[2] == 'Z' || p[2] == 'X')
+		return -ESRCH;
 	p++;
 	/* Fields 3 .. 21 come before it: 19 of them. */
 	for (int field = 3; field <= 21; field++) {

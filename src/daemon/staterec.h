@@ -132,7 +132,8 @@ int staterec_pool_load(const char *state_dir, struct staterec_pool *out,
 		       char *why);
 
 /* The start time of process @pid: field 22 of /proc/PID/stat, in clock
- * ticks since boot.  -ENOENT if no such process. */
+ * ticks since boot.  -ENOENT if no such process, -ESRCH if it has exited
+ * and waits to be reaped (a zombie). */
 int staterec_proc_start(pid_t pid, uint64_t *ticks);
 
 const char *staterec_state_name(enum staterec_state s);

@@ -44,6 +44,13 @@ def process_alive(pid):
     return stat[stat.rindex(")") + 2] != "Z"
 
 
+def wait_gone(pid, timeout=10):
+    deadline = time.time() + timeout
+    while process_alive(pid) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not process_alive(pid), "pid %d did not die" % pid
+
+
 def test_guest_outlives_kill_9_and_is_reported_not_adopted():
     d1 = Ebbd(budget="1G")
     pid = 0
@@ -116,11 +123,29 @@ def test_guest_outlives_kill_9_and_is_reported_not_adopted():
         for p, data in before.items():
             assert open(p, "rb").read() == data, "%s changed" % p
         assert sorted(os.listdir(run_dir)) == socks_before
+
+        # 4. Once its process is gone the name is free again: a launch
+        # replaces the record, and a clean exit removes it; the corrupt
+        # record is still left alone.
+        os.killpg(pid, signal.SIGKILL)
+        wait_gone(pid)
+        d3 = Ebbd(budget="1G", workdir=d1.dir)
+        try:
+            g = {f["name"]: f for f in d3.c.call("guest-list")["found"]}["g1"]
+            assert not g["alive"] and "is gone" in g["reason"], g
+            d3.run("g1", 64 * MiB)
+            new_pid = d3.guest("g1")["pid"]
+            rec = parse_record(rec_path)
+            assert rec["pid"] == new_pid and rec["mem"] == 64 * MiB, rec
+            names = [f["name"] for f in d3.c.call("guest-list")["found"]]
+            assert names == ["broken"], names
+        finally:
+            d3.stop()
+        assert not os.path.exists(rec_path), "clean exit left g1.rec"
+        assert open(bad_path, "rb").read() == before[bad_path]
     finally:
-        # 4. Clean up the guest (its whole process group: UML's helpers).
+        # Clean up the guest (its whole process group: UML's helpers).
         if pid and process_alive(pid):
             os.killpg(pid, signal.SIGKILL)
-            deadline = time.time() + 10
-            while process_alive(pid) and time.time() < deadline:
-                time.sleep(0.05)
+            wait_gone(pid)
         d1.stop()

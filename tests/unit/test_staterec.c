@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -371,6 +372,32 @@ static void test_proc_start_time(void **state)
 	assert_int_equal(staterec_proc_start(4194304 + 1, &b), -ENOENT);
 }
 
+/* A process that exited but is not reaped yet is not alive. */
+static void test_proc_start_zombie(void **state)
+{
+	uint64_t t;
+	pid_t pid;
+	int st;
+
+	(void)state;
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(0);
+	assert_int_equal(staterec_proc_start(pid, &t) == 0 ||
+			 staterec_proc_start(pid, &t) == -ESRCH, 1);
+	/* Wait for the exit without reaping it. */
+	{
+		siginfo_t si;
+
+		assert_int_equal(waitid(P_PID, (id_t)pid, &si,
+					WEXITED | WNOWAIT), 0);
+	}
+	assert_int_equal(staterec_proc_start(pid, &t), -ESRCH);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_int_equal(staterec_proc_start(pid, &t), -ENOENT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -383,6 +410,7 @@ int main(void)
 		cmocka_unit_test(test_failed_write_keeps_old),
 		cmocka_unit_test(test_pool_record_checked),
 		cmocka_unit_test(test_proc_start_time),
+		cmocka_unit_test(test_proc_start_zombie),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
