@@ -559,8 +559,17 @@ void slot_release(struct ebbd *d, struct slot *s)
 static int slot_take(struct ebbd *d, const char *name, struct slot **out,
 		     char **err)
 {
+	const struct found_guest *f = adopt_blocking(d, name);
 	struct slot *s = find_slot(d, name);
 
+	/* An earlier ebbd's guest still owns the name's sockets and swap
+	 * file, or its record is not understood: first, before this ebbd's
+	 * own stopped guest of that name (if any) gives way. */
+	if (f) {
+		*err = errf("guest '%s' from an earlier ebbd is in the way: %s "
+			    "(record %s)", name, f->why, f->file);
+		return -EEXIST;
+	}
 	if (s) {
 		enum guest_state st = guest_get_state(s->g);
 
@@ -573,17 +582,6 @@ static int slot_take(struct ebbd *d, const char *name, struct slot **out,
 		slot_record_remove(d, s);
 		guest_free(s->g);
 		s->g = NULL;
-	}
-	{
-		const struct found_guest *f = adopt_blocking(d, name);
-
-		/* An earlier ebbd's guest still owns the name's sockets
-		 * and swap file, or its record is not understood. */
-		if (f) {
-			*err = errf("guest '%s' from an earlier ebbd is in the "
-				    "way: %s (record %s)", name, f->why, f->file);
-			return -EEXIST;
-		}
 	}
 	s = NULL;
 	for (unsigned i = 0; i < MAX_GUESTS && !s; i++)
