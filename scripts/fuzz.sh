@@ -144,6 +144,15 @@ port = 9187
 """)
 with open(os.path.join(os.path.dirname(top), "..", "dist", "ebbd.conf"), "rb") as f:
     seed("fuzz_config", "default", f.read())
+# fuzz_staterec: a guest record whose odd first byte asks the target to
+# reseal it (header and checksum), so the field checks are reached.
+rec = bytearray(32) + struct.pack("<32sII7QiIQ256s256s", b"g1", 2, 0x1b,
+    256 << 20, 128 << 20, 128 << 20, 192 << 20, 0, 0, 7, 4242, 3, 12345,
+    b"quiet", b"/srv/base.img")
+rec[0] = 1
+seed("fuzz_staterec", "guest", bytes(rec))
+seed("fuzz_staterec", "pool", bytes([1]) + bytes(31) +
+     struct.pack("<QQQII", 1 << 30, 8, 128 << 20, 1, 0))
 PY
 status=0
 summary=""

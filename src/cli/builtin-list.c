@@ -72,6 +72,13 @@ static void print_list(json_t *r)
 	}
 	table_print(&t);
 	table_free(&t);
+	/* Guests an earlier ebbd left (not adopted): one line each, after
+	 * the table, so scripts reading the table see it unchanged. */
+	json_array_foreach(json_object_get(r, "found"), i, g)
+		printf("found %s: %s (record %s)\n",
+		       json_string_value(json_object_get(g, "name")),
+		       json_string_value(json_object_get(g, "reason")),
+		       json_string_value(json_object_get(g, "record")));
 }
 
 int ebbctl_list(int argc, char **argv)

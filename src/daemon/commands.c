@@ -265,7 +265,7 @@ static int cmd_list(void *ctx, json_t *args, json_t **ret, char **err)
 	for (unsigned i = 0; i < MAX_GUESTS; i++)
 		if (d->slots[i].g)
 			json_array_append_new(arr, guest_json_full(d, &d->slots[i]));
-	*ret = json_pack("{s:o}", "guests", arr);
+	*ret = json_pack("{s:o, s:o}", "guests", arr, "found", adopt_json(d));
 	return 0;
 }
 
@@ -302,6 +302,8 @@ static int cmd_balloon(void *ctx, json_t *args, json_t **ret, char **err)
 			    strerror(-rc));
 		return rc;
 	}
+	s->rec.balloon_target_bytes = target;
+	slot_record_save(d, s);
 	guest_get_info(s->g, &gi);
 	*ret = json_pack("{s:s, s:I, s:I}", "name", gi.name, "target",
 			 (json_int_t)target, "actual",
@@ -614,6 +616,8 @@ static int cmd_claim(void *ctx, json_t *args, json_t **ret, char **err)
 	}
 	if (rc < 0)
 		return rc;
+	s->rec.claim_bytes = size;
+	slot_record_save(d, s);
 	pool_guest_info(d->pool, s->id, &gi);
 	*ret = json_pack("{s:s, s:I}", "name", guest_name(s->g), "claim",
 			 (json_int_t)(gi.claim_pages * POOL_PAGE_SIZE));

@@ -161,7 +161,11 @@ static int check_hugepages(struct ebbd *d)
 		fprintf(stderr, "ebbd: --ram-hugepages: %s\n", why);
 	if (rc < 0)
 		return -1;
-	n = hugeram_clean_stale(d->env.run_dir);
+	/* Mounts of guests an earlier ebbd left running are theirs. */
+	n = adopt_any_alive(d) ? 0 : hugeram_clean_stale(d->env.run_dir);
+	if (adopt_any_alive(d))
+		log_warn(NULL, "stale RAM mounts under %s left alone: guests "
+			 "of an earlier ebbd may use them", d->env.run_dir);
 	if (n > 0)
 		log_info(NULL, "detached %d stale RAM mount(s) under %s", n,
 			 d->env.run_dir);
@@ -200,6 +204,12 @@ static int check_host(struct ebbd *d, struct ebbd_options *o)
 			strerror(errno));
 		return -1;
 	}
+	/* Before anything cleans up after an earlier ebbd: what it left
+	 * running must be known first (and is left alone). */
+	rc = adopt_scan(d);
+	if (rc < 0)
+		log_warn(NULL, "cannot read guest records in %s/guests: %s",
+			 d->state_dir, strerror(-rc));
 	return d->env.ram_hugepages ? check_hugepages(d) : 0;
 }
 
@@ -275,6 +285,9 @@ static void close_services(struct ebbd *d)
 {
 	for (unsigned i = 0; i < MAX_GUESTS; i++) {
 		if (d->slots[i].g) {
+			/* A clean exit takes its guests down: no record
+			 * may promise a restarted ebbd otherwise. */
+			slot_record_remove(d, &d->slots[i]);
 			guest_free(d->slots[i].g);	/* kills it if running */
 			d->slots[i].g = NULL;
 		}

@@ -41,10 +41,12 @@
 #include "tmem.h"
 #include "swapstore.h"
 #include "cachedisk.h"
+#include "staterec.h"
 
 #define MAX_GUESTS	256
 #define ACCOUNT_MS	500	/* residency measurement period */
 #define STOP_GRACE_MS	10000	/* power-off time before a kill */
+#define MAX_FOUND	MAX_GUESTS	/* earlier ebbd's records looked at */
 
 #ifndef EBB_DEFAULT_KERNEL
 #define EBB_DEFAULT_KERNEL "/usr/local/share/ebb/linux"
@@ -113,6 +115,23 @@ struct slot {
 	uint64_t pol_faults_delta;	/* since the report before */
 	uint64_t pol_swap_in_delta;	/* pages */
 	uint64_t pol_swapped_bytes;	/* its RAM in host swap (its cgroup) */
+	/* Its record on disk (adopt.c): settings as launched, claim as
+	 * staked (0 none), balloon target as last set. */
+	bool has_rec;			/* written, not yet removed */
+	struct staterec_guest rec;
+};
+
+/* A guest record an earlier ebbd left in <state_dir>/guests (adopt.c):
+ * reported, not adopted, and left alone. */
+struct found_guest {
+	char name[GUEST_NAME_MAX];	/* from the file name */
+	char file[600];			/* the record's path */
+	bool bad;			/* the record failed a check */
+	bool alive;			/* its process runs: same pid and start */
+	bool external;
+	pid_t pid;			/* as recorded, 0 if bad or external */
+	uint64_t mem_bytes, claim_bytes;	/* as recorded */
+	char why[STATEREC_WHY_MAX];	/* what was found, or the refusal */
 };
 
 /* One action the policy took, for `ebbctl policy` (a ring of them). */
@@ -172,6 +191,9 @@ struct ebbd {
 	struct policy_record pol_rec[POLICY_RECORDS];	/* ring */
 	unsigned pol_rec_next;		/* next slot of the ring */
 	uint64_t pol_rec_count;		/* records ever made */
+	/* Guests an earlier ebbd left (adopt.c), found at start. */
+	struct found_guest found[MAX_FOUND];
+	unsigned nfound;
 };
 
 
@@ -242,5 +264,25 @@ void slot_prealloc_set_state(struct slot *s, enum slot_prealloc to,
 			     const char *why);
 const char *slot_prealloc_state_name(enum slot_prealloc st);
 
+/* adopt.c: at start, read <state_dir>/guests and log each record found
+ * (none is adopted yet).  0 or -errno (the directory cannot be read). */
+int adopt_scan(struct ebbd *d);
+/* The found guest that keeps a launch from taking @name (its process
+ * lives, or its record could not be read), else NULL. */
+const struct found_guest *adopt_blocking(const struct ebbd *d,
+					 const char *name);
+/* A launch replaced @name's record: drop it from the found list. */
+void adopt_forget(struct ebbd *d, const char *name);
+/* Is any found guest alive or unreadable (its files must be kept)? */
+bool adopt_any_alive(const struct ebbd *d);
+/* guest-list's "found": one object per found guest. */
+json_t *adopt_json(const struct ebbd *d);
+/* The slot's record: fill it from the launch (after guest_start), write it
+ * (with the pool's) on every change, remove it when the guest is gone.
+ * A write that fails is logged; the guest goes on. */
+void slot_record_init(struct ebbd *d, struct slot *s,
+		      const struct guest_run *r);
+void slot_record_save(struct ebbd *d, struct slot *s);
+void slot_record_remove(struct ebbd *d, struct slot *s);
 
 #endif

@@ -386,9 +386,26 @@ static int mkdir_p(const char *path)
 	return 0;
 }
 
-/* Child side of the fork: only async-signal-safe calls until exec. */
+/* The fd the guest keeps its own console write end on (see exec_uml). */
+#define CONSOLE_KEEPER_FD 3
+
+/*
+ * Child side of the fork: only async-signal-safe calls until exec.
+ *
+ * The guest must outlive ebbd (issue 15), so nothing ebbd holds may end it
+ * when ebbd dies:
+ * - its own session and process group (setsid), so no signal meant for
+ *   ebbd's group reaches it, and no parent-death signal (none is set);
+ * - its console: UML hangs its tty up when console input reaches end of
+ *   file, and the guest agent powers off on that.  ebbd's write end closes
+ *   when ebbd dies, so the guest keeps a write end of its own pipe
+ *   (CONSOLE_KEEPER_FD, without close-on-exec): the pipe never reaches end
+ *   of file, and a restarted ebbd can reopen it through
+ *   /proc/PID/fd/CONSOLE_KEEPER_FD.  Stopping therefore asks in words
+ *   (guest_stop) and kills after the grace period.
+ */
 static void exec_uml(const struct guest *g, char *const argv[], int stdin_fd,
-		     int log_fd, const char *cgroup_procs)
+		     int log_fd, int keeper_fd, const char *cgroup_procs)
 {
 	setsid();
 	/* Join the guest's own memory cgroup before exec, so every page
@@ -412,6 +429,11 @@ static void exec_uml(const struct guest *g, char *const argv[], int stdin_fd,
 	dup2(stdin_fd, 0);
 	dup2(log_fd, 1);
 	dup2(log_fd, 2);
+	/* After 0-2: any of the fds above may itself have been fd 3. */
+	if (keeper_fd == CONSOLE_KEEPER_FD)
+		fcntl(keeper_fd, F_SETFD, 0);
+	else
+		dup2(keeper_fd, CONSOLE_KEEPER_FD);
 	/* Default signal dispositions and mask for the guest. */
 	execv(argv[0], argv);
 	_exit(127);
@@ -691,7 +713,8 @@ static int spawn(struct launch *l)
 		else if (l->env->ram_dir)
 			setenv("TMPDIR", l->env->ram_dir, 1);
 		pthread_sigmask(SIG_SETMASK, &none, NULL);
-		exec_uml(g, l->av.argv, l->pipe_rd, l->log_fd, l->cfg->cgroup_procs);
+		exec_uml(g, l->av.argv, l->pipe_rd, l->log_fd, l->pipe_wr,
+			 l->cfg->cgroup_procs);
 	}
 	rc = -errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -851,8 +874,9 @@ int guest_stop(struct guest *g, uint64_t grace_ms)
 		return 0;
 	}
 	guest_set_state(g, GUEST_STOPPING, "stop asked");
-	/* Ask the agent in words, then end its input (which the agent also
-	 * takes as "power off"); the kill timer covers a wedged guest. */
+	/* Ask the agent in words; the guest holds a write end of its own
+	 * console (exec_uml), so closing ours ends nothing, and the kill
+	 * timer covers an agent busy with a command or a wedged guest. */
 	if (grace_ms)
 		guest_exec(g, "poweroff -f");
 	close_console(g);

@@ -367,6 +367,8 @@ static void ev_state(void *opaque, struct guest *g, enum guest_state old)
 	struct guest_info gi;
 
 	guest_get_info(g, &gi);
+	if (s)
+		slot_record_save(d, s);
 	switch (gi.state) {
 	case GUEST_RUNNING:
 		control_event(d->ctl, "GUEST_READY",
@@ -563,8 +565,17 @@ void slot_release(struct ebbd *d, struct slot *s)
 static int slot_take(struct ebbd *d, const char *name, struct slot **out,
 		     char **err)
 {
+	const struct found_guest *f = adopt_blocking(d, name);
 	struct slot *s = find_slot(d, name);
 
+	/* An earlier ebbd's guest still owns the name's sockets and swap
+	 * file, or its record is not understood: first, before this ebbd's
+	 * own stopped guest of that name (if any) gives way. */
+	if (f) {
+		*err = errf("guest '%s' from an earlier ebbd is in the way: %s "
+			    "(record %s)", name, f->why, f->file);
+		return -EEXIST;
+	}
 	if (s) {
 		enum guest_state st = guest_get_state(s->g);
 
@@ -574,6 +585,7 @@ static int slot_take(struct ebbd *d, const char *name, struct slot **out,
 			return -EEXIST;
 		}
 		/* A stopped guest's record gives way to the new launch. */
+		slot_record_remove(d, s);
 		guest_free(s->g);
 		s->g = NULL;
 	}
@@ -681,6 +693,10 @@ int slot_launch(struct ebbd *d, const struct guest_run *r, struct slot **out,
 		s->prealloc_bytes = r->claim ? guest_run_claim_bytes(r) : r->mem;
 		slot_prealloc_set_state(s, PRE_WAITING, "asked for");
 	}
+	/* A dead earlier guest of this name is replaced by this one. */
+	adopt_forget(d, r->name);
+	slot_record_init(d, s, r);
+	slot_record_save(d, s);
 	*out = s;
 	return 0;
 }

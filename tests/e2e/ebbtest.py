@@ -139,14 +139,21 @@ class Ebbd:
     """A private ebbd: `with Ebbd(budget="2G") as d: d.run("g1", "256M")`."""
 
     def __init__(self, budget=None, extra_args=(), kernel=None, initrd=None,
-                 cgroup=None):
+                 cgroup=None, workdir=None):
         """cgroup: a SmallHost (smallhost.py) that ebbd, and so its
         guests, run inside."""
         # On disk, like ebbd's default state dir (/var/lib/ebb): swap
         # backing files on a tmpfs /tmp would be host memory themselves.
-        self.dir = tempfile.mkdtemp(prefix="ebb-e2e-", dir="/var/tmp")
+        # workdir: start on an earlier Ebbd's directories (a restart); that
+        # one's stop() removes them, this one's leaves them.
+        self.owns_dir = workdir is None
+        self.dir = workdir or tempfile.mkdtemp(prefix="ebb-e2e-", dir="/var/tmp")
         self.sock = os.path.join(self.dir, "ebbd.sock")
-        self.log = os.path.join(self.dir, "ebbd.log")
+        self.log = os.path.join(self.dir, "ebbd.log" if self.owns_dir else
+                                "ebbd-%d.log" % time.monotonic_ns())
+        if not self.owns_dir and os.path.exists(self.sock):
+            # The dead ebbd's socket: wait for the new one, not for it.
+            os.unlink(self.sock)
         args = [ebbd_binary(), "--socket", self.sock,
                 "--run-dir", os.path.join(self.dir, "run"),
                 "--log-dir", os.path.join(self.dir, "logs"),
@@ -183,7 +190,8 @@ class Ebbd:
             self.proc.send_signal(signal.SIGTERM)
             reap(self.proc, 20)
         self.logf.close()
-        remove_workdir(self.dir)
+        if self.owns_dir:
+            remove_workdir(self.dir)
         return self.proc.returncode
 
     def daemon_log(self):

@@ -1,0 +1,286 @@
+/*
+ * adopt: what ebbd does at start with the guests an earlier ebbd left
+ * behind (their records in <state_dir>/guests/), and the guest records
+ * it keeps while it runs.  Declared in ebbd.h.
+ *
+ * Today a found guest is reported, never adopted: its vhost-user
+ * connections died with the old ebbd (docs/restart.md: UML's virtio_uml
+ * removes a device whose socket closes and never reconnects), so there is
+ * nothing to serve it with until the fd holding is built.  It is listed
+ * (guest-list "found") and logged with the reason, and everything of it is
+ * left alone for the operator: its process, record, run directory, swap
+ * file and log.  A launch under its name is refused while its process
+ * lives or while its record cannot be read, so no new guest takes its
+ * sockets or its swap file.
+ *
+ * A record is hostile input (staterec.h checks it); a process is the same
+ * one only if its pid and its start time (field 22 of /proc/PID/stat)
+ * both match, so a recycled pid is not taken for the guest.
+ */
+#include "ebbd.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+/* Is the process the record names the one it recorded? */
+static bool same_process(const struct staterec_guest *r)
+{
+	uint64_t ticks;
+
+	if (r->pid <= 0)
+		return false;
+	if (kill(r->pid, 0) < 0 && errno != EPERM)
+		return false;
+	return staterec_proc_start(r->pid, &ticks) == 0 &&
+	       ticks == r->start_ticks;
+}
+
+/* One record file: load it, judge it, remember and log what was found. */
+static void scan_one(struct ebbd *d, const char *dir, const char *file)
+{
+	struct found_guest *f = &d->found[d->nfound];
+	struct staterec_guest r;
+	char path[768];
+	size_t n = strlen(file) - 4;	/* without ".rec" */
+	int rc;
+
+	memset(f, 0, sizeof(*f));
+	snprintf(f->name, sizeof(f->name), "%.*s", (int)n, file);
+	snprintf(f->file, sizeof(f->file), "%s/%s", dir, file);
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	rc = staterec_guest_load(path, &r, f->why);
+	if (rc == 0 && (n >= sizeof(f->name) || strcmp(r.name, f->name))) {
+		snprintf(f->why, sizeof(f->why),
+			 "record names guest '%s', not its file's name", r.name);
+		rc = -EBADMSG;
+	}
+	if (rc < 0) {
+		f->bad = true;
+		log_warn(f->name, "state record %s refused: %s; left alone for "
+			 "the operator", f->file, f->why);
+		d->nfound++;
+		return;
+	}
+	f->pid = r.pid;
+	f->external = r.flags & SR_F_EXTERNAL;
+	f->mem_bytes = r.mem_bytes;
+	f->claim_bytes = r.claim_bytes;
+	if (f->external) {
+		snprintf(f->why, sizeof(f->why),
+			 "external guest from an earlier ebbd, not adopted: "
+			 "devices cannot be reconnected yet");
+	} else if (r.state == SR_STOPPED || r.state == SR_FAILED) {
+		snprintf(f->why, sizeof(f->why), "%s before the earlier ebbd "
+			 "exited; nothing to adopt",
+			 staterec_state_name(r.state));
+	} else if (same_process(&r)) {
+		f->alive = true;
+		snprintf(f->why, sizeof(f->why),
+			 "running (pid %d), not adopted: devices cannot be "
+			 "reconnected yet", (int)r.pid);
+	} else {
+		snprintf(f->why, sizeof(f->why),
+			 "process %d is gone (or its pid was reused), nothing "
+			 "to adopt", (int)r.pid);
+	}
+	log_warn(f->name, "found from an earlier ebbd: %s; record %s left "
+		 "for the operator", f->why, f->file);
+	d->nfound++;
+}
+
+int adopt_scan(struct ebbd *d)
+{
+	char dir[512];
+	struct dirent *e;
+	DIR *dp;
+
+	if (snprintf(dir, sizeof(dir), "%s/guests", d->state_dir) >=
+	    (int)sizeof(dir))
+		return -ENAMETOOLONG;
+	dp = opendir(dir);
+	if (!dp)
+		return errno == ENOENT ? 0 : -errno;
+	while ((e = readdir(dp))) {
+		size_t n = strlen(e->d_name);
+
+		/* Temp files of an interrupted write start with '.': the
+		 * record they were replacing is still there. */
+		if (e->d_name[0] == '.' || n < 5 ||
+		    strcmp(e->d_name + n - 4, ".rec"))
+			continue;
+		if (d->nfound == MAX_FOUND) {
+			log_warn(NULL, "more than %d guest records in %s; the "
+				 "rest are not looked at", MAX_FOUND, dir);
+			break;
+		}
+		scan_one(d, dir, e->d_name);
+	}
+	closedir(dp);
+	if (d->nfound)
+		log_info(NULL, "%u guest record(s) from an earlier ebbd, none "
+			 "adopted", d->nfound);
+	return 0;
+}
+
+const struct found_guest *adopt_blocking(const struct ebbd *d,
+					 const char *name)
+{
+	for (unsigned i = 0; i < d->nfound; i++)
+		if (!strcmp(d->found[i].name, name) &&
+		    (d->found[i].alive || d->found[i].bad))
+			return &d->found[i];
+	return NULL;
+}
+
+void adopt_forget(struct ebbd *d, const char *name)
+{
+	for (unsigned i = 0; i < d->nfound; i++) {
+		if (strcmp(d->found[i].name, name))
+			continue;
+		d->found[i] = d->found[--d->nfound];
+		return;
+	}
+}
+
+bool adopt_any_alive(const struct ebbd *d)
+{
+	for (unsigned i = 0; i < d->nfound; i++)
+		if (d->found[i].alive || d->found[i].bad)
+			return true;
+	return false;
+}
+
+json_t *adopt_json(const struct ebbd *d)
+{
+	json_t *arr = json_array();
+
+	for (unsigned i = 0; i < d->nfound; i++) {
+		const struct found_guest *f = &d->found[i];
+
+		json_array_append_new(arr, json_pack(
+			"{s:s, s:s, s:b, s:b, s:i, s:b, s:I, s:I, s:b, s:s}",
+			"name", f->name, "record", f->file,
+			"valid", !f->bad, "alive", f->alive, "pid", (int)f->pid,
+			"external", f->external,
+			"mem", (json_int_t)f->mem_bytes,
+			"claim", (json_int_t)f->claim_bytes,
+			"adopted", 0, "reason", f->why));
+	}
+	return arr;
+}
+
+/* ---- this ebbd's own records ----------------------------------------- */
+
+static enum staterec_state rec_state(enum guest_state st)
+{
+	switch (st) {
+	case GUEST_STARTING:	return SR_STARTING;
+	case GUEST_RUNNING:	return SR_RUNNING;
+	case GUEST_STOPPING:	return SR_STOPPING;
+	case GUEST_STOPPED:	return SR_STOPPED;
+	default:		return SR_FAILED;
+	}
+}
+
+/* The pool's record: the budget and what the guest records add up to. */
+static void save_pool(struct ebbd *d)
+{
+	struct staterec_pool p = { .next_id = d->next_id + 1 };
+	struct pool_info pi;
+	int rc;
+
+	pool_info(d->pool, &pi);
+	p.budget_bytes = pi.budget_bytes;
+	for (unsigned i = 0; i < MAX_GUESTS; i++) {
+		if (!d->slots[i].g || !d->slots[i].has_rec)
+			continue;
+		p.nguests++;
+		p.claim_bytes += d->slots[i].rec.claim_bytes;
+	}
+	rc = staterec_pool_save(d->state_dir, &p);
+	if (rc < 0)
+		log_warn(NULL, "cannot write the pool record in %s: %s",
+			 d->state_dir, strerror(-rc));
+}
+
+void slot_record_init(struct ebbd *d, struct slot *s,
+		      const struct guest_run *r)
+{
+	struct staterec_guest *rec = &s->rec;
+	struct guest_info gi;
+	char *real;
+
+	memset(rec, 0, sizeof(*rec));
+	guest_get_info(s->g, &gi);
+	snprintf(rec->name, sizeof(rec->name), "%s", r->name);
+	rec->flags = (r->external ? SR_F_EXTERNAL : 0) |
+		     (r->reporting ? SR_F_REPORTING : 0) |
+		     (r->prealloc ? SR_F_PREALLOC : 0) |
+		     (r->claim ? SR_F_CLAIM : 0) |
+		     (r->page_states ? SR_F_PAGE_STATES : 0) |
+		     (r->disk_ro ? SR_F_DISK_RO : 0) |
+		     (gi.ram_hugepages ? SR_F_RAM_HUGEPAGES : 0);
+	rec->mem_bytes = r->mem;
+	rec->min_bytes = r->min;
+	rec->claim_bytes = r->claim ? guest_run_claim_bytes(r) : 0;
+	rec->swap_bytes = r->swap;
+	rec->swap_quota_bytes = r->swap_quota;
+	rec->pool_id = s->id;
+	rec->client_id = client_of(s);
+	rec->pid = r->external ? 0 : (int32_t)gi.pid;
+	/* The start time is the fork's, so it is known before the exec. */
+	if (rec->pid > 0 && staterec_proc_start(rec->pid, &rec->start_ticks) < 0)
+		log_warn(r->name, "cannot read the start time of pid %d",
+			 (int)rec->pid);
+	if (r->cmdline) {
+		snprintf(rec->cmdline, sizeof(rec->cmdline), "%s", r->cmdline);
+		if (strlen(r->cmdline) >= sizeof(rec->cmdline))
+			log_warn(r->name, "kernel parameters cut to %zu bytes "
+				 "in the state record", sizeof(rec->cmdline) - 1);
+		/* The record holds printable bytes only (a tab separates
+		 * words as well as a space does). */
+		for (char *c = rec->cmdline; *c; c++)
+			if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e)
+				*c = ' ';
+	}
+	if (r->disk && (real = realpath(r->disk, NULL))) {
+		if (strlen(real) < sizeof(rec->disk))
+			snprintf(rec->disk, sizeof(rec->disk), "%s", real);
+		free(real);
+	}
+	s->has_rec = true;
+}
+
+void slot_record_save(struct ebbd *d, struct slot *s)
+{
+	int rc;
+
+	if (!s->has_rec)
+		return;
+	s->rec.state = rec_state(guest_get_state(s->g));
+	rc = staterec_guest_save(d->state_dir, &s->rec);
+	if (rc < 0)
+		log_warn(s->rec.name, "cannot write its state record in %s: %s",
+			 d->state_dir, strerror(-rc));
+	save_pool(d);
+}
+
+void slot_record_remove(struct ebbd *d, struct slot *s)
+{
+	int rc;
+
+	if (!s->has_rec)
+		return;
+	s->has_rec = false;
+	rc = staterec_guest_remove(d->state_dir, s->rec.name);
+	if (rc < 0)
+		log_warn(s->rec.name, "cannot remove its state record: %s",
+			 strerror(-rc));
+	save_pool(d);
+}

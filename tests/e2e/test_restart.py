@@ -1,0 +1,151 @@
+"""End to end: guests outlive ebbd (issue 15, first slice).
+
+A guest must not die with ebbd, its record must be on disk and valid, and
+a restarted ebbd must report it (found, not adopted yet: its devices
+cannot be reconnected until the fd holding is built) without touching it
+or its files.  A corrupt record gets the same: named, refused, left alone.
+"""
+import os
+import signal
+import struct
+import time
+
+from ebbtest import CommandError, Ebbd, MiB, TestFailure
+
+# staterec.h: header, then the guest payload.
+HEADER = struct.Struct("<8sIIIIQ")
+GUEST = struct.Struct("<32sII7QiIQ256s256s")
+SR_RUNNING = 2
+
+
+def parse_record(path):
+    raw = open(path, "rb").read()
+    magic, version, kind, length, _, _ = HEADER.unpack_from(raw, 0)
+    assert magic == b"EBBSTATE", magic
+    assert (version, kind) == (1, 1), (version, kind)
+    assert length == len(raw) == HEADER.size + GUEST.size, (length, len(raw))
+    f = GUEST.unpack_from(raw, HEADER.size)
+    return {"name": f[0].rstrip(b"\0").decode(), "state": f[1],
+            "mem": f[3], "claim": f[5], "balloon": f[6], "pid": f[10], "client": f[11],
+            "start": f[12]}
+
+
+def start_ticks(pid):
+    """Field 22 of /proc/PID/stat (after the parenthesised comm)."""
+    stat = open("/proc/%d/stat" % pid).read()
+    return int(stat[stat.rindex(")") + 2:].split()[19])
+
+
+def process_alive(pid):
+    try:
+        stat = open("/proc/%d/stat" % pid).read()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def wait_gone(pid, timeout=10):
+    deadline = time.time() + timeout
+    while process_alive(pid) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not process_alive(pid), "pid %d did not die" % pid
+
+
+def test_guest_outlives_kill_9_and_is_reported_not_adopted():
+    d1 = Ebbd(budget="1G")
+    pid = 0
+    try:
+        d1.run("g1", 128 * MiB)
+        pid = d1.guest("g1")["pid"]
+        d1.c.call("balloon", name="g1", target=96 * MiB)
+        rec_path = os.path.join(d1.dir, "state", "guests", "g1.rec")
+        rec = parse_record(rec_path)
+        assert rec["state"] == SR_RUNNING, rec
+        assert rec["balloon"] == 96 * MiB, rec
+
+        # 1. kill -9 ebbd: the guest lives on, its record stays valid.
+        d1.proc.send_signal(signal.SIGKILL)
+        d1.proc.wait()
+        time.sleep(2)
+        assert process_alive(pid), "guest pid %d died with ebbd" % pid
+        rec = parse_record(rec_path)
+        assert (rec["name"], rec["pid"], rec["mem"], rec["claim"]) == \
+            ("g1", pid, 128 * MiB, 128 * MiB), rec
+        assert rec["start"] == start_ticks(pid), (rec, start_ticks(pid))
+        # Its agent still answers: the console pipe did not reach end of
+        # file (the guest holds a write end of its own, fd 3).
+        with open("/proc/%d/fd/3" % pid, "w") as con:
+            con.write("echo alive-after-kill\n")
+        d1.wait_console("g1", r"ebb-guest: exit 0 echo alive-after-kill", 20)
+        print("  guest pid %d alive 2 s after kill -9 of ebbd, agent answers"
+              % pid)
+
+        # A corrupt record beside it: one byte of a copy flipped.
+        raw = bytearray(open(rec_path, "rb").read())
+        raw[200] ^= 0x40
+        bad_path = os.path.join(d1.dir, "state", "guests", "broken.rec")
+        open(bad_path, "wb").write(raw)
+        before = {p: open(p, "rb").read() for p in (rec_path, bad_path)}
+        run_dir = os.path.join(d1.dir, "run", "g1")
+        socks_before = sorted(os.listdir(run_dir))
+        assert "balloon.sock" in socks_before, socks_before
+
+        # 2. A new ebbd on the same directories: found, not adopted.
+        d2 = Ebbd(budget="1G", workdir=d1.dir)
+        try:
+            log = d2.daemon_log()
+            assert "devices cannot be reconnected yet" in log, log
+            assert "broken.rec refused: checksum mismatch" in log, log
+            found = {f["name"]: f for f in d2.c.call("guest-list")["found"]}
+            g = found["g1"]
+            assert g["alive"] and g["valid"] and not g["adopted"], g
+            assert g["pid"] == pid, g
+            assert "devices cannot be reconnected yet" in g["reason"], g
+            b = found["broken"]
+            assert not b["valid"] and not b["alive"], b
+            assert "checksum mismatch" in b["reason"], b
+            assert b["record"] == bad_path, b
+            # Its name stays taken while it lives (sockets, swap file).
+            try:
+                d2.c.call("guest-run", name="g1", mem=64 * MiB)
+                raise TestFailure("a launch took a live found guest's name")
+            except CommandError as e:
+                assert "earlier ebbd" in e.desc, e.desc
+            out = d2.ebbctl("list").stdout
+            assert "found g1: running (pid %d), not adopted" % pid in out, out
+            print("  found: %s" % g["reason"])
+            print("  refused: %s" % b["reason"])
+        finally:
+            d2.stop()
+
+        # 3. Neither ebbd touched the guest or its files.
+        assert process_alive(pid), "the restarted ebbd killed the guest"
+        for p, data in before.items():
+            assert open(p, "rb").read() == data, "%s changed" % p
+        assert sorted(os.listdir(run_dir)) == socks_before
+
+        # 4. Once its process is gone the name is free again: a launch
+        # replaces the record, and a clean exit removes it; the corrupt
+        # record is still left alone.
+        os.killpg(pid, signal.SIGKILL)
+        wait_gone(pid)
+        d3 = Ebbd(budget="1G", workdir=d1.dir)
+        try:
+            g = {f["name"]: f for f in d3.c.call("guest-list")["found"]}["g1"]
+            assert not g["alive"] and "is gone" in g["reason"], g
+            d3.run("g1", 64 * MiB)
+            new_pid = d3.guest("g1")["pid"]
+            rec = parse_record(rec_path)
+            assert rec["pid"] == new_pid and rec["mem"] == 64 * MiB, rec
+            names = [f["name"] for f in d3.c.call("guest-list")["found"]]
+            assert names == ["broken"], names
+        finally:
+            d3.stop()
+        assert not os.path.exists(rec_path), "clean exit left g1.rec"
+        assert open(bad_path, "rb").read() == before[bad_path]
+    finally:
+        # Clean up the guest (its whole process group: UML's helpers).
+        if pid and process_alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+            wait_gone(pid)
+        d1.stop()
