@@ -8,6 +8,8 @@
  */
 #include "staterec.h"
 
+#include "pio.h"
+
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -373,25 +375,6 @@ int staterec_pool_decode(const void *buf, size_t len,
 
 /* ---- files ------------------------------------------------------------ */
 
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /*
  * 1. write the whole record to <file>.tmp (O_TRUNC: a temp file a crash
  *    left behind is simply overwritten), 2. fsync it, 3. rename it over
@@ -402,6 +385,7 @@ int staterec_write_atomic(const char *dir, const char *file, const void *buf,
 			  size_t len)
 {
 	char tmp[512], dst[512];
+	size_t done;
 	int fd, dfd, rc;
 
 	if (snprintf(dst, sizeof(dst), "%s/%s", dir, file) >= (int)sizeof(dst) ||
@@ -412,7 +396,8 @@ int staterec_write_atomic(const char *dir, const char *file, const void *buf,
 		  0600);
 	if (fd < 0)
 		return -errno;
-	rc = write_all(fd, buf, len);
+	/* pwrite at 0 of a fresh file: the same as writing it out. */
+	rc = pio_full(true, fd, (uint8_t *)buf, len, 0, &done);
 	if (rc == 0 && fsync(fd) < 0)
 		rc = -errno;
 	if (close(fd) < 0 && rc == 0)
