@@ -52,6 +52,21 @@ def snapshot(d, name):
             "waiting": g.get("blocks_waiting", 0)}
 
 
+def settle(d, name, quiet=3.0, limit=30.0):
+    """Wait until the guest's resident size has not moved for `quiet`
+    seconds (reports come 2 s after a free, then in batches), at most
+    `limit`: a fixed sleep raced the guest's reporting delay."""
+    t0 = last_change = time.monotonic()
+    last = d.guest(name)["resident"]
+    while time.monotonic() - t0 < limit:
+        time.sleep(0.25)
+        r = d.guest(name)["resident"]
+        if r != last:
+            last, last_change = r, time.monotonic()
+        elif time.monotonic() - last_change >= quiet:
+            return
+
+
 def balloon_to(d, name, keep):
     d.c.call("balloon", name=name, target=keep)
     d.wait_until(lambda: d.guest(name)["balloon_actual"] == keep, 60, "balloon")
@@ -68,7 +83,7 @@ def run_config(args, label, extra, balloon):
     with Ebbd(kernel=args.kernel, initrd=args.initrd, extra_args=extra) as d:
         d.run("b", mem, cmdline=cmdline)
         d.exec("b", "memhog %s --hold 0" % touch)
-        time.sleep(2)
+        settle(d, "b")
         out["boot"] = snapshot(d, "b")
         t0 = time.monotonic()
         for _ in range(args.cycles):
@@ -76,11 +91,11 @@ def run_config(args, label, extra, balloon):
             balloon_to(d, "b", mem)
             d.exec("b", "memhog %s --hold 0" % touch)
         out["balloon_s"] = time.monotonic() - t0
-        time.sleep(2)
+        settle(d, "b")
         out["balloon"] = snapshot(d, "b")
         for _ in range(args.cycles):
             d.exec("b", "memhog %s --hold 0" % touch)
-            time.sleep(2)
+            settle(d, "b")
         out["report"] = snapshot(d, "b")
         st, text = d.exec("b", "memwalk --size %s --accesses %d --rounds 5"
                           % (args.walk, args.accesses))
