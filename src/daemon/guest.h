@@ -66,6 +66,8 @@ struct guest_env {
 	bool ram_hugepages;	/* a huge-page tmpfs per guest instead
 				 * (hugeram.h), blocks kept whole */
 	uint64_t keep_wait_ms;	/* how long a partly freed block waits */
+	struct fdhold *hold;	/* where device fds are held across ebbd's
+				 * death (fdhold.h); NULL: nowhere */
 };
 
 /* A block device for the guest: its storage and how the device shows it.
@@ -95,6 +97,7 @@ struct guest_config {
 };
 
 struct guest;
+struct fdhold;
 
 /* Things the daemon wants to hear about; any member may be NULL. */
 struct guest_events {
