@@ -47,6 +47,13 @@ static int sd_put(struct fdhold *h, const char *name, int fd)
 	/* systemd polls a stored fd and drops it on POLLHUP/POLLERR unless
 	 * FDPOLL=0: for a device's connection that is right (its guest is
 	 * gone); eventfds and memfds never hang up. */
+	/* The store keeps every fd sent under a name (it merges only
+	 * duplicates of one open file): a replaced fd (a ring's new kick)
+	 * must go first, as the holder's PUT replaces. */
+	snprintf(msg, sizeof(msg), "FDSTOREREMOVE=1\nFDNAME=%s", name);
+	rc = sd_pid_notify(0, 0, msg);
+	if (rc <= 0)
+		return rc < 0 ? rc : -ENOTCONN;
 	snprintf(msg, sizeof(msg), "FDSTORE=1\nFDNAME=%s", name);
 	rc = sd_pid_notify_with_fds(0, 0, msg, &fd, 1);
 	return rc < 0 ? rc : rc == 0 ? -ENOTCONN : 0;

@@ -409,6 +409,14 @@ static void test_systemd_store(void **state)
 	assert_string_equal(fdhold_describe(h), "the systemd fd store");
 
 	assert_int_equal(fdhold_put(h, "guest/g1/g1/balloon/conn", ev), 0);
+	/* First whatever the name held before (a put replaces)... */
+	n = recvmsg(s, &mh, MSG_CMSG_CLOEXEC);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_string_equal(buf, "FDSTOREREMOVE=1\nFDNAME=guest/g1/g1/balloon/conn");
+	assert_null(CMSG_FIRSTHDR(&mh));
+	/* ...then the fd with its name. */
+	mh.msg_controllen = sizeof(ctl.b);
 	n = recvmsg(s, &mh, MSG_CMSG_CLOEXEC);
 	assert_true(n > 0);
 	buf[n] = '\0';
