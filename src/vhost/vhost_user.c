@@ -176,6 +176,8 @@ static void reset_state(struct vu_dev *dev)
 			fd_note(dev, "call", (int)q, -1);
 		vq_reset(&dev->vqs[q]);
 	}
+	for (unsigned i = 0; i < dev->mem.nregions; i++)
+		fd_note(dev, "mem", (int)i, -1);
 	guestmem_clear(&dev->mem);
 	if (dev->backend_fd >= 0) {
 		fd_note(dev, "backend", -1, -1);
@@ -475,7 +477,11 @@ static int h_set_mem_table(struct vu_dev *dev, const struct vu_msg *m,
 		       VU_MEM_REGION_SIZE);
 		fds[i] = take_fd(dev, i);
 	}
+	for (unsigned i = 0; i < dev->mem.nregions; i++)
+		fd_note(dev, "mem", (int)i, -1);
 	rc = guestmem_set_table(&dev->mem, d, fds, n);
+	for (unsigned i = 0; rc == 0 && i < dev->mem.nregions; i++)
+		fd_note(dev, "mem", (int)i, dev->mem.r[i].fd);
 	if (rc < 0) {
 		/* The old table is gone and the rings pointed into it: whatever
 		 * the reason (bad region, unmappable fd), the device cannot go

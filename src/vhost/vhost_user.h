@@ -160,7 +160,8 @@ void vu_dev_release(struct vu_dev *dev, uint64_t token, int result);
 /*
  * Report every fd the device's session depends on as it arrives and as it
  * goes, so that ebbd can hold them across its own death (fdhold.h): @kind
- * is "conn", "backend", "kick/<q>" or "call/<q>"; @fd is the device's own
+ * is "conn", "backend", "kick/<q>", "call/<q>" or "mem/<region>" (the
+ * memory table's files); @fd is the device's own
  * fd (the hook may send a copy, never close it) or -1 once it is closed.
  * A replaced fd is reported once, with the new one.  Set before a
  * frontend connects; @hook NULL stops the reports.

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import signal
+import stat
 import struct
 import time
 
@@ -193,6 +194,20 @@ def socket_inodes(pid):
     return out
 
 
+def regular_files(pid):
+    """{(dev, ino): path} of the regular files pid has open."""
+    out = {}
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            st = os.stat("/proc/%d/fd/%s" % (pid, fd))
+            path = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            out[(st.st_dev, st.st_ino)] = path
+    return out
+
+
 def virtio_devices(d, pid, tag):
     """Devices bound in the guest, asked through its console pipe (works
     with or without an ebbd)."""
@@ -235,6 +250,9 @@ def test_device_fds_outlive_kill_9_in_the_holder():
         for inode, peer in held.items():
             assert peers_after.get(inode) == peer, (inode, peer, peers_after)
         assert virtio_devices(d1, pid, "after") == ndev
+        # The guest's RAM file too (the memory tables' fds).
+        ram = set(regular_files(hpid)) & set(regular_files(pid))
+        assert ram, (regular_files(hpid), regular_files(pid))
         tail = d1.console("g1")[console_before:]
         # Without the holder (--fd-hold off) the guest logs "virtio-uml
         # virtio-uml.0: sending VHOST_USER_SET_CONFIG failed: -32" here
@@ -242,8 +260,9 @@ def test_device_fds_outlive_kill_9_in_the_holder():
         assert "virtio-uml" not in tail and "virtio_uml" not in tail and \
             "broken" not in tail, tail
         print("  ebbd killed: holder pid %d still holds %d connection(s) to "
-              "guest pid %d (socket peers unchanged), %d virtio devices bound"
-              % (hpid, len(held), pid, ndev))
+              "guest pid %d (socket peers unchanged) and its RAM file %s; "
+              "%d virtio devices bound"
+              % (hpid, len(held), pid, regular_files(hpid)[min(ram)], ndev))
 
         # 2. A new ebbd takes the fds back, keeps them, says how many.
         d2 = Ebbd(budget="1G", workdir=d1.dir)
@@ -273,9 +292,13 @@ def test_device_fds_outlive_kill_9_in_the_holder():
         os.killpg(pid, signal.SIGKILL)
         wait_gone(pid)
         deadline = time.time() + 5
-        while socket_inodes(hpid) & set(held) and time.time() < deadline:
+        while (socket_inodes(hpid) & set(held) or
+               set(regular_files(hpid)) & ram) and time.time() < deadline:
             time.sleep(0.05)
         assert not socket_inodes(hpid) & set(held), socket_inodes(hpid)
+        # Its RAM file goes with its devices: a dead guest's memory is
+        # not kept allocated by the holder.
+        assert not set(regular_files(hpid)) & ram, regular_files(hpid)
     finally:
         if pid and process_alive(pid):
             os.killpg(pid, signal.SIGKILL)
