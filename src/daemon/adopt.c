@@ -146,6 +146,26 @@ static struct found_guest *owner_of(struct ebbd *d, const char *hold_name)
 	return NULL;
 }
 
+/* The holder died under us and a new one runs: it holds nothing, so put
+ * everything again, our guests' fds and the found guests' kept ones. */
+static void rehold_all(void *opaque)
+{
+	struct ebbd *d = opaque;
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < MAX_GUESTS; i++)
+		if (d->slots[i].g) {
+			guest_hold_again(d->slots[i].g);
+			n++;
+		}
+	for (unsigned i = 0; i < d->nkept; i++)
+		if (fdhold_put(d->hold, d->kept[i].name, d->kept[i].fd) < 0)
+			log_warn(NULL, "cannot hold %s again", d->kept[i].name);
+	log_warn(NULL, "the fd holder had died; started %s and put the fds "
+		 "of %u guest(s) and %u kept fd(s) there again",
+		 fdhold_describe(d->hold), n, d->nkept);
+}
+
 void adopt_fds(struct ebbd *d)
 {
 	enum fdhold_mode mode = (enum fdhold_mode)d->opts->fd_hold;
@@ -174,6 +194,7 @@ void adopt_fds(struct ebbd *d)
 		return;
 	}
 	d->env.hold = d->hold;
+	fdhold_on_restart(d->hold, rehold_all, d);
 	rc = fdhold_take(d->hold, &v, &n);
 	if (rc < 0) {
 		log_warn(NULL, "cannot take the fds %s holds: %s",

@@ -199,6 +199,7 @@ struct ebbd {
 	/* Device fds held across ebbd's death (fdhold.h; adopt.c). */
 	const char *holder_exe;		/* ebb-holder beside ebbd */
 	struct fdhold *hold;		/* NULL: --fd-hold off or unavailable */
+	bool hold_warned;		/* its restart failure was logged */
 	struct fdhold_fd *kept;		/* got back for found guests, open */
 	unsigned nkept;
 };

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -33,7 +34,15 @@ struct fdhold {
 	int sock;		/* holder: the connection; -1 otherwise */
 	bool taken;		/* systemd: LISTEN_FDS already read */
 	char what[64];		/* fdhold_describe() */
+	/* holder: how to start another one if it dies (copies). */
+	char *run_dir, *exe, *log_path;
+	void (*restarted)(void *opaque);	/* fdhold_on_restart() */
+	void *restarted_opaque;
+	bool restarting;	/* inside restarted(): no second restart */
 };
+
+static int open_holder(struct fdhold *h, const char *run_dir, const char *exe,
+		       const char *log_path);
 
 /* ---- systemd's fd store ------------------------------------------------ */
 
@@ -124,7 +133,8 @@ static const struct fdhold_ops systemd_ops = {
 /* ---- ebb-holder --------------------------------------------------------- */
 
 /* One request, one DONE answer: its result. */
-static int holder_call(struct fdhold *h, uint32_t op, const char *name, int fd)
+static int holder_call_once(struct fdhold *h, uint32_t op, const char *name,
+			    int fd)
 {
 	struct hold_msg m;
 	const char *why;
@@ -141,6 +151,39 @@ static int holder_call(struct fdhold *h, uint32_t op, const char *name, int fd)
 	if (rfd >= 0)
 		close(rfd);
 	return m.op == HOLD_DONE ? m.result : -EPROTO;
+}
+
+/* The connection is gone, not slow: the holder died (or was killed). */
+static bool holder_gone(int rc)
+{
+	return rc == -EPIPE || rc == -ECONNRESET || rc == -ENOTCONN ||
+	       rc == -ECONNREFUSED;
+}
+
+/*
+ * A request; if the holder has died, start another one, make the
+ * request there and have everything put again (fdhold_on_restart).  A
+ * stalled holder (-EAGAIN after HOLDER_IO_SEC) is not replaced: it may
+ * still hold everything.
+ */
+static int holder_call(struct fdhold *h, uint32_t op, const char *name, int fd)
+{
+	int rc = holder_call_once(h, op, name, fd);
+
+	if (!holder_gone(rc) || h->restarting || op == HOLD_QUIT)
+		return rc;
+	if (h->sock >= 0)
+		close(h->sock);
+	h->sock = -1;
+	if (open_holder(h, h->run_dir, h->exe, h->log_path) < 0)
+		return rc;
+	rc = holder_call_once(h, op, name, fd);
+	if (h->restarted) {
+		h->restarting = true;
+		h->restarted(h->restarted_opaque);
+		h->restarting = false;
+	}
+	return rc;
 }
 
 static int holder_put(struct fdhold *h, const char *name, int fd)
@@ -345,9 +388,17 @@ int fdhold_open(enum fdhold_mode mode, const char *run_dir,
 		snprintf(h->what, sizeof(h->what), "the systemd fd store");
 	} else {
 		h->ops = &holder_ops;
-		rc = open_holder(h, run_dir, holder_exe, log_path);
+		h->run_dir = strdup(run_dir);
+		h->exe = holder_exe ? strdup(holder_exe) : NULL;
+		h->log_path = log_path ? strdup(log_path) : NULL;
+		rc = !h->run_dir || (holder_exe && !h->exe) ||
+		     (log_path && !h->log_path) ? -ENOMEM :
+		     open_holder(h, run_dir, holder_exe, log_path);
 	}
 	if (rc < 0) {
+		free(h->run_dir);
+		free(h->exe);
+		free(h->log_path);
 		free(h);
 		return rc;
 	}
@@ -375,11 +426,49 @@ int fdhold_take(struct fdhold *h, struct fdhold_fd **out, unsigned *n)
 	return h->ops->take(h, out, n);
 }
 
+int fdhold_check(struct fdhold *h)
+{
+	struct pollfd p;
+	int rc;
+
+	if (h->ops != &holder_ops)
+		return 0;
+	/* After a failed restart the timer does not try again (a start
+	 * that never listens costs HOLDER_CONNECT_MS of the loop); the
+	 * next put does. */
+	if (h->sock < 0)
+		return -ENOTCONN;
+	p = (struct pollfd){ .fd = h->sock, .events = POLLIN };
+	if (poll(&p, 1, 0) == 0)
+		return 0;
+	close(h->sock);
+	h->sock = -1;
+	rc = open_holder(h, h->run_dir, h->exe, h->log_path);
+	if (rc < 0)
+		return rc;
+	if (h->restarted) {
+		h->restarting = true;
+		h->restarted(h->restarted_opaque);
+		h->restarting = false;
+	}
+	return 1;
+}
+
+void fdhold_on_restart(struct fdhold *h, void (*fn)(void *opaque),
+		       void *opaque)
+{
+	h->restarted = fn;
+	h->restarted_opaque = opaque;
+}
+
 void fdhold_close(struct fdhold *h, bool quit)
 {
 	if (!h)
 		return;
 	h->ops->close(h, quit);
+	free(h->run_dir);
+	free(h->exe);
+	free(h->log_path);
 	free(h);
 }
 

@@ -69,6 +69,24 @@ int fdhold_drop(struct fdhold *h, const char *name);
  * take returns any.
  */
 int fdhold_take(struct fdhold *h, struct fdhold_fd **out, unsigned *n);
+/*
+ * @fn(@opaque) is called when the holder had died and a new one was
+ * started in its place (by a put or drop that found the connection
+ * gone): the new one holds nothing put before, so @fn puts everything
+ * again.  Puts made from @fn do not restart the holder again.  Only the
+ * holder back end calls it (the fd store lives as long as the unit).
+ */
+void fdhold_on_restart(struct fdhold *h, void (*fn)(void *opaque),
+		       void *opaque);
+/*
+ * Is the holder still there?  A non-blocking look at the connection (the
+ * holder never speaks unasked, so anything readable is its end); if it
+ * has died, start another and call the restart function.  For a timer:
+ * without it a dead holder is noticed only at the next put or drop, and
+ * a crash of ebbd before that would lose every device.  0 (fine, or not
+ * the holder back end), 1 (restarted) or -errno (could not restart).
+ */
+int fdhold_check(struct fdhold *h);
 /* Disconnect; with @quit, the holder exits if it holds nothing (a clean
  * ebbd exit, every guest stopped). */
 void fdhold_close(struct fdhold *h, bool quit);

@@ -585,6 +585,17 @@ static void hold_device_fds(struct guest *g)
 		vu_dev_set_fd_hook(blk_vu(g->disks[i]), on_dev_fd, g);
 }
 
+void guest_hold_again(struct guest *g)
+{
+	if (g->balloon)
+		vu_dev_report_fds(balloon_vu(g->balloon));
+	if (g->ebb)
+		vu_dev_report_fds(ebbdev_vu(g->ebb));
+	for (unsigned i = 0; i < g->ndisks; i++)
+		if (g->disks[i])
+			vu_dev_report_fds(blk_vu(g->disks[i]));
+}
+
 /* The balloon, then one blk device per disk.  On failure this step takes
  * back its own devices; the backends no device took stay for undo. */
 static int open_devices(struct launch *l)

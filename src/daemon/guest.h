@@ -157,6 +157,10 @@ int guest_stop(struct guest *g, uint64_t grace_ms);
 /* Free a stopped or failed guest (kills it first if it still runs). */
 void guest_free(struct guest *g);
 
+/* Put every device fd of the guest in env->hold again (the holder was
+ * replaced). */
+void guest_hold_again(struct guest *g);
+
 /* Send one shell command line to the guest agent.  -EINVAL if it contains
  * a newline, -EPIPE if the guest no longer reads its console. */
 int guest_exec(struct guest *g, const char *command);

@@ -163,6 +163,23 @@ static void fd_note(struct vu_dev *dev, const char *kind, int q, int fd)
 	dev->fd_hook(dev->fd_hook_opaque, dev, k, fd);
 }
 
+void vu_dev_report_fds(struct vu_dev *dev)
+{
+	if (dev->conn_fd < 0)
+		return;
+	fd_note(dev, "conn", -1, dev->conn_fd);
+	if (dev->backend_fd >= 0)
+		fd_note(dev, "backend", -1, dev->backend_fd);
+	for (unsigned q = 0; q < VU_MAX_QUEUES; q++) {
+		if (dev->vqs[q].kick_fd >= 0)
+			fd_note(dev, "kick", (int)q, dev->vqs[q].kick_fd);
+		if (dev->vqs[q].call_fd >= 0)
+			fd_note(dev, "call", (int)q, dev->vqs[q].call_fd);
+	}
+	for (unsigned i = 0; i < dev->mem.nregions; i++)
+		fd_note(dev, "mem", (int)i, dev->mem.r[i].fd);
+}
+
 /* ---- connection teardown ---------------------------------------------- */
 
 static void reset_state(struct vu_dev *dev)

@@ -169,6 +169,9 @@ void vu_dev_release(struct vu_dev *dev, uint64_t token, int result);
 typedef void (*vu_fd_hook)(void *opaque, const struct vu_dev *dev,
 			   const char *kind, int fd);
 void vu_dev_set_fd_hook(struct vu_dev *dev, vu_fd_hook hook, void *opaque);
+/* Report every session fd the device has now to its hook again (the
+ * holder was replaced and holds none of them). */
+void vu_dev_report_fds(struct vu_dev *dev);
 
 /* Tell the driver its config space changed (backend request channel). */
 int vu_dev_config_changed(struct vu_dev *dev);

@@ -234,6 +234,18 @@ def test_device_fds_outlive_kill_9_in_the_holder():
         assert ndev >= 1, ndev
         hpid = holder_pid_from(d1.daemon_log())
         assert open("/proc/%d/comm" % hpid).read().strip() == "ebb-holder"
+        # 0. The holder itself is killed: ebbd starts another within an
+        # accounting tick and puts every fd there again.
+        os.kill(hpid, signal.SIGKILL)
+        wait_gone(hpid)
+        d1.wait_until(lambda: "the fd holder had died" in d1.daemon_log(), 5,
+                      "a new holder")
+        m = re.search(r"the fd holder had died; started ebb-holder \(pid (\d+)\) "
+                      r"and put the fds of 1 guest\(s\)", d1.daemon_log())
+        assert m, d1.daemon_log()
+        print("  holder pid %d killed; ebbd started pid %s and put everything again"
+              % (hpid, m.group(1)))
+        hpid = int(m.group(1))
         guest_socks = socket_inodes(pid)
         held = {i: p for i, p in unix_peers(hpid).items() if p in guest_socks}
         assert held, (unix_peers(hpid), guest_socks)

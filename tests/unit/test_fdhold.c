@@ -65,9 +65,14 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct env *e = *state;
+	int now = 0;
 
+	/* The holder now running, if a test had it replaced. */
+	sscanf(fdhold_describe(e->h), "ebb-holder (pid %d)", &now);
 	fdhold_close(e->h, false);
 	kill(e->holder, SIGKILL);
+	if (now > 1 && now != e->holder)
+		kill(now, SIGKILL);
 	unlink(e->sock);
 	rmdir(e->dir);
 	return 0;
@@ -222,6 +227,80 @@ static void test_conn_hangup_drops_device(void **state)
 	free_all(v, n);
 	close(ev);
 	close(other);
+}
+
+static unsigned restarts;
+
+static void count_restart(void *opaque)
+{
+	struct env *e = opaque;
+	int fd = eventfd(0, EFD_CLOEXEC);
+
+	restarts++;
+	/* What ebbd does here: put everything again.  (An eventfd: a
+	 * socket whose peer is closed would hang up and be dropped.) */
+	assert_int_equal(fdhold_put(e->h, "guest/r/r/balloon/backend", fd), 0);
+	close(fd);
+}
+
+/* Wait until @pid is gone (or a zombie: it is not our child). */
+static void wait_dead(pid_t pid)
+{
+	char path[64], st[256];
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	for (int i = 0; i < 300; i++) {
+		FILE *f = fopen(path, "r");
+		char *p;
+
+		if (!f)
+			return;
+		p = fgets(st, sizeof(st), f) ? strrchr(st, ')') : NULL;
+		fclose(f);
+		if (p && p[2] == 'Z')
+			return;
+		usleep(10000);
+	}
+	fail_msg("pid %d did not die", (int)pid);
+}
+
+static void test_holder_restarted(void **state)
+{
+	struct env *e = *state;
+	int ev = eventfd(0, EFD_CLOEXEC), pid2 = 0, pid3 = 0;
+	struct fdhold_fd *v;
+	unsigned n;
+
+	restarts = 0;
+	fdhold_on_restart(e->h, count_restart, e);
+	assert_int_equal(fdhold_put(e->h, "guest/r/r/balloon/conn", ev), 0);
+	/* 1. It dies; the timer's check starts another, which gets
+	 * everything put again. */
+	kill(e->holder, SIGKILL);
+	wait_dead(e->holder);
+	assert_int_equal(fdhold_check(e->h), 1);
+	assert_int_equal(restarts, 1);
+	assert_int_equal(sscanf(fdhold_describe(e->h), "ebb-holder (pid %d)",
+				&pid2), 1);
+	assert_true(pid2 > 1 && pid2 != e->holder);
+	assert_int_equal(fdhold_check(e->h), 0);
+	n = take_all(e, &v);
+	assert_true(find(v, n, "guest/r/r/balloon/backend") >= 0);
+	free_all(v, n);
+	/* 2. It dies again; this time a put finds out, and still holds. */
+	kill(pid2, SIGKILL);
+	wait_dead(pid2);
+	assert_int_equal(fdhold_put(e->h, "guest/r/r/balloon/kick/0", ev), 0);
+	assert_int_equal(restarts, 2);
+	assert_int_equal(sscanf(fdhold_describe(e->h), "ebb-holder (pid %d)",
+				&pid3), 1);
+	assert_true(pid3 != pid2);
+	n = take_all(e, &v);
+	assert_true(find(v, n, "guest/r/r/balloon/kick/0") >= 0);
+	assert_true(find(v, n, "guest/r/r/balloon/backend") >= 0);
+	free_all(v, n);
+	fdhold_on_restart(e->h, NULL, NULL);
+	close(ev);
 }
 
 /* A raw connection to the holder, for messages fdhold would never send. */
@@ -504,6 +583,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_conn_hangup_drops_device,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed_refused, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_holder_restarted, setup,
 						teardown),
 		cmocka_unit_test(test_recv_checks_replies),
 		cmocka_unit_test(test_systemd_store),
