@@ -70,6 +70,7 @@ static void scan_one(struct ebbd *d, const char *dir, const char *file)
 		return;
 	}
 	f->pid = r.pid;
+	f->start_ticks = r.start_ticks;
 	f->external = r.flags & SR_F_EXTERNAL;
 	f->mem_bytes = r.mem_bytes;
 	f->claim_bytes = r.claim_bytes;
@@ -232,6 +233,41 @@ void adopt_fds(struct ebbd *d)
 		log_warn(f->name, "%u device fd(s) recovered from %s and kept "
 			 "open (the devices stay bound in the guest; not "
 			 "adopted yet)", f->fds, fdhold_describe(d->hold));
+	}
+}
+
+void adopt_watch(struct ebbd *d)
+{
+	for (unsigned i = 0; i < d->nfound; i++) {
+		struct found_guest *f = &d->found[i];
+		struct staterec_guest r = { .pid = f->pid,
+					    .start_ticks = f->start_ticks };
+		char prefix[GUEST_NAME_MAX + 8];
+		unsigned closed = 0;
+		size_t n;
+
+		if (!f->alive || !f->fds || same_process(&r))
+			continue;
+		/* Its RAM file among them: kept, they would keep the dead
+		 * guest's memory allocated for as long as this ebbd runs. */
+		n = (size_t)snprintf(prefix, sizeof(prefix), "guest/%s/", f->name);
+		for (unsigned k = 0; k < d->nkept;) {
+			if (strncmp(d->kept[k].name, prefix, n)) {
+				k++;
+				continue;
+			}
+			if (d->hold)
+				fdhold_drop(d->hold, d->kept[k].name);
+			close(d->kept[k].fd);
+			d->kept[k] = d->kept[--d->nkept];
+			closed++;
+		}
+		f->alive = false;
+		f->fds = 0;
+		snprintf(f->why, sizeof(f->why), "process %d exited after this "
+			 "ebbd started; its %u device fd(s) closed", (int)f->pid,
+			 closed);
+		log_warn(f->name, "found guest's %s", f->why);
 	}
 }
 

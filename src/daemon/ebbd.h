@@ -131,6 +131,7 @@ struct found_guest {
 	bool alive;			/* its process runs: same pid and start */
 	bool external;
 	pid_t pid;			/* as recorded, 0 if bad or external */
+	uint64_t start_ticks;		/* as recorded (same_process) */
 	uint64_t mem_bytes, claim_bytes;	/* as recorded */
 	unsigned fds;			/* device fds got back from the holder */
 	char why[STATEREC_WHY_MAX];	/* what was found, or the refusal */
@@ -280,6 +281,9 @@ int adopt_scan(struct ebbd *d);
  * record is unreadable) open and counted, and drop the rest.  Logged;
  * without a holder guests run on, unprotected. */
 void adopt_fds(struct ebbd *d);
+/* Every accounting tick: a found guest whose process has exited gets
+ * its kept fds closed and dropped from the holder. */
+void adopt_watch(struct ebbd *d);
 /* At exit: close the kept fds (the holder keeps its copies) and the
  * holder connection; @quit asks the holder to exit if it holds nothing. */
 void adopt_fds_close(struct ebbd *d, bool quit);

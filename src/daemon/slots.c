@@ -146,6 +146,7 @@ void on_account(void *opaque)
 		}
 		account_guest(d, s);
 	}
+	adopt_watch(d);
 	/* A dead fd holder is replaced now, not at the next device setup
 	 * (an ebbd crash in between would lose every guest's devices). */
 	if (d->hold) {

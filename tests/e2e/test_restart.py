@@ -299,10 +299,22 @@ def test_device_fds_outlive_kill_9_in_the_holder():
         assert held.keys() <= socket_inodes(hpid)
         assert virtio_devices(d1, pid, "after2") == ndev
 
-        # 3. The guest dies: its connections hang up, the holder closes
-        # everything of its devices.
-        os.killpg(pid, signal.SIGKILL)
-        wait_gone(pid)
+        # 3. The guest dies while a third ebbd keeps its fds: that ebbd
+        # closes them within a tick (no dead guest's RAM kept), and the
+        # holder closes everything of its devices.
+        d3 = Ebbd(budget="1G", workdir=d1.dir)
+        try:
+            assert set(regular_files(d3.proc.pid)) & ram
+            os.killpg(pid, signal.SIGKILL)
+            wait_gone(pid)
+            d3.wait_until(lambda: "exited after this ebbd started" in
+                          d3.daemon_log(), 5, "the found guest's exit")
+            assert "its %d device fd(s) closed" % kept in d3.daemon_log()
+            assert not set(regular_files(d3.proc.pid)) & ram
+            g = {f["name"]: f for f in d3.c.call("guest-list")["found"]}["g1"]
+            assert not g["alive"] and g["fds"] == 0, g
+        finally:
+            d3.stop()
         deadline = time.time() + 5
         while (socket_inodes(hpid) & set(held) or
                set(regular_files(hpid)) & ram) and time.time() < deadline:
