@@ -25,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -68,13 +70,14 @@ static void scan_one(struct ebbd *d, const char *dir, const char *file)
 		return;
 	}
 	f->pid = r.pid;
+	f->start_ticks = r.start_ticks;
 	f->external = r.flags & SR_F_EXTERNAL;
 	f->mem_bytes = r.mem_bytes;
 	f->claim_bytes = r.claim_bytes;
 	if (f->external) {
 		snprintf(f->why, sizeof(f->why),
 			 "external guest from an earlier ebbd, not adopted: "
-			 "devices cannot be reconnected yet");
+			 "adopting devices is not built yet");
 	} else if (r.state == SR_STOPPED || r.state == SR_FAILED) {
 		snprintf(f->why, sizeof(f->why), "%s before the earlier ebbd "
 			 "exited; nothing to adopt",
@@ -82,8 +85,8 @@ static void scan_one(struct ebbd *d, const char *dir, const char *file)
 	} else if (same_process(&r)) {
 		f->alive = true;
 		snprintf(f->why, sizeof(f->why),
-			 "running (pid %d), not adopted: devices cannot be "
-			 "reconnected yet", (int)r.pid);
+			 "running (pid %d), not adopted: adopting devices is "
+			 "not built yet", (int)r.pid);
 	} else {
 		snprintf(f->why, sizeof(f->why),
 			 "process %d is gone (or its pid was reused), nothing "
@@ -128,6 +131,158 @@ int adopt_scan(struct ebbd *d)
 	return 0;
 }
 
+/* ---- device fds held across ebbd's death ----------------------------- */
+
+/* The found guest a hold name belongs to ("guest/<name>/..."), or NULL. */
+static struct found_guest *owner_of(struct ebbd *d, const char *hold_name)
+{
+	const char *name = hold_name + 6, *end;
+
+	if (strncmp(hold_name, "guest/", 6) || !(end = strchr(name, '/')))
+		return NULL;
+	for (unsigned i = 0; i < d->nfound; i++)
+		if (strlen(d->found[i].name) == (size_t)(end - name) &&
+		    !strncmp(d->found[i].name, name, (size_t)(end - name)))
+			return &d->found[i];
+	return NULL;
+}
+
+/* The holder died under us and a new one runs: it holds nothing, so put
+ * everything again, our guests' fds and the found guests' kept ones. */
+static void rehold_all(void *opaque)
+{
+	struct ebbd *d = opaque;
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < MAX_GUESTS; i++)
+		if (d->slots[i].g) {
+			guest_hold_again(d->slots[i].g);
+			n++;
+		}
+	for (unsigned i = 0; i < d->nkept; i++)
+		if (fdhold_put(d->hold, d->kept[i].name, d->kept[i].fd) < 0)
+			log_warn(NULL, "cannot hold %s again", d->kept[i].name);
+	log_warn(NULL, "the fd holder had died; started %s and put the fds "
+		 "of %u guest(s) and %u kept fd(s) there again",
+		 fdhold_describe(d->hold), n, d->nkept);
+}
+
+void adopt_fds(struct ebbd *d)
+{
+	enum fdhold_mode mode = (enum fdhold_mode)d->opts->fd_hold;
+	struct fdhold_fd *v = NULL;
+	char log_path[600];
+	unsigned n = 0, dropped = 0;
+	int rc;
+
+	if (mode == FDHOLD_OFF) {
+		log_warn(NULL, "--fd-hold off: guests' devices will not "
+			 "survive an ebbd crash");
+		return;
+	}
+	/* The holder's socket is in the run directory, its log beside the
+	 * guests' consoles. */
+	mkdir(d->env.run_dir, 0750);
+	mkdir(d->env.log_dir, 0750);
+	snprintf(log_path, sizeof(log_path), "%s/holder.log", d->env.log_dir);
+	rc = fdhold_open(mode, d->env.run_dir, d->holder_exe, log_path,
+			 &d->hold);
+	if (rc < 0) {
+		log_warn(NULL, "no fd holder (%s, %s): guests' devices will not "
+			 "survive an ebbd crash", fdhold_mode_name(mode),
+			 rc == -ENOENT ? "ebb-holder not found" : strerror(-rc));
+		d->hold = NULL;
+		return;
+	}
+	d->env.hold = d->hold;
+	fdhold_on_restart(d->hold, rehold_all, d);
+	rc = fdhold_take(d->hold, &v, &n);
+	if (rc < 0) {
+		log_warn(NULL, "cannot take the fds %s holds: %s",
+			 fdhold_describe(d->hold), strerror(-rc));
+		return;
+	}
+	/* Keep what belongs to a guest still there (or not known to be
+	 * gone: an unreadable record is the operator's); the rest is of
+	 * guests that have died, and is closed everywhere. */
+	d->kept = v;
+	for (unsigned i = 0; i < n; i++) {
+		struct found_guest *f = owner_of(d, v[i].name);
+
+		if (f && (f->alive || f->bad)) {
+			f->fds++;
+			d->kept[d->nkept++] = v[i];
+			continue;
+		}
+		fdhold_drop(d->hold, v[i].name);
+		close(v[i].fd);
+		dropped++;
+	}
+	log_info(NULL, "fd holder: %s; got back %u fd(s), kept %u for found "
+		 "guests, dropped %u of guests that are gone",
+		 fdhold_describe(d->hold), n, d->nkept, dropped);
+	for (unsigned i = 0; i < d->nfound; i++) {
+		struct found_guest *f = &d->found[i];
+		size_t len = strlen(f->why);
+
+		if (!f->alive && !f->bad)
+			continue;
+		snprintf(f->why + len, sizeof(f->why) - len,
+			 "; %u device fd(s) recovered from %s, kept open",
+			 f->fds, fdhold_describe(d->hold));
+		log_warn(f->name, "%u device fd(s) recovered from %s and kept "
+			 "open (the devices stay bound in the guest; not "
+			 "adopted yet)", f->fds, fdhold_describe(d->hold));
+	}
+}
+
+void adopt_watch(struct ebbd *d)
+{
+	for (unsigned i = 0; i < d->nfound; i++) {
+		struct found_guest *f = &d->found[i];
+		struct staterec_guest r = { .pid = f->pid,
+					    .start_ticks = f->start_ticks };
+		char prefix[GUEST_NAME_MAX + 8];
+		unsigned closed = 0;
+		size_t n;
+
+		if (!f->alive || !f->fds || same_process(&r))
+			continue;
+		/* Its RAM file among them: kept, they would keep the dead
+		 * guest's memory allocated for as long as this ebbd runs. */
+		n = (size_t)snprintf(prefix, sizeof(prefix), "guest/%s/", f->name);
+		for (unsigned k = 0; k < d->nkept;) {
+			if (strncmp(d->kept[k].name, prefix, n)) {
+				k++;
+				continue;
+			}
+			if (d->hold)
+				fdhold_drop(d->hold, d->kept[k].name);
+			close(d->kept[k].fd);
+			d->kept[k] = d->kept[--d->nkept];
+			closed++;
+		}
+		f->alive = false;
+		f->fds = 0;
+		snprintf(f->why, sizeof(f->why), "process %d exited after this "
+			 "ebbd started; its %u device fd(s) closed", (int)f->pid,
+			 closed);
+		log_warn(f->name, "found guest's %s", f->why);
+	}
+}
+
+void adopt_fds_close(struct ebbd *d, bool quit)
+{
+	for (unsigned i = 0; i < d->nkept; i++)
+		close(d->kept[i].fd);
+	free(d->kept);
+	d->kept = NULL;
+	d->nkept = 0;
+	fdhold_close(d->hold, quit);
+	d->hold = NULL;
+	d->env.hold = NULL;
+}
+
 const struct found_guest *adopt_blocking(const struct ebbd *d,
 					 const char *name)
 {
@@ -164,13 +319,13 @@ json_t *adopt_json(const struct ebbd *d)
 		const struct found_guest *f = &d->found[i];
 
 		json_array_append_new(arr, json_pack(
-			"{s:s, s:s, s:b, s:b, s:i, s:b, s:I, s:I, s:b, s:s}",
+			"{s:s, s:s, s:b, s:b, s:i, s:b, s:I, s:I, s:b, s:i, s:s}",
 			"name", f->name, "record", f->file,
 			"valid", !f->bad, "alive", f->alive, "pid", (int)f->pid,
 			"external", f->external,
 			"mem", (json_int_t)f->mem_bytes,
 			"claim", (json_int_t)f->claim_bytes,
-			"adopted", 0, "reason", f->why));
+			"adopted", 0, "fds", (int)f->fds, "reason", f->why));
 	}
 	return arr;
 }

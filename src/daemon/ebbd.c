@@ -210,6 +210,9 @@ static int check_host(struct ebbd *d, struct ebbd_options *o)
 	if (rc < 0)
 		log_warn(NULL, "cannot read guest records in %s/guests: %s",
 			 d->state_dir, strerror(-rc));
+	/* Before any guest gets a device: the holder is found (or started)
+	 * and what it holds for the found guests is taken back. */
+	adopt_fds(d);
 	return d->env.ram_hugepages ? check_hugepages(d) : 0;
 }
 
@@ -292,6 +295,9 @@ static void close_services(struct ebbd *d)
 			d->slots[i].g = NULL;
 		}
 	}
+	/* Every guest of ours is gone and its fds dropped: the holder may
+	 * exit unless it still holds found guests' fds. */
+	adopt_fds_close(d, true);
 	metrics_close(d->metrics);
 	service_close(d->svc);
 	if (d->ctl)
@@ -372,6 +378,7 @@ int main(int argc, char **argv)
 	static struct ebbd d = { .sigfd = -1 };
 	static struct ebbd_options o;
 	char exe[PATH_MAX], kernel[PATH_MAX], initrd[PATH_MAX];
+	static char holder[PATH_MAX];
 	struct ebbd_args a = { 0 };
 	char buf[16];
 	int rc;
@@ -391,6 +398,10 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	apply_options(&d, &o);
+	if (exe_dir(exe, sizeof(exe)) &&
+	    strlen(exe) + sizeof("/ebb-holder") <= sizeof(holder))
+		snprintf(holder, sizeof(holder), "%s/ebb-holder", exe);
+	d.holder_exe = holder;
 	rc = 1;
 	if (check_host(&d, &o) < 0)
 		goto out;

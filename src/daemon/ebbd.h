@@ -42,6 +42,7 @@
 #include "swapstore.h"
 #include "cachedisk.h"
 #include "staterec.h"
+#include "fdhold.h"
 
 #define MAX_GUESTS	256
 #define ACCOUNT_MS	500	/* residency measurement period */
@@ -130,7 +131,9 @@ struct found_guest {
 	bool alive;			/* its process runs: same pid and start */
 	bool external;
 	pid_t pid;			/* as recorded, 0 if bad or external */
+	uint64_t start_ticks;		/* as recorded (same_process) */
 	uint64_t mem_bytes, claim_bytes;	/* as recorded */
+	unsigned fds;			/* device fds got back from the holder */
 	char why[STATEREC_WHY_MAX];	/* what was found, or the refusal */
 };
 
@@ -194,6 +197,12 @@ struct ebbd {
 	/* Guests an earlier ebbd left (adopt.c), found at start. */
 	struct found_guest found[MAX_FOUND];
 	unsigned nfound;
+	/* Device fds held across ebbd's death (fdhold.h; adopt.c). */
+	const char *holder_exe;		/* ebb-holder beside ebbd */
+	struct fdhold *hold;		/* NULL: --fd-hold off or unavailable */
+	bool hold_warned;		/* its restart failure was logged */
+	struct fdhold_fd *kept;		/* got back for found guests, open */
+	unsigned nkept;
 };
 
 
@@ -267,6 +276,17 @@ const char *slot_prealloc_state_name(enum slot_prealloc st);
 /* adopt.c: at start, read <state_dir>/guests and log each record found
  * (none is adopted yet).  0 or -errno (the directory cannot be read). */
 int adopt_scan(struct ebbd *d);
+/* After adopt_scan: open the fd holder (--fd-hold), take back what an
+ * earlier ebbd held, keep the fds of found guests that live (or whose
+ * record is unreadable) open and counted, and drop the rest.  Logged;
+ * without a holder guests run on, unprotected. */
+void adopt_fds(struct ebbd *d);
+/* Every accounting tick: a found guest whose process has exited gets
+ * its kept fds closed and dropped from the holder. */
+void adopt_watch(struct ebbd *d);
+/* At exit: close the kept fds (the holder keeps its copies) and the
+ * holder connection; @quit asks the holder to exit if it holds nothing. */
+void adopt_fds_close(struct ebbd *d, bool quit);
 /* The found guest that keeps a launch from taking @name (its process
  * lives, or its record could not be read), else NULL. */
 const struct found_guest *adopt_blocking(const struct ebbd *d,

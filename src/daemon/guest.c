@@ -21,6 +21,7 @@
 
 #include <linux/virtio_ids.h>
 
+#include "fdhold.h"
 #include "hugeblocks.h"
 #include "hugeram.h"
 #include "log.h"
@@ -549,6 +550,52 @@ static int make_dirs(struct launch *l)
 	return rc < 0 ? rc : mkdir_p(l->env->log_dir);
 }
 
+/*
+ * A device's session fd arrived or went (vu_dev_set_fd_hook): hold it as
+ * "guest/<guest>/<device>/<kind>" so that it outlives ebbd (fdhold.h),
+ * or drop it.  A failure costs the guest only its survival of a crash.
+ */
+static void on_dev_fd(void *opaque, const struct vu_dev *dev, const char *kind,
+		      int fd)
+{
+	struct guest *g = opaque;
+	char name[HOLD_NAME_MAX];
+	int rc;
+
+	if (!g->env->hold)
+		return;
+	snprintf(name, sizeof(name), "guest/%s/%s", vu_dev_name(dev), kind);
+	rc = fd >= 0 ? fdhold_put(g->env->hold, name, fd) :
+		       fdhold_drop(g->env->hold, name);
+	if (rc < 0 && !(fd < 0 && rc == -ENOENT))
+		log_warn(g->name, "cannot %s %s in %s: %s",
+			 fd >= 0 ? "hold" : "drop", name,
+			 fdhold_describe(g->env->hold), strerror(-rc));
+	else if (fd >= 0 && !strcmp(kind, "conn"))
+		log_info(g->name, "holding %s in %s", name,
+			 fdhold_describe(g->env->hold));
+}
+
+static void hold_device_fds(struct guest *g)
+{
+	vu_dev_set_fd_hook(balloon_vu(g->balloon), on_dev_fd, g);
+	if (g->ebb)
+		vu_dev_set_fd_hook(ebbdev_vu(g->ebb), on_dev_fd, g);
+	for (unsigned i = 0; i < g->ndisks; i++)
+		vu_dev_set_fd_hook(blk_vu(g->disks[i]), on_dev_fd, g);
+}
+
+void guest_hold_again(struct guest *g)
+{
+	if (g->balloon)
+		vu_dev_report_fds(balloon_vu(g->balloon));
+	if (g->ebb)
+		vu_dev_report_fds(ebbdev_vu(g->ebb));
+	for (unsigned i = 0; i < g->ndisks; i++)
+		if (g->disks[i])
+			vu_dev_report_fds(blk_vu(g->disks[i]));
+}
+
 /* The balloon, then one blk device per disk.  On failure this step takes
  * back its own devices; the backends no device took stay for undo. */
 static int open_devices(struct launch *l)
@@ -598,6 +645,7 @@ static int open_devices(struct launch *l)
 		}
 		g->ndisks = i + 1;
 	}
+	hold_device_fds(g);
 	return 0;
 }
 

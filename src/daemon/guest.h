@@ -66,6 +66,8 @@ struct guest_env {
 	bool ram_hugepages;	/* a huge-page tmpfs per guest instead
 				 * (hugeram.h), blocks kept whole */
 	uint64_t keep_wait_ms;	/* how long a partly freed block waits */
+	struct fdhold *hold;	/* where device fds are held across ebbd's
+				 * death (fdhold.h); NULL: nowhere */
 };
 
 /* A block device for the guest: its storage and how the device shows it.
@@ -95,6 +97,7 @@ struct guest_config {
 };
 
 struct guest;
+struct fdhold;
 
 /* Things the daemon wants to hear about; any member may be NULL. */
 struct guest_events {
@@ -153,6 +156,10 @@ int guest_start(const struct guest_env *env, const struct guest_config *cfg,
 int guest_stop(struct guest *g, uint64_t grace_ms);
 /* Free a stopped or failed guest (kills it first if it still runs). */
 void guest_free(struct guest *g);
+
+/* Put every device fd of the guest in env->hold again (the holder was
+ * replaced). */
+void guest_hold_again(struct guest *g);
 
 /* Send one shell command line to the guest agent.  -EINVAL if it contains
  * a newline, -EPIPE if the guest no longer reads its console. */

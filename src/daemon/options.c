@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "fdhold.h"
 #include "pagecomp.h"
 #include "size.h"
 
@@ -105,6 +106,19 @@ STR_SETTER(state_dir)
 STR_SETTER(kernel)
 STR_SETTER(initrd)
 STR_SETTER(ram_dir)
+
+static int set_fd_hold(struct ebbd_options *o, const char *v, char *why,
+		       size_t n)
+{
+	enum fdhold_mode m;
+
+	if (fdhold_mode_parse(v, &m) < 0) {
+		snprintf(why, n, "not auto, holder, systemd or off: '%s'", v);
+		return -EINVAL;
+	}
+	o->fd_hold = (int)m;
+	return 0;
+}
 
 static int set_ram_hugepages(struct ebbd_options *o, const char *v, char *why,
 			     size_t n)
@@ -232,6 +246,10 @@ const struct option_def options_table[] = {
 	  "guest console logs (default /var/log/ebb)", set_log_dir },
 	{ "state-dir", "daemon", "state-dir", true, "DIR",
 	  "swap backing files, on disk (default /var/lib/ebb)", set_state_dir },
+	{ "fd-hold", "daemon", "fd-hold", true, "MODE",
+	  "who holds device fds across ebbd's death: auto (systemd's fd store "
+	  "under systemd, else ebb-holder), holder, systemd, off",
+	  set_fd_hold },
 	{ "kernel", "guests", "kernel", true, "PATH",
 	  "UML guest kernel (default: ebb's, installed or in the build tree)",
 	  set_kernel },
@@ -395,8 +413,9 @@ void options_print(const struct ebbd_options *o, void *file)
 	char b[32];
 
 	fprintf(f, "[daemon]\nsocket = %s\nrun-dir = %s\nlog-dir = %s\n"
-		"state-dir = %s\n", o->socket, o->run_dir, o->log_dir,
-		o->state_dir);
+		"state-dir = %s\nfd-hold = %s\n", o->socket, o->run_dir,
+		o->log_dir, o->state_dir,
+		fdhold_mode_name((enum fdhold_mode)o->fd_hold));
 	fprintf(f, "[guests]\nkernel = %s\ninitrd = %s\nram-dir = %s\n"
 		"ram-hugepages = %s\nblock-wait = %.3f\n", o->kernel, o->initrd,
 		o->ram_dir, o->ram_hugepages ? "true" : "false",

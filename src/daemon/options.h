@@ -27,6 +27,7 @@ struct ebbd_options {
 	char *run_dir;			/* per-guest sockets */
 	char *log_dir;			/* guest console logs */
 	char *state_dir;		/* swap backing files */
+	int fd_hold;			/* enum fdhold_mode (fdhold.h) */
 	char *kernel;			/* UML guest kernel */
 	char *initrd;			/* guest initramfs */
 	char *ram_dir;			/* guests' RAM files (tmpfs) */

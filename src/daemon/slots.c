@@ -146,6 +146,17 @@ void on_account(void *opaque)
 		}
 		account_guest(d, s);
 	}
+	adopt_watch(d);
+	/* A dead fd holder is replaced now, not at the next device setup
+	 * (an ebbd crash in between would lose every guest's devices). */
+	if (d->hold) {
+		int rc = fdhold_check(d->hold);
+
+		if (rc < 0 && !d->hold_warned)
+			log_warn(NULL, "the fd holder has died and cannot be "
+				 "restarted: %s", strerror(-rc));
+		d->hold_warned = rc < 0;
+	}
 	/* Guests grew past what the pool can back: clean cache goes first. */
 	{
 		struct pool_info pi;

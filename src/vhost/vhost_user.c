@@ -79,6 +79,8 @@ struct vu_dev {
 	int fds[VU_MAX_FDS];	/* fds received with the current message */
 	unsigned nfds;
 	char why[96];		/* a violation's formatted reason */
+	vu_fd_hook fd_hook;	/* told of session fds (NULL: nobody) */
+	void *fd_hook_opaque;
 };
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -141,6 +143,43 @@ struct guestmem *vu_dev_mem(struct vu_dev *dev)
 	return &dev->mem;
 }
 
+void vu_dev_set_fd_hook(struct vu_dev *dev, vu_fd_hook hook, void *opaque)
+{
+	dev->fd_hook = hook;
+	dev->fd_hook_opaque = opaque;
+}
+
+/* Tell the fd hook that @kind (with ring @q if >= 0) is now @fd (-1: gone). */
+static void fd_note(struct vu_dev *dev, const char *kind, int q, int fd)
+{
+	char k[24];
+
+	if (!dev->fd_hook)
+		return;
+	if (q >= 0)
+		snprintf(k, sizeof(k), "%s/%d", kind, q);
+	else
+		snprintf(k, sizeof(k), "%s", kind);
+	dev->fd_hook(dev->fd_hook_opaque, dev, k, fd);
+}
+
+void vu_dev_report_fds(struct vu_dev *dev)
+{
+	if (dev->conn_fd < 0)
+		return;
+	fd_note(dev, "conn", -1, dev->conn_fd);
+	if (dev->backend_fd >= 0)
+		fd_note(dev, "backend", -1, dev->backend_fd);
+	for (unsigned q = 0; q < VU_MAX_QUEUES; q++) {
+		if (dev->vqs[q].kick_fd >= 0)
+			fd_note(dev, "kick", (int)q, dev->vqs[q].kick_fd);
+		if (dev->vqs[q].call_fd >= 0)
+			fd_note(dev, "call", (int)q, dev->vqs[q].call_fd);
+	}
+	for (unsigned i = 0; i < dev->mem.nregions; i++)
+		fd_note(dev, "mem", (int)i, dev->mem.r[i].fd);
+}
+
 /* ---- connection teardown ---------------------------------------------- */
 
 static void reset_state(struct vu_dev *dev)
@@ -148,11 +187,19 @@ static void reset_state(struct vu_dev *dev)
 	for (unsigned q = 0; q < VU_MAX_QUEUES; q++) {
 		loop_watch_del(dev->kick_w[q]);
 		dev->kick_w[q] = NULL;
+		if (dev->vqs[q].kick_fd >= 0)
+			fd_note(dev, "kick", (int)q, -1);
+		if (dev->vqs[q].call_fd >= 0)
+			fd_note(dev, "call", (int)q, -1);
 		vq_reset(&dev->vqs[q]);
 	}
+	for (unsigned i = 0; i < dev->mem.nregions; i++)
+		fd_note(dev, "mem", (int)i, -1);
 	guestmem_clear(&dev->mem);
-	if (dev->backend_fd >= 0)
+	if (dev->backend_fd >= 0) {
+		fd_note(dev, "backend", -1, -1);
 		close(dev->backend_fd);
+	}
 	dev->backend_fd = -1;
 	dev->features = 0;
 	dev->protocol_features = 0;
@@ -166,6 +213,7 @@ static void disconnect(struct vu_dev *dev)
 		return;
 	loop_watch_del(dev->conn_w);
 	dev->conn_w = NULL;
+	fd_note(dev, "conn", -1, -1);
 	close(dev->conn_fd);
 	dev->conn_fd = -1;
 	dev->conn_gen++;
@@ -377,6 +425,8 @@ static int set_vring_fd(struct vu_dev *dev, uint32_t req, uint64_t v,
 	case VU_SET_VRING_KICK:
 		loop_watch_del(dev->kick_w[q]);
 		dev->kick_w[q] = NULL;
+		if (vq->kick_fd >= 0 || fd >= 0)
+			fd_note(dev, "kick", (int)q, fd);
 		if (vq->kick_fd >= 0)
 			close(vq->kick_fd);
 		vq->kick_fd = fd;
@@ -398,6 +448,8 @@ static int set_vring_fd(struct vu_dev *dev, uint32_t req, uint64_t v,
 			dev->ops->queue_kick(dev->opaque, dev, q);
 		break;
 	case VU_SET_VRING_CALL:
+		if (vq->call_fd >= 0 || fd >= 0)
+			fd_note(dev, "call", (int)q, fd);
 		if (vq->call_fd >= 0)
 			close(vq->call_fd);
 		vq->call_fd = fd;
@@ -442,7 +494,11 @@ static int h_set_mem_table(struct vu_dev *dev, const struct vu_msg *m,
 		       VU_MEM_REGION_SIZE);
 		fds[i] = take_fd(dev, i);
 	}
+	for (unsigned i = 0; i < dev->mem.nregions; i++)
+		fd_note(dev, "mem", (int)i, -1);
 	rc = guestmem_set_table(&dev->mem, d, fds, n);
+	for (unsigned i = 0; rc == 0 && i < dev->mem.nregions; i++)
+		fd_note(dev, "mem", (int)i, dev->mem.r[i].fd);
 	if (rc < 0) {
 		/* The old table is gone and the rings pointed into it: whatever
 		 * the reason (bad region, unmappable fd), the device cannot go
@@ -611,6 +667,7 @@ static int h_set_backend_req_fd(struct vu_dev *dev, const struct vu_msg *m,
 	dev->backend_fd = take_fd(dev, 0);
 	fcntl(dev->backend_fd, F_SETFL,
 	      fcntl(dev->backend_fd, F_GETFL) | O_NONBLOCK);
+	fd_note(dev, "backend", -1, dev->backend_fd);
 	return 0;
 }
 
@@ -685,8 +742,10 @@ static int h_get_vring_base(struct vu_dev *dev, const struct vu_msg *m,
 	dev->kick_w[st.index] = NULL;
 	out.index = st.index;
 	out.num = vq->last_avail;
-	if (vq->kick_fd >= 0)
+	if (vq->kick_fd >= 0) {
+		fd_note(dev, "kick", (int)st.index, -1);
 		close(vq->kick_fd);
+	}
 	vq->kick_fd = -1;
 	vq->started = false;
 	return send_reply(dev, m->fd, m->h, &out, sizeof(out));
@@ -1032,6 +1091,7 @@ int vu_dev_attach(struct vu_dev *dev, int fd)
 	dev->conn_fd = fd;
 	dev->conn_gen++;
 	dev->failed = false;
+	fd_note(dev, "conn", -1, fd);
 	return 0;
 }
 
@@ -1139,6 +1199,7 @@ void vu_dev_free(struct vu_dev *dev)
 		return;
 	if (dev->conn_fd >= 0) {
 		loop_watch_del(dev->conn_w);
+		fd_note(dev, "conn", -1, -1);
 		close(dev->conn_fd);
 		dev->conn_fd = -1;
 	}

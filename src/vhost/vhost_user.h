@@ -157,6 +157,22 @@ int vu_dev_hold(struct vu_dev *dev, uint64_t *token);
  */
 void vu_dev_release(struct vu_dev *dev, uint64_t token, int result);
 
+/*
+ * Report every fd the device's session depends on as it arrives and as it
+ * goes, so that ebbd can hold them across its own death (fdhold.h): @kind
+ * is "conn", "backend", "kick/<q>", "call/<q>" or "mem/<region>" (the
+ * memory table's files); @fd is the device's own
+ * fd (the hook may send a copy, never close it) or -1 once it is closed.
+ * A replaced fd is reported once, with the new one.  Set before a
+ * frontend connects; @hook NULL stops the reports.
+ */
+typedef void (*vu_fd_hook)(void *opaque, const struct vu_dev *dev,
+			   const char *kind, int fd);
+void vu_dev_set_fd_hook(struct vu_dev *dev, vu_fd_hook hook, void *opaque);
+/* Report every session fd the device has now to its hook again (the
+ * holder was replaced and holds none of them). */
+void vu_dev_report_fds(struct vu_dev *dev);
+
 /* Tell the driver its config space changed (backend request channel). */
 int vu_dev_config_changed(struct vu_dev *dev);
 

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -368,15 +369,145 @@ def test_notify_ready_status_watchdog_against_stand_in():
                        check=True, capture_output=True, timeout=30)
         st = n.wait(lambda m: "STATUS=1 guest," in m, 5, "STATUS with 1 guest")
         print("  ready: %r; then %r" % (ready, st))
+        # The guest's device fds went to the "fd store" (--fd-hold auto
+        # under NOTIFY_SOCKET; test_fd_store_against_stand_in checks the
+        # fds themselves).
+        assert any(m.startswith("FDSTORE=1\nFDNAME=guest/g1/balloon/conn")
+                   for _, m in n.msgs), n.msgs
         proc.terminate()
         n.wait(lambda m: "STOPPING=1" in m, 5, "STOPPING=1")
-        assert proc.wait(30) == 0
+        # Read on while ebbd stops, as systemd does: it removes its
+        # guest's fds from the store (FDSTOREREMOVE=1), and a datagram
+        # socket nobody reads blocks its sender once 10 are queued.
+        deadline = time.time() + 30
+        while proc.poll() is None and time.time() < deadline:
+            n.recv(0.1)
+        assert proc.wait(1) == 0
+        assert any(m.startswith("FDSTOREREMOVE=1\nFDNAME=guest/g1/balloon/conn")
+                   for _, m in n.msgs[-40:]), n.msgs[-40:]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         log.close()
         n.close()
+        remove_workdir(d0)
+
+
+def test_fd_store_against_stand_in():
+    """--fd-hold auto under NOTIFY_SOCKET: every device fd goes to the fd
+    store as FDSTORE=1 with FDNAME= and exactly that fd (the connection's
+    peer is the guest's socket); holding them as PID 1 would, the guest
+    survives kill -9 of ebbd, and a new ebbd started with them as
+    LISTEN_FDS/LISTEN_FDNAMES (as systemd restarts it) takes them back."""
+    from test_restart import socket_inodes, unix_peers, wait_gone, process_alive
+    d0 = tempfile.mkdtemp(prefix="ebb-fdstore-", dir="/var/tmp")
+    store = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    store.bind(os.path.join(d0, "notify"))
+    sock = os.path.join(d0, "ctl.sock")
+    env = dict(os.environ, NOTIFY_SOCKET=os.path.join(d0, "notify"))
+    args = [ebbd_binary(), "--socket", sock, "--run-dir", d0 + "/run",
+            "--log-dir", d0 + "/logs", "--state-dir", d0 + "/state",
+            "--kernel", kernel_path(), "--initrd", initrd_path(), "--budget", "512M"]
+    held = {}                   # name -> our fd, as PID 1 keeps them
+    pid = 0
+    procs = []
+
+    def drain(timeout):
+        store.settimeout(timeout)
+        try:
+            while True:
+                msg, fds, _, _ = socket.recv_fds(store, 4096, 8)
+                m = msg.decode()
+                kv = dict(l.split("=", 1) for l in m.split("\n") if "=" in l)
+                if kv.get("FDSTORE") == "1":
+                    assert len(fds) == 1, (m, fds)
+                    assert re.fullmatch(r"guest/g1/[a-z]+/[a-z]+(/\d+)?", kv["FDNAME"]), m
+                    held[kv["FDNAME"]] = fds[0]
+                else:
+                    assert not fds, (m, fds)
+                    if kv.get("FDSTOREREMOVE") == "1":
+                        old = held.pop(kv["FDNAME"], None)
+                        if old is not None:
+                            os.close(old)
+        except socket.timeout:
+            pass
+
+    log = open(os.path.join(d0, "ebbd.log"), "w")
+    try:
+        p1 = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+        procs.append(p1)
+        deadline = time.time() + 10
+        while not os.path.exists(sock) and time.time() < deadline:
+            drain(0.05)
+        r = subprocess.run([ebbctl_binary(), "--socket", sock, "run", "g1", "--mem", "96M"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        drain(1.0)
+        assert "guest/g1/balloon/conn" in held, sorted(held)
+        for line in open(os.path.join(d0, "ebbd.log")):
+            m = re.search(r"started UML pid (\d+)", line)
+            if m:
+                pid = int(m.group(1))
+        assert pid, open(os.path.join(d0, "ebbd.log")).read()
+        # The stored connection fd is ebbd's end: its peer is the guest's.
+        conn = held["guest/g1/balloon/conn"]
+        inode = os.fstat(conn).st_ino
+        peer = unix_peers(os.getpid()).get(inode)
+        assert peer in socket_inodes(pid), (inode, peer, socket_inodes(pid))
+        print("  %d fds stored: %s" % (len(held), ", ".join(sorted(held))))
+
+        # kill -9: the store (this test) still holds them; the guest lives.
+        p1.kill()
+        p1.wait()
+        drain(0.5)
+        time.sleep(1)
+        assert process_alive(pid)
+        assert unix_peers(os.getpid()).get(inode) == peer
+
+        # A restart as systemd does it: the stored fds at 3.., named.
+        names = sorted(held)
+        fds = [held[n] for n in names]
+
+        def at_3():
+            for i, fd in enumerate(fds):
+                os.dup2(fd, 100 + i, inheritable=False)
+            for i in range(len(fds)):
+                os.dup2(100 + i, 3 + i, inheritable=True)
+
+        env2 = dict(env, LISTEN_FDS=str(len(fds)), LISTEN_FDNAMES=":".join(names))
+        os.unlink(sock)
+        # LISTEN_PID is the pid that execs ebbd: a shell's $$, then exec.
+        p2 = subprocess.Popen(["/bin/sh", "-c", 'LISTEN_PID=$$; export LISTEN_PID; '
+                               'exec "$@"', "sh"] + args,
+                              env=env2, stdout=log, stderr=subprocess.STDOUT,
+                              preexec_fn=at_3, close_fds=False)
+        procs.append(p2)
+        deadline = time.time() + 10
+        while not os.path.exists(sock) and time.time() < deadline:
+            drain(0.05)
+        text = open(os.path.join(d0, "ebbd.log")).read()
+        assert "fd holder: the systemd fd store; got back %d fd(s), kept %d" \
+            % (len(fds), len(fds)) in text, text
+        assert "%d device fd(s) recovered from the systemd fd store" % len(fds) in text, text
+        print("  restarted with LISTEN_FDS=%d: took them back" % len(fds))
+        p2.terminate()
+        deadline = time.time() + 30
+        while p2.poll() is None and time.time() < deadline:
+            drain(0.1)
+        assert p2.wait(1) == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        if pid and process_alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+            wait_gone(pid)
+        for fd in held.values():
+            os.close(fd)
+        store.close()
+        log.close()
         remove_workdir(d0)
 
 

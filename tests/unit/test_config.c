@@ -17,6 +17,7 @@
 
 #include "config.h"
 #include "options.h"
+#include "fdhold.h"
 #include "pagecomp.h"
 
 static int setup(void **state)
@@ -53,6 +54,7 @@ static void every_key_sets_its_setting(void **state)
 		"run-dir = /r\n"
 		"log-dir = /l\n"
 		"state-dir = /st\n"
+		"fd-hold = holder\n"
 		"[guests]\n"
 		"kernel = /kern\n"
 		"initrd = /init.gz\n"
@@ -76,6 +78,7 @@ static void every_key_sets_its_setting(void **state)
 	assert_string_equal(o->run_dir, "/r");
 	assert_string_equal(o->log_dir, "/l");
 	assert_string_equal(o->state_dir, "/st");
+	assert_int_equal(o->fd_hold, FDHOLD_HOLDER);
 	assert_string_equal(o->kernel, "/kern");
 	assert_string_equal(o->initrd, "/init.gz");
 	assert_string_equal(o->ram_dir, "/ram");
@@ -98,7 +101,7 @@ static void the_table_has_only_tested_keys(void **state)
 {
 	static const char *const tested[] = {
 		"daemon/socket", "daemon/run-dir", "daemon/log-dir",
-		"daemon/state-dir", "guests/kernel", "guests/initrd",
+		"daemon/state-dir", "daemon/fd-hold", "guests/kernel", "guests/initrd",
 		"guests/ram-dir", "guests/ram-hugepages", "guests/block-wait",
 		"memory/budget", "memory/discard-below", "memory/test-evictor",
 		"policy/mode", "policy/low", "policy/high", "policy/trim",
