@@ -21,6 +21,19 @@ def intact_ratio(g):
     return g["intact_blocks"] * BLOCK / g["resident"] if g["resident"] else 0.0
 
 
+def intact_ratio_past_first(g):
+    """The same, leaving out the block that holds the RAM file's first page
+    when it is the only shattered one: below that page is the kernel image,
+    which is not in the file, so no balloon or report can make that block
+    whole, and with a small resident size its part alone can be 5 %."""
+    if not g["resident"]:
+        return 0.0
+    rest = g["resident"]
+    if g["shattered_blocks"] == 1:
+        rest -= min(BLOCK, g["resident"] - g["intact_blocks"] * BLOCK)
+    return g["intact_blocks"] * BLOCK / rest if rest else 0.0
+
+
 def describe(g):
     return ("resident %d MiB, huge-mapped %d MiB, intact %d / shattered %d "
             "blocks, intact ratio %.1f %%" % (
@@ -179,7 +192,9 @@ def test_two_mib_balloon_keeps_blocks_intact():
     every freed range at once (--block-wait 0, so only the guest's choice
     of pages counts), at least 95 % of what stays resident lies in intact
     2 MiB blocks while the balloon holds memory and after reporting
-    cycles.  The same kernel with virtio_balloon.blocks=0 (single 4 KiB
+    cycles (past the RAM file's first block, which the kernel image below
+    it keeps from ever being whole: the raw ratio is printed too).  The
+    same kernel with virtio_balloon.blocks=0 (single 4 KiB
     pages, the stock balloon's way) is shown beside it: its inflations
     shatter the blocks they take pages from."""
     ratios, shattered = {}, {}
@@ -187,12 +202,14 @@ def test_two_mib_balloon_keeps_blocks_intact():
         with Ebbd(extra_args=["--ram-hugepages", "--block-wait", "0"]) as d:
             d.run("g1", 256 * MiB, cmdline=cmdline)
             inflated, after_report = balloon_and_report_cycles(d, "g1")
-            ratios[label] = (intact_ratio(inflated), intact_ratio(after_report))
+            ratios[label] = (intact_ratio_past_first(inflated),
+                             intact_ratio_past_first(after_report))
             shattered[label] = (inflated["shattered_blocks"], after_report["shattered_blocks"])
             print("  %s balloon, inflated (least intact of 4): %s" % (label, describe(inflated)))
             print("  %s balloon, after reporting cycles: %s" % (label, describe(after_report)))
-    print("  intact ratio inflated / after reporting: 2 MiB-first %.1f / %.1f %%, "
-          "4 KiB %.1f / %.1f %%" % tuple(100 * x for x in ratios["2 MiB-first"] + ratios["4 KiB"]))
+    print("  intact ratio past the first block, inflated / after reporting:"
+          " 2 MiB-first %.1f / %.1f %%, 4 KiB %.1f / %.1f %%"
+          % tuple(100 * x for x in ratios["2 MiB-first"] + ratios["4 KiB"]))
     # The block holding the RAM file's first page is never whole: below
     # that page is the kernel image, which is not in the file.  Any other
     # shattered block is the balloon's or reporting's doing.
