@@ -247,8 +247,9 @@ const struct option_def options_table[] = {
 	{ "state-dir", "daemon", "state-dir", true, "DIR",
 	  "swap backing files, on disk (default /var/lib/ebb)", set_state_dir },
 	{ "fd-hold", "daemon", "fd-hold", true, "MODE",
-	  "who holds device fds across ebbd's death: auto (systemd's fd store "
-	  "under systemd, else ebb-holder), holder, systemd, off",
+	  "who holds device fds across ebbd's death: off (default, until "
+	  "guests can be adopted), auto (systemd's fd store under systemd, "
+	  "else ebb-holder), holder, systemd",
 	  set_fd_hold },
 	{ "kernel", "guests", "kernel", true, "PATH",
 	  "UML guest kernel (default: ebb's, installed or in the build tree)",
@@ -325,6 +326,12 @@ int options_init(struct ebbd_options *o, const char *kernel,
 	o->kernel = strdup(kernel);
 	o->initrd = strdup(initrd);
 	o->keep_wait_ms = 10000;
+	/*
+	 * Off until a restarted ebbd adopts guests (docs/restart.md): a guest
+	 * that was waiting for ebbd's answer when it died waits for ever on a
+	 * held connection, where a closed one only costs it the device.
+	 */
+	o->fd_hold = FDHOLD_OFF;
 	o->policy_on = true;
 	/* Under systemd, the unit's RuntimeDirectory=, StateDirectory= and
 	 * LogsDirectory= are where the service's files belong (the unit

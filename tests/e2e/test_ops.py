@@ -408,7 +408,8 @@ def test_fd_store_against_stand_in():
     env = dict(os.environ, NOTIFY_SOCKET=os.path.join(d0, "notify"))
     args = [ebbd_binary(), "--socket", sock, "--run-dir", d0 + "/run",
             "--log-dir", d0 + "/logs", "--state-dir", d0 + "/state",
-            "--kernel", kernel_path(), "--initrd", initrd_path(), "--budget", "512M"]
+            "--kernel", kernel_path(), "--initrd", initrd_path(), "--budget", "512M",
+            "--fd-hold", "auto"]
     held = {}                   # name -> our fd, as PID 1 keeps them
     pid = 0
     procs = []

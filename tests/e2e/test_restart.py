@@ -225,7 +225,7 @@ def test_device_fds_outlive_kill_9_in_the_holder():
     connections stay open (the holder holds ebbd's end of each, the peer is
     the guest's), the guest keeps every virtio device and runs commands,
     and a new ebbd gets the fds back and says how many."""
-    d1 = Ebbd(budget="1G")
+    d1 = Ebbd(budget="1G", extra_args=["--fd-hold", "holder"])
     pid = hpid = 0
     try:
         d1.run("g1", 128 * MiB)
@@ -277,7 +277,7 @@ def test_device_fds_outlive_kill_9_in_the_holder():
               % (hpid, len(held), pid, regular_files(hpid)[min(ram)], ndev))
 
         # 2. A new ebbd takes the fds back, keeps them, says how many.
-        d2 = Ebbd(budget="1G", workdir=d1.dir)
+        d2 = Ebbd(budget="1G", workdir=d1.dir, extra_args=["--fd-hold", "holder"])
         try:
             log = d2.daemon_log()
             m = re.search(r"fd holder: ebb-holder \(pid %d\); got back (\d+) "
@@ -302,7 +302,7 @@ def test_device_fds_outlive_kill_9_in_the_holder():
         # 3. The guest dies while a third ebbd keeps its fds: that ebbd
         # closes them within a tick (no dead guest's RAM kept), and the
         # holder closes everything of its devices.
-        d3 = Ebbd(budget="1G", workdir=d1.dir)
+        d3 = Ebbd(budget="1G", workdir=d1.dir, extra_args=["--fd-hold", "holder"])
         try:
             assert set(regular_files(d3.proc.pid)) & ram
             os.killpg(pid, signal.SIGKILL)
