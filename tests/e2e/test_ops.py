@@ -346,7 +346,7 @@ def test_notify_ready_status_watchdog_against_stand_in():
     proc = subprocess.Popen([ebbd_binary(), "--socket", sock, "--run-dir", d0 + "/run",
                              "--log-dir", d0 + "/logs", "--state-dir", d0 + "/state",
                              "--kernel", kernel_path(), "--initrd", initrd_path(),
-                             "--budget", "512M"],
+                             "--budget", "512M", "--fd-hold", "auto"],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         ready = n.wait(lambda m: "READY=1" in m, 10, "READY=1")
