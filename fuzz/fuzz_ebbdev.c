@@ -427,13 +427,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	/* Refused requests and failed devices log: keep the output short. */
 	log_set_level(LOG_ERR);
 	signal(SIGPIPE, SIG_IGN);
-	ram_fd = memfd_create("fuzz-ebbdev-ram", MFD_CLOEXEC);
-	if (ram_fd < 0 || ftruncate(ram_fd, RAM_BYTES) < 0)
-		die("memfd");
-	ram = mmap(NULL, RAM_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, ram_fd,
-		   0);
-	if (ram == MAP_FAILED)
-		die("mmap");
+	ram = fuzz_guest_ram("fuzz-ebbdev-ram", RAM_BYTES, &ram_fd);
 	return 0;
 }
 

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "holdproto.h"
+#include "usock.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -36,12 +37,6 @@ static int lowest_free_fd(void)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	union {
-		char b[CMSG_SPACE(16 * sizeof(int))];
-		struct cmsghdr align;
-	} ctl;
-	struct iovec iov;
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 	unsigned nfds;
 	int sp[2], fds[16], before, fd, rc;
 	struct hold_msg m;
@@ -53,22 +48,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	before = lowest_free_fd();
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
 		return 0;
-	iov = (struct iovec){ (void *)(data + 1), size - 1 };
 	for (unsigned i = 0; i < nfds; i++)
 		fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	if (nfds) {
-		struct cmsghdr *c;
-
-		memset(&ctl, 0, sizeof(ctl));
-		mh.msg_control = ctl.b;
-		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-		memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
-	}
-	if (sendmsg(sp[0], &mh, MSG_NOSIGNAL) < 0)
+	if (usock_send_fds(sp[0], data + 1, size - 1, fds, nfds) < 0)
 		abort();
 	for (unsigned i = 0; i < nfds; i++)
 		close(fds[i]);

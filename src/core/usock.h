@@ -25,4 +25,12 @@
  * either name. */
 int usock_listen(const char *path, mode_t mode, int backlog, struct stat *st);
 
+#define USOCK_MAX_FDS 32	/* fds one usock_send_fds() call can pass */
+
+/* Send @len bytes of @buf on @sock with @nfds fds from @fds as SCM_RIGHTS
+ * (none if 0), without SIGPIPE, retrying on EINTR.  Returns the bytes
+ * sent, or -EINVAL (more than USOCK_MAX_FDS fds) or -errno. */
+ssize_t usock_send_fds(int sock, const void *buf, size_t len, const int *fds,
+		       unsigned nfds);
+
 #endif

@@ -5,6 +5,8 @@
  */
 #include "holdproto.h"
 
+#include "usock.h"
+
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -48,12 +50,6 @@ int hold_msg_send(int sock, uint32_t op, const char *name, int32_t result,
 	struct hold_msg m = {
 		.magic = HOLD_MAGIC, .op = op, .result = result, .count = count,
 	};
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} ctl;
-	struct iovec iov = { &m, sizeof(m) };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 	ssize_t n;
 
 	if (name && name[0]) {
@@ -63,23 +59,9 @@ int hold_msg_send(int sock, uint32_t op, const char *name, int32_t result,
 			return -EINVAL;
 		memcpy(m.name, name, strlen(name));
 	}
-	if (fd >= 0) {
-		struct cmsghdr *c;
-
-		memset(&ctl, 0, sizeof(ctl));
-		mh.msg_control = ctl.buf;
-		mh.msg_controllen = sizeof(ctl.buf);
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	}
-	do
-		n = sendmsg(sock, &mh, MSG_NOSIGNAL);
-	while (n < 0 && errno == EINTR);
+	n = usock_send_fds(sock, &m, sizeof(m), &fd, fd >= 0);
 	if (n < 0)
-		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+		return n == -EWOULDBLOCK ? -EAGAIN : (int)n;
 	return n == (ssize_t)sizeof(m) ? 0 : -EIO;
 }
 

@@ -28,6 +28,7 @@
 
 #include "fdhold.h"
 #include "holdproto.h"
+#include "usock.h"
 
 struct env {
 	char dir[64];		/* the run directory */
@@ -334,30 +335,12 @@ static int raw_connect(struct env *e)
 static void raw_send(int sock, const void *buf, size_t len, int fd,
 		     unsigned nfds)
 {
-	union {
-		char b[CMSG_SPACE(32 * sizeof(int))];
-		struct cmsghdr align;
-	} ctl;
-	struct iovec iov = { (void *)buf, len };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	int fds[32];
+	int fds[USOCK_MAX_FDS];
 
-	assert_true(nfds <= 32);
-	if (nfds) {
-		struct cmsghdr *c;
-
-		for (unsigned i = 0; i < nfds; i++)
-			fds[i] = fd;
-		memset(&ctl, 0, sizeof(ctl));
-		mh.msg_control = ctl.b;
-		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-		c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-		memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
-	}
-	assert_int_equal(sendmsg(sock, &mh, MSG_NOSIGNAL), (ssize_t)len);
+	assert_true(nfds <= USOCK_MAX_FDS);
+	for (unsigned i = 0; i < nfds; i++)
+		fds[i] = fd;
+	assert_int_equal(usock_send_fds(sock, buf, len, fds, nfds), (ssize_t)len);
 }
 
 /* The answer to a refused message: DONE, -EBADMSG, no fd. */
