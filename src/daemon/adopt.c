@@ -21,6 +21,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,6 +70,7 @@ static void scan_one(struct ebbd *d, const char *dir, const char *file)
 		d->nfound++;
 		return;
 	}
+	f->rec = r;
 	f->pid = r.pid;
 	f->start_ticks = r.start_ticks;
 	f->external = r.flags & SR_F_EXTERNAL;
@@ -84,9 +86,8 @@ static void scan_one(struct ebbd *d, const char *dir, const char *file)
 			 staterec_state_name(r.state));
 	} else if (same_process(&r)) {
 		f->alive = true;
-		snprintf(f->why, sizeof(f->why),
-			 "running (pid %d), not adopted: adopting devices is "
-			 "not built yet", (int)r.pid);
+		snprintf(f->why, sizeof(f->why), "running (pid %d)",
+			 (int)r.pid);
 	} else {
 		snprintf(f->why, sizeof(f->why),
 			 "process %d is gone (or its pid was reused), nothing "
@@ -126,8 +127,8 @@ int adopt_scan(struct ebbd *d)
 	}
 	closedir(dp);
 	if (d->nfound)
-		log_info(NULL, "%u guest record(s) from an earlier ebbd, none "
-			 "adopted", d->nfound);
+		log_info(NULL, "%u guest record(s) from an earlier ebbd",
+			 d->nfound);
 	return 0;
 }
 
@@ -230,9 +231,9 @@ void adopt_fds(struct ebbd *d)
 		snprintf(f->why + len, sizeof(f->why) - len,
 			 "; %u device fd(s) recovered from %s, kept open",
 			 f->fds, fdhold_describe(d->hold));
-		log_warn(f->name, "%u device fd(s) recovered from %s and kept "
-			 "open (the devices stay bound in the guest; not "
-			 "adopted yet)", f->fds, fdhold_describe(d->hold));
+		log_info(f->name, "%u device fd(s) recovered from %s and kept "
+			 "open (the devices stay bound in the guest)", f->fds,
+			 fdhold_describe(d->hold));
 	}
 }
 
@@ -281,6 +282,83 @@ void adopt_fds_close(struct ebbd *d, bool quit)
 	fdhold_close(d->hold, quit);
 	d->hold = NULL;
 	d->env.hold = NULL;
+}
+
+/* guest_adoption.take: a copy of the kept fd named @name, or -1. */
+static int take_kept(void *opaque, const char *name)
+{
+	struct ebbd *d = opaque;
+
+	for (unsigned k = 0; k < d->nkept; k++)
+		if (!strcmp(d->kept[k].name, name))
+			return fcntl(d->kept[k].fd, F_DUPFD_CLOEXEC, 3);
+	return -1;
+}
+
+/* An adopted guest's devices own copies of its fds now: ours go (the
+ * holder keeps its own, the devices drop them as they go). */
+static void close_kept(struct ebbd *d, const char *name)
+{
+	char prefix[GUEST_NAME_MAX + 8];
+	size_t n = (size_t)snprintf(prefix, sizeof(prefix), "guest/%s/", name);
+
+	for (unsigned k = 0; k < d->nkept;) {
+		if (strncmp(d->kept[k].name, prefix, n)) {
+			k++;
+			continue;
+		}
+		close(d->kept[k].fd);
+		d->kept[k] = d->kept[--d->nkept];
+	}
+}
+
+void adopt_guests(struct ebbd *d)
+{
+	unsigned adopted = 0, left = 0;
+
+	for (unsigned i = 0; i < d->nfound;) {
+		struct found_guest *f = &d->found[i];
+		struct guest_adoption a = { .pid = f->pid, .take = take_kept,
+					    .opaque = d };
+		uint64_t t0 = loop_now_ms();
+		size_t len;
+		int rc;
+
+		if (!f->alive || f->bad || f->external) {
+			i++;
+			continue;
+		}
+		if (!f->fds) {
+			len = strlen(f->why);
+			snprintf(f->why + len, sizeof(f->why) - len, "; not "
+				 "adopted: none of its device fds were held");
+			log_warn(f->name, "found guest not adopted: none of its "
+				 "device fds were held (--fd-hold off?)");
+			left++;
+			i++;
+			continue;
+		}
+		rc = slot_adopt(d, &f->rec, &a);
+		if (rc < 0) {
+			len = strlen(f->why);
+			snprintf(f->why + len, sizeof(f->why) - len, "; not "
+				 "adopted: %s", a.why);
+			log_warn(f->name, "found guest not adopted: %s; its "
+				 "process, fds and record are left alone", a.why);
+			left++;
+			i++;
+			continue;
+		}
+		log_info(f->name, "adopted from an earlier ebbd (pid %d) in "
+			 "%llu ms", (int)f->pid,
+			 (unsigned long long)(loop_now_ms() - t0));
+		close_kept(d, f->name);
+		d->found[i] = d->found[--d->nfound];
+		adopted++;
+	}
+	if (adopted || left)
+		log_info(NULL, "adopted %u guest(s) of an earlier ebbd; %u "
+			 "found guest(s) left alone", adopted, left);
 }
 
 const struct found_guest *adopt_blocking(const struct ebbd *d,

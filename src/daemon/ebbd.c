@@ -415,6 +415,8 @@ int main(int argc, char **argv)
 	if (rc == 0) {
 		char status[256];
 
+		adopt_guests(&d);
+
 		log_info(NULL, "ebbd ready: control %s, budget %s", o.socket,
 			 size_format(o.budget_bytes, buf, sizeof(buf)));
 		/* The control socket listens: connections are accepted from

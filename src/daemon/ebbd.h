@@ -134,7 +134,8 @@ struct found_guest {
 	uint64_t start_ticks;		/* as recorded (same_process) */
 	uint64_t mem_bytes, claim_bytes;	/* as recorded */
 	unsigned fds;			/* device fds got back from the holder */
-	char why[STATEREC_WHY_MAX];	/* what was found, or the refusal */
+	char why[STATEREC_WHY_MAX + 512];	/* what was found, or the refusal */
+	struct staterec_guest rec;	/* the record, if !bad */
 };
 
 /* One action the policy took, for `ebbctl policy` (a ring of them). */
@@ -269,18 +270,28 @@ int slot_launch(struct ebbd *d, const struct guest_run *r, struct slot **out,
 		char **err);
 /* Release the slot's store client and pool entry (the guest's teardown). */
 void slot_release(struct ebbd *d, struct slot *s);
+/* Adopt the guest @rec describes, found running with its device fds held
+ * (adopt.c): in the slot its record names, with its pool id and claim.
+ * 0, or -errno with the reason in @a->why; nothing of the guest is
+ * touched then. */
+int slot_adopt(struct ebbd *d, const struct staterec_guest *rec,
+	       struct guest_adoption *a);
 void slot_prealloc_set_state(struct slot *s, enum slot_prealloc to,
 			     const char *why);
 const char *slot_prealloc_state_name(enum slot_prealloc st);
 
-/* adopt.c: at start, read <state_dir>/guests and log each record found
- * (none is adopted yet).  0 or -errno (the directory cannot be read). */
+/* adopt.c: at start, read <state_dir>/guests and log each record found.
+ * 0 or -errno (the directory cannot be read). */
 int adopt_scan(struct ebbd *d);
 /* After adopt_scan: open the fd holder (--fd-hold), take back what an
  * earlier ebbd held, keep the fds of found guests that live (or whose
  * record is unreadable) open and counted, and drop the rest.  Logged;
  * without a holder guests run on, unprotected. */
 void adopt_fds(struct ebbd *d);
+/* Once the loop, pool and store exist: adopt every found guest that runs
+ * and whose device fds came back (slot_adopt); the others stay found,
+ * with the reason, and untouched. */
+void adopt_guests(struct ebbd *d);
 /* Every accounting tick: a found guest whose process has exited gets
  * its kept fds closed and dropped from the holder. */
 void adopt_watch(struct ebbd *d);

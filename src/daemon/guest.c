@@ -68,6 +68,7 @@ struct guest {
 	bool ram_mounted;	/* ram_dir is mounted (ours to detach) */
 	uint64_t huge_mapped_bytes;	/* tick: smaps ShmemPmdMapped */
 	uint64_t intact_blocks, shattered_blocks;	/* last block scan */
+	bool adopted;		/* launched by an earlier ebbd: not our child */
 };
 
 static const char *const state_names[] = {
@@ -331,6 +332,10 @@ static void on_exit_fd(void *opaque, uint32_t events)
 
 	if (r == 0)
 		return;		/* spurious */
+	/* An adopted guest is not our child: the pidfd says it exited, no
+	 * wait status is ours to read. */
+	if (r < 0)
+		status = 0;
 	/* The kernel process is gone; its helper processes share its
 	 * process group and must not outlive it. */
 	kill(-g->pid, SIGKILL);
@@ -345,9 +350,13 @@ static void on_exit_fd(void *opaque, uint32_t events)
 	close_console(g);
 	unmount_ram(g);
 	g->exit_status = status;
-	log_info(g->name, "UML exited (%s %d)",
-		 WIFEXITED(status) ? "status" : "signal",
-		 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+	if (r < 0)
+		log_info(g->name, "UML exited (adopted: status unknown)");
+	else
+		log_info(g->name, "UML exited (%s %d)",
+			 WIFEXITED(status) ? "status" : "signal",
+			 WIFEXITED(status) ? WEXITSTATUS(status) :
+					     WTERMSIG(status));
 	/* A guest nobody asked to stop that died before it came up failed. */
 	if (g->state == GUEST_STARTING)
 		guest_set_state(g, GUEST_FAILED, "process exited before it came up");
@@ -492,6 +501,7 @@ struct launch {
 	struct uml_argv av;	/* from START_ARGV */
 	int pipe_rd, pipe_wr;	/* console pipe, until the spawn takes it */
 	int log_fd;		/* console log, until the spawn takes it */
+	bool adopting;		/* guest_adopt: sessions come from records */
 };
 
 /* The steps, in order.  An external guest skips ARGV, CONSOLE and SPAWN. */
@@ -596,6 +606,38 @@ void guest_hold_again(struct guest *g)
 			vu_dev_report_fds(blk_vu(g->disks[i]));
 }
 
+/* Every device of the guest, for the loops over all of them. */
+static unsigned guest_devs(struct guest *g, struct vu_dev **v)
+{
+	unsigned n = 0;
+
+	if (g->balloon)
+		v[n++] = balloon_vu(g->balloon);
+	if (g->ebb)
+		v[n++] = ebbdev_vu(g->ebb);
+	for (unsigned i = 0; i < g->ndisks; i++)
+		if (g->disks[i])
+			v[n++] = blk_vu(g->disks[i]);
+	return n;
+}
+
+/* Record each device's session in a memfd held with its fds, so that a
+ * restarted ebbd can adopt it (vsession.h).  A failure costs the guest
+ * only its survival of a crash. */
+static void keep_sessions(struct guest *g)
+{
+	struct vu_dev *v[2 + GUEST_MAX_DISKS];
+	unsigned n = guest_devs(g, v);
+
+	for (unsigned i = 0; i < n; i++) {
+		int rc = vu_dev_keep_session(v[i]);
+
+		if (rc < 0)
+			log_warn(g->name, "cannot record %s's session: %s",
+				 vu_dev_name(v[i]), strerror(-rc));
+	}
+}
+
 /* The balloon, then one blk device per disk.  On failure this step takes
  * back its own devices; the backends no device took stay for undo. */
 static int open_devices(struct launch *l)
@@ -646,6 +688,8 @@ static int open_devices(struct launch *l)
 		g->ndisks = i + 1;
 	}
 	hold_device_fds(g);
+	if (g->env->hold && !l->adopting)
+		keep_sessions(g);
 	return 0;
 }
 
@@ -897,6 +941,150 @@ int guest_start(const struct guest_env *env, const struct guest_config *cfg,
 	}
 	*out = l.g;
 	return 0;
+}
+
+/* ---- adoption by a restarted ebbd (issue 15) --------------------------- */
+
+struct adopt_ctx {
+	struct guest_adoption *a;
+	const struct vu_dev *dev;
+};
+
+/* vu_fd_take for one device: its held fds are "guest/<dev name>/<kind>". */
+static int take_dev_fd(void *opaque, const char *kind)
+{
+	struct adopt_ctx *c = opaque;
+	char name[HOLD_NAME_MAX];
+
+	snprintf(name, sizeof(name), "guest/%s/%s", vu_dev_name(c->dev), kind);
+	return c->a->take(c->a->opaque, name);
+}
+
+/* Give up an adoption halfway: nothing recorded or held changes, the
+ * backends stay the caller's, the process is left running. */
+static void adopt_undo(struct guest *g)
+{
+	struct vu_dev *v[2 + GUEST_MAX_DISKS];
+	unsigned n = guest_devs(g, v);
+
+	for (unsigned i = 0; i < n; i++)
+		vu_dev_abandon(v[i]);
+	for (unsigned i = 0; i < g->ndisks; i++)
+		blk_free_keep_backend(g->disks[i]);
+	g->ndisks = 0;
+	ebbdev_free(g->ebb);
+	balloon_free(g->balloon);
+	loop_watch_del(g->pid_w);
+	loop_timer_del(g->tick);
+	if (g->pidfd >= 0)
+		close(g->pidfd);
+	close_console(g);
+	free(g);
+}
+
+int guest_adopt(const struct guest_env *env, const struct guest_config *cfg,
+		struct guest_adoption *a, const struct guest_events *ev,
+		void *opaque, struct guest **out)
+{
+	struct launch l = {
+		.env = env, .cfg = cfg, .ev = ev, .opaque = opaque,
+		.pipe_rd = -1, .pipe_wr = -1, .log_fd = -1, .adopting = true,
+	};
+	struct vu_dev *v[2 + GUEST_MAX_DISKS];
+	struct guest *g;
+	char path[64];
+	unsigned n;
+	int rc;
+
+	a->why[0] = '\0';
+	if (cfg->external) {
+		snprintf(a->why, sizeof(a->why), "adopting an external VMM's "
+			 "devices is not supported");
+		return -ENOTSUP;
+	}
+	if ((rc = check_config(&l)) < 0 || (rc = alloc_guest(&l)) < 0) {
+		snprintf(a->why, sizeof(a->why), "%s", strerror(-rc));
+		return rc;
+	}
+	g = l.g;
+	if ((rc = make_dirs(&l)) < 0 || (rc = open_devices(&l)) < 0) {
+		snprintf(a->why, sizeof(a->why), "cannot open its devices: %s",
+			 strerror(-rc));
+		/* open_devices took back its own devices on failure, and
+		 * left the backends no device took. */
+		for (unsigned i = 0; i < g->ndisks; i++)
+			blk_free_keep_backend(g->disks[i]);
+		g->ndisks = 0;
+		ebbdev_free(g->ebb);
+		balloon_free(g->balloon);
+		free(g);
+		return rc;
+	}
+	g->pid = a->pid;
+	g->adopted = true;
+	g->pidfd = -1;
+	if (env->ram_hugepages) {
+		/* Still mounted: the earlier ebbd mounted it, the guest's RAM
+		 * file is in it. */
+		snprintf(g->ram_dir, sizeof(g->ram_dir), "%s/ram", g->dir);
+		g->ram_mounted = true;
+		if (env->keep_wait_ms)
+			balloon_keep_blocks(g->balloon, env->keep_wait_ms);
+	}
+	n = guest_devs(g, v);
+	for (unsigned i = 0; i < n; i++) {
+		struct adopt_ctx c = { a, v[i] };
+		char why[VU_WHY_MAX];
+		int fd = take_dev_fd(&c, "session");
+
+		if (fd < 0) {
+			snprintf(a->why, sizeof(a->why), "%s: no session record "
+				 "is held", vu_dev_name(v[i]));
+			rc = -ENOENT;
+			goto undo;
+		}
+		rc = vu_dev_adopt(v[i], fd, take_dev_fd, &c, why);
+		if (rc < 0) {
+			snprintf(a->why, sizeof(a->why), "%s: %s",
+				 vu_dev_name(v[i]), why);
+			goto undo;
+		}
+	}
+	/* Its console: the write end the guest keeps for itself. */
+	snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)g->pid,
+		 CONSOLE_KEEPER_FD);
+	g->console_fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	if (g->console_fd < 0) {
+		rc = -errno;
+		snprintf(a->why, sizeof(a->why), "cannot reopen its console "
+			 "%s: %s", path, strerror(-rc));
+		goto undo;
+	}
+	g->pidfd = (int)syscall(SYS_pidfd_open, g->pid, 0);
+	if (g->pidfd < 0 ||
+	    loop_watch_add(env->loop, g->pidfd, EPOLLIN, on_exit_fd, g,
+			   &g->pid_w) < 0 ||
+	    loop_timer_add(env->loop, GUEST_TICK_MS, GUEST_TICK_MS, on_tick,
+			   g, &g->tick) < 0) {
+		rc = -errno ? -errno : -ENOMEM;
+		snprintf(a->why, sizeof(a->why), "cannot watch process %d: %s",
+			 (int)g->pid, strerror(-rc));
+		goto undo;
+	}
+	/* Every device is adopted: only now serve, so that a failure above
+	 * left every ring as the earlier ebbd did. */
+	for (unsigned i = 0; i < n; i++)
+		vu_dev_resume(v[i]);
+	if (driver_ready(g))
+		g->state = GUEST_RUNNING;
+	guest_refresh_resident(g, NULL);
+	log_info(g->name, "adopted UML pid %d with %u device(s)", (int)g->pid,
+		 n);
+	*out = g;
+	return 0;
+undo:
+	adopt_undo(g);
+	return rc;
 }
 
 int guest_disk_info(const struct guest *g, unsigned i, const char **role,

@@ -150,6 +150,34 @@ int guest_start(const struct guest_env *env, const struct guest_config *cfg,
 		const struct guest_events *ev, void *opaque,
 		struct guest **out);
 /*
+ * What a restarted ebbd adopts a running guest with (issue 15): its
+ * process (already checked to be the one recorded) and the device fds
+ * held across the earlier ebbd's death.
+ */
+struct guest_adoption {
+	pid_t pid;
+	/* The held fd named @hold_name ("guest/<name>/<device>/<kind>"),
+	 * a copy for the guest to own, or -1. */
+	int (*take)(void *opaque, const char *hold_name);
+	void *opaque;
+	char why[400];		/* why it failed */
+};
+
+/*
+ * Adopt a guest an earlier ebbd launched with @cfg (its disks' backends
+ * already re-attached): serve its devices from the sessions they recorded
+ * (vu_dev_adopt), reopen its console, watch its process.  Nothing of the
+ * guest is touched on failure (-errno, reason in @a->why): not its
+ * process, not the held fds, not the disks' backends (unlike guest_start,
+ * they stay the caller's, whose to let go of without destroying their
+ * contents).  On success the backends are the guest's, it is running (or
+ * starting, if no driver had come up) and its devices serve again.
+ */
+int guest_adopt(const struct guest_env *env, const struct guest_config *cfg,
+		struct guest_adoption *a, const struct guest_events *ev,
+		void *opaque, struct guest **out);
+
+/*
  * Ask the guest to power off (end of console input); after @grace_ms it is
  * killed.  @grace_ms 0 kills it at once.  Returns 0 or -errno.
  */

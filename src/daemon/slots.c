@@ -711,3 +711,137 @@ int slot_launch(struct ebbd *d, const struct guest_run *r, struct slot **out,
 	*out = s;
 	return 0;
 }
+
+/* ---- adopting an earlier ebbd's guest (issue 15; adopt.c) ---------------- */
+
+/*
+ * The disks of an adopted guest, re-attached: the data disk is opened
+ * again (its cache is ephemeral: a restart may drop it, reads go to the
+ * image); a swap device needs its pages, which only a store kept in shared
+ * memory has after a restart.
+ */
+static int adopt_disks(struct ebbd *d, struct slot *s,
+		       const struct staterec_guest *rec,
+		       struct guest_config *cfg, char *why, size_t whylen)
+{
+	struct tmem_client_params tp = {
+		.max_persistent_pages = (rec->swap_quota_bytes ?
+					 rec->swap_quota_bytes : rec->mem_bytes) /
+					TMEM_PAGE_SIZE,
+	};
+	int rc;
+
+	if (rec->swap_bytes) {
+		snprintf(why, whylen, "its swap device cannot be adopted: the "
+			 "page store does not survive ebbd yet");
+		return -ENOTSUP;
+	}
+	rc = tmem_client_new(d->store, client_of(s), rec->name, &tp);
+	if (rc < 0) {
+		snprintf(why, whylen, "cannot register with the page store: %s",
+			 strerror(-rc));
+		return rc;
+	}
+	s->tmem_client = true;
+	if (rec->disk[0]) {
+		struct guest_disk *dk = &cfg->disks[cfg->ndisks];
+
+		rc = cachedisk_new(d->store, client_of(s), rec->disk,
+				   rec->flags & SR_F_DISK_RO, &dk->back);
+		if (rc < 0) {
+			snprintf(why, whylen, "cannot open disk image %s: %s",
+				 rec->disk, strerror(-rc));
+			return rc;
+		}
+		snprintf(dk->role, sizeof(dk->role), "disk");
+		dk->params.phys_block_size = TMEM_PAGE_SIZE;
+		s->disk = cachedisk_from(&dk->back);
+		s->data_disk = (int)cfg->ndisks++;
+	}
+	return 0;
+}
+
+int slot_adopt(struct ebbd *d, const struct staterec_guest *rec,
+	       struct guest_adoption *a)
+{
+	struct guest_run r = {
+		.name = rec->name,
+		.mem = rec->mem_bytes,
+		.min = rec->min_bytes,
+		.cmdline = rec->cmdline,
+		.reporting = rec->flags & SR_F_REPORTING,
+		.prealloc = rec->flags & SR_F_PREALLOC,
+		.claim = rec->flags & SR_F_CLAIM,
+		.swap = rec->swap_bytes,
+		.swap_quota = rec->swap_quota_bytes,
+		.disk = rec->disk[0] ? rec->disk : NULL,
+		.disk_ro = rec->flags & SR_F_DISK_RO,
+		.page_states = rec->flags & SR_F_PAGE_STATES,
+	};
+	struct guest_config cfg = {
+		.mem_bytes = rec->mem_bytes,
+		.cmdline = rec->cmdline,
+		.no_reporting = !r.reporting || r.prealloc,
+		.page_states = r.page_states,
+	};
+	struct slot *s;
+	char *procs = NULL;
+	int rc;
+
+	/* Its store pages are keyed by its client id, the slot index. */
+	if (rec->client_id >= MAX_GUESTS || d->slots[rec->client_id].g) {
+		snprintf(a->why, sizeof(a->why), "its slot %u is not free",
+			 rec->client_id);
+		return -EBUSY;
+	}
+	s = &d->slots[rec->client_id];
+	memset(s, 0, sizeof(*s));
+	s->d = d;
+	s->swap_disk = s->data_disk = -1;
+	snprintf(cfg.name, sizeof(cfg.name), "%s", rec->name);
+	/* Admission as it was: the same pool id, the claim re-staked as it
+	 * was staked; the first measurement consumes it as before. */
+	s->id = rec->pool_id;
+	if (d->next_id < rec->pool_id)
+		d->next_id = rec->pool_id;
+	rc = pool_guest_add(d->pool, s->id, rec->mem_bytes / POOL_PAGE_SIZE);
+	if (rc < 0) {
+		s->id = 0;
+		snprintf(a->why, sizeof(a->why), "cannot join the pool: %s",
+			 strerror(-rc));
+		return rc;
+	}
+	if (rec->claim_bytes) {
+		rc = pool_claim(d->pool, s->id, rec->claim_bytes / POOL_PAGE_SIZE);
+		if (rc < 0)
+			log_warn(rec->name, "its claim of %llu MiB cannot be "
+				 "staked again (%s): adopted without it",
+				 (unsigned long long)(rec->claim_bytes >> 20),
+				 strerror(-rc));
+	}
+	rc = adopt_disks(d, s, rec, &cfg, a->why, sizeof(a->why));
+	if (rc < 0)
+		goto fail;
+	policy_slot_init(d, s, &r, &procs);
+	free(procs);	/* the process is in its cgroup already */
+	rc = guest_adopt(&d->env, &cfg, a, &ebbd_guest_events, d, &s->g);
+	if (rc < 0) {
+		/* The backends stay as they are: their state is the guest's
+		 * (a cache disk holds nothing of its own). */
+		for (unsigned i = 0; i < cfg.ndisks; i++)
+			cfg.disks[i].back.ops->destroy(cfg.disks[i].back.be);
+		s->g = NULL;
+		goto fail;
+	}
+	s->rec = *rec;
+	s->has_rec = true;
+	s->over_budget = false;
+	slot_prealloc_set_state(s, PRE_NONE, "adopted");
+	slot_record_save(d, s);
+	return 0;
+fail:
+	/* Not policy_slot_release: the cgroup holds the guest's process. */
+	s->pol_cgroup = false;
+	slot_release(d, s);
+	return rc;
+}

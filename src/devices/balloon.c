@@ -14,6 +14,7 @@
 
 #include "hugeblocks.h"
 #include "log.h"
+#include "vsession.h"
 #include "vhost_user.h"
 
 #include <linux/virtio_balloon.h>
@@ -49,6 +50,45 @@ struct balloon {
 	struct loop_timer *keep_timer;	/* expires waiting blocks */
 	struct vq_elem elem;	/* scratch for vq_pop: large, keep off stack */
 };
+
+/*
+ * What the balloon must find again after ebbd restarts (issue 15), kept
+ * in the session record (vu_dev_state): the sizes the driver and ebbd
+ * agreed on, and the counters the OOM-deflate judgement depends on.
+ * Written after every change, read back in adopted().
+ */
+#define BALLOON_STATE_MAGIC 0x45424231u	/* "EBB1" */
+
+struct balloon_durable {
+	uint32_t magic;
+	uint32_t target_pages;
+	uint32_t actual_pages;
+	uint32_t pad;
+	uint64_t inflated_pages;
+	uint64_t deflated_pages;
+	uint64_t oom_deflated_pages;
+	uint64_t reported_bytes;
+	uint64_t returned_bytes;
+};
+
+_Static_assert(sizeof(struct balloon_durable) <= VS_DEV_BYTES,
+	       "balloon state fits the session record");
+
+static void save_state(struct balloon *b)
+{
+	struct balloon_durable st = {
+		.magic = BALLOON_STATE_MAGIC,
+		.target_pages = b->info.target_pages,
+		.actual_pages = b->info.actual_pages,
+		.inflated_pages = b->info.inflated_pages,
+		.deflated_pages = b->info.deflated_pages,
+		.oom_deflated_pages = b->info.oom_deflated_pages,
+		.reported_bytes = b->info.reported_bytes,
+		.returned_bytes = b->info.returned_bytes,
+	};
+
+	memcpy(vu_dev_state(b->vu), &st, sizeof(st));
+}
 
 static unsigned q_stats(const struct balloon *b)
 {
@@ -298,6 +338,10 @@ static void queue_kick(void *opaque, struct vu_dev *dev, unsigned q)
 		}
 		if (rc < 0)
 			goto fail;
+		/* The counters are only counters (actual_pages, from the
+		 * driver, is what the host trusts): a crash between this
+		 * and the push runs the request again and counts it twice. */
+		save_state(b);
 		vq_push(vq, b->elem.head, 0);
 		pushed = true;
 		if (b->info.returned_bytes > before && b->ev && b->ev->returned)
@@ -350,6 +394,7 @@ static int set_config(void *opaque, uint32_t off, const uint8_t *data,
 	if (le32toh(c.num_pages) != b->info.target_pages)
 		log_warn(b->name, "driver wrote num_pages; ignored");
 	b->info.actual_pages = le32toh(c.actual);
+	save_state(b);
 	check_reached(b);
 	return 0;
 }
@@ -453,6 +498,30 @@ static void disconnected(void *opaque)
 	b->info.ready = false;
 	b->stats_held = false;
 	b->info.actual_pages = 0;
+	save_state(b);
+}
+
+/* A restarted ebbd adopted the session: the sizes are the ones before. */
+static int adopted(void *opaque)
+{
+	struct balloon *b = opaque;
+	struct balloon_durable st;
+
+	memcpy(&st, vu_dev_state(b->vu), sizeof(st));
+	if (st.magic == 0)
+		return 0;	/* nothing happened to record yet */
+	if (st.magic != BALLOON_STATE_MAGIC || st.pad ||
+	    st.deflated_pages > st.inflated_pages)
+		return -EBADMSG;
+	b->info.target_pages = st.target_pages;
+	b->info.actual_pages = st.actual_pages;
+	b->info.inflated_pages = st.inflated_pages;
+	b->info.deflated_pages = st.deflated_pages;
+	b->info.oom_deflated_pages = st.oom_deflated_pages;
+	b->info.reported_bytes = st.reported_bytes;
+	b->info.returned_bytes = st.returned_bytes;
+	b->reached_sent = st.target_pages == st.actual_pages;
+	return 0;
 }
 
 static void failed(void *opaque, const char *why)
@@ -489,6 +558,7 @@ static const struct vu_dev_ops balloon_ops = {
 	.disconnected = disconnected,
 	.failed = failed,
 	.mem_table_set = mem_table_set,
+	.adopted = adopted,
 };
 
 int balloon_new(struct loop *loop, const char *sock_path, const char *name,
@@ -564,6 +634,7 @@ int balloon_set_target(struct balloon *b, uint32_t pages)
 {
 	b->info.target_pages = pages;
 	b->reached_sent = false;
+	save_state(b);
 	if (!b->info.ready)
 		return -ENOTCONN;
 	check_reached(b);

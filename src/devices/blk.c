@@ -682,9 +682,17 @@ void blk_free(struct blk *b)
 		return;
 	/* The connection first: nothing may reach the backend after. */
 	vu_dev_free(b->vu);
-	if (b->back.ops->destroy)
+	if (b->back.ops && b->back.ops->destroy)
 		b->back.ops->destroy(b->back.be);
 	free(b);
+}
+
+void blk_free_keep_backend(struct blk *b)
+{
+	if (!b)
+		return;
+	b->back.ops = NULL;
+	blk_free(b);
 }
 
 void blk_get_info(const struct blk *b, struct blk_info *out)

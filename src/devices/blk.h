@@ -136,5 +136,8 @@ void blk_get_info(const struct blk *b, struct blk_info *out);
 
 struct vu_dev;
 struct vu_dev *blk_vu(struct blk *b);
+/* blk_free, but the backend stays alive and the caller's again (an
+ * adoption given up: the backend's state belongs to the guest still). */
+void blk_free_keep_backend(struct blk *b);
 
 #endif

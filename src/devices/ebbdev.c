@@ -24,6 +24,7 @@
 
 #include "log.h"
 #include "vhost_user.h"
+#include "vsession.h"
 
 #define Q_REQUEST	0
 #define REQ_BYTES	32	/* struct ebb_req on the wire */
@@ -54,6 +55,35 @@ struct ebbdev {
 	struct vq_elem elem;	/* scratch for vq_pop: large, keep off stack */
 };
 
+/*
+ * The registration a restarted ebbd must find again (issue 15), kept in
+ * the session record (vu_dev_state): the SET_TABLE request that made it,
+ * served again in adopted() (so checked again), or none.
+ */
+#define EBB_STATE_MAGIC 0x45424254u	/* "EBBT" */
+
+struct ebb_durable {
+	uint32_t magic;
+	uint32_t table;		/* 0 or 1 */
+	uint64_t table_addr, first_pfn, npages;
+};
+
+_Static_assert(sizeof(struct ebb_durable) <= VS_DEV_BYTES,
+	       "ebb device state fits the session record");
+
+static void save_table(struct ebbdev *e, uint64_t table_addr)
+{
+	struct ebb_durable st = {
+		.magic = EBB_STATE_MAGIC,
+		.table = e->info.table,
+		.table_addr = e->info.table ? table_addr : 0,
+		.first_pfn = e->info.first_pfn,
+		.npages = e->info.npages,
+	};
+
+	memcpy(vu_dev_state(e->vu), &st, sizeof(st));
+}
+
 /* Forget the table: the mapping it points into may be about to go. */
 static void drop_table(struct ebbdev *e, const char *why)
 {
@@ -62,6 +92,7 @@ static void drop_table(struct ebbdev *e, const char *why)
 	pagestate_detach(e->ps);
 	e->info.table = false;
 	e->info.first_pfn = e->info.npages = 0;
+	save_table(e, 0);
 	log_info(e->name, "page-state table dropped (%s)", why);
 }
 
@@ -188,6 +219,7 @@ static uint8_t serve(struct ebbdev *e, const struct ebb_req *r)
 			e->info.table = true;
 			e->info.first_pfn = r->first_pfn;
 			e->info.npages = r->npages;
+			save_table(e, r->table_addr);
 			log_info(e->name, "page-state table: pfns %#llx +%llu at gpa %#llx",
 				 (unsigned long long)r->first_pfn,
 				 (unsigned long long)r->npages,
@@ -300,6 +332,27 @@ static void reset(void *opaque)
 	drop_table(e, "device reset");
 }
 
+/* A restarted ebbd adopted the session: register the table again, through
+ * the same checks as the driver's request. */
+static int adopted(void *opaque)
+{
+	struct ebbdev *e = opaque;
+	struct ebb_durable st;
+	struct ebb_req r = { .type = EBB_REQ_SET_TABLE };
+
+	memcpy(&st, vu_dev_state(e->vu), sizeof(st));
+	if (st.magic == 0)
+		return 0;	/* never written: no driver came */
+	if (st.magic != EBB_STATE_MAGIC || st.table > 1)
+		return -EBADMSG;
+	if (!st.table)
+		return 0;
+	r.table_addr = st.table_addr;
+	r.first_pfn = st.first_pfn;
+	r.npages = st.npages;
+	return serve(e, &r) == EBB_S_OK ? 0 : -EBADMSG;
+}
+
 static const struct vu_dev_ops ebbdev_ops = {
 	.type = "ebb",
 	.features = (1ull << EBB_F_PAGE_STATES) | (1ull << EBB_F_VOLATILE),
@@ -313,6 +366,7 @@ static const struct vu_dev_ops ebbdev_ops = {
 	.failed = failed,
 	.mem_table_set = mem_table_set,
 	.reset = reset,
+	.adopted = adopted,
 };
 
 int ebbdev_new(struct loop *loop, const char *sock_path, const char *name,

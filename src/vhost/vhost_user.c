@@ -26,12 +26,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "usock.h"
+#include "vsession.h"
 
 #define VU_VERSION		0x1
 #define VU_FLAG_VERSION_MASK	0x3
@@ -81,7 +83,17 @@ struct vu_dev {
 	char why[96];		/* a violation's formatted reason */
 	vu_fd_hook fd_hook;	/* told of session fds (NULL: nobody) */
 	void *fd_hook_opaque;
+	/* The session kept in a memfd (vu_dev_keep_session), l NULL if not:
+	 * every negotiated value is written there as it is accepted. */
+	struct vsession vs;
+	uint8_t no_state[VS_DEV_BYTES];	/* vu_dev_state() without one */
 };
+
+/* The session record, or NULL when none is kept. */
+static struct vs_layout *rec(struct vu_dev *dev)
+{
+	return dev->vs.l;
+}
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -165,6 +177,8 @@ static void fd_note(struct vu_dev *dev, const char *kind, int q, int fd)
 
 void vu_dev_report_fds(struct vu_dev *dev)
 {
+	if (dev->vs.l)
+		fd_note(dev, "session", -1, dev->vs.fd);
 	if (dev->conn_fd < 0)
 		return;
 	fd_note(dev, "conn", -1, dev->conn_fd);
@@ -205,6 +219,7 @@ static void reset_state(struct vu_dev *dev)
 	dev->protocol_features = 0;
 	dev->have = 0;
 	close_msg_fds(dev);
+	vs_clear_session(&dev->vs);
 }
 
 static void disconnect(struct vu_dev *dev)
@@ -431,6 +446,10 @@ static int set_vring_fd(struct vu_dev *dev, uint32_t req, uint64_t v,
 			close(vq->kick_fd);
 		vq->kick_fd = fd;
 		vq->started = true;
+		if (rec(dev)) {
+			rec(dev)->ring[q].has_kick = fd >= 0;
+			rec(dev)->ring[q].started = 1;
+		}
 		if (fd >= 0) {
 			/* q fits in the pointer: avoids a per-queue alloc. */
 			int rc = loop_watch_add(dev->loop, fd, EPOLLIN, on_kick,
@@ -453,6 +472,8 @@ static int set_vring_fd(struct vu_dev *dev, uint32_t req, uint64_t v,
 		if (vq->call_fd >= 0)
 			close(vq->call_fd);
 		vq->call_fd = fd;
+		if (rec(dev))
+			rec(dev)->ring[q].has_call = fd >= 0;
 		break;
 	default:		/* SET_VRING_ERR: we never signal errors there */
 		if (fd >= 0)
@@ -496,9 +517,17 @@ static int h_set_mem_table(struct vu_dev *dev, const struct vu_msg *m,
 	}
 	for (unsigned i = 0; i < dev->mem.nregions; i++)
 		fd_note(dev, "mem", (int)i, -1);
+	if (rec(dev))
+		rec(dev)->nregions = 0;
 	rc = guestmem_set_table(&dev->mem, d, fds, n);
 	for (unsigned i = 0; rc == 0 && i < dev->mem.nregions; i++)
 		fd_note(dev, "mem", (int)i, dev->mem.r[i].fd);
+	if (rc == 0 && rec(dev)) {
+		/* After the files are held: a record never names a region
+		 * whose file a restarted ebbd could not get back. */
+		memcpy(rec(dev)->regions, d, sizeof(d[0]) * n);
+		__atomic_store_n(&rec(dev)->nregions, n, __ATOMIC_RELEASE);
+	}
 	if (rc < 0) {
 		/* The old table is gone and the rings pointed into it: whatever
 		 * the reason (bad region, unmappable fd), the device cannot go
@@ -587,6 +616,8 @@ static int h_set_features(struct vu_dev *dev, const struct vu_msg *m,
 		return -EINVAL;
 	}
 	dev->features = v;
+	if (rec(dev))
+		rec(dev)->features = v;
 	if (dev->ops->features_set)
 		dev->ops->features_set(dev->opaque, v);
 	return 0;
@@ -608,6 +639,8 @@ static int h_set_protocol_features(struct vu_dev *dev, const struct vu_msg *m,
 		return -EINVAL;
 	}
 	dev->protocol_features = v;
+	if (rec(dev))
+		rec(dev)->protocol_features = v;
 	return 0;
 }
 
@@ -668,6 +701,8 @@ static int h_set_backend_req_fd(struct vu_dev *dev, const struct vu_msg *m,
 	fcntl(dev->backend_fd, F_SETFL,
 	      fcntl(dev->backend_fd, F_GETFL) | O_NONBLOCK);
 	fd_note(dev, "backend", -1, dev->backend_fd);
+	if (rec(dev))
+		rec(dev)->has_backend = 1;
 	return 0;
 }
 
@@ -684,6 +719,8 @@ static int h_set_vring_num(struct vu_dev *dev, const struct vu_msg *m,
 		return -EINVAL;
 	}
 	vq->num = (uint16_t)st.num;
+	if (rec(dev))
+		rec(dev)->ring[st.index].num = vq->num;
 	if (vq_map(vq, &dev->mem) < 0) {
 		*why = "ring outside guest memory";
 		return -EFAULT;
@@ -705,6 +742,14 @@ static int h_set_vring_addr(struct vu_dev *dev, const struct vu_msg *m,
 	vq->used_addr = a.used;
 	vq->avail_addr = a.avail;
 	vq->addr_set = true;
+	if (rec(dev)) {
+		struct vs_ring *r = &rec(dev)->ring[a.index];
+
+		r->desc_addr = a.desc;
+		r->used_addr = a.used;
+		r->avail_addr = a.avail;
+		r->addr_set = 1;
+	}
 	if (vq_map(vq, &dev->mem) < 0) {
 		*why = "ring address outside guest memory or misaligned";
 		return -EFAULT;
@@ -726,6 +771,11 @@ static int h_set_vring_base(struct vu_dev *dev, const struct vu_msg *m,
 	}
 	vq->last_avail = (uint16_t)st.num;
 	vq->used_idx = (uint16_t)st.num;
+	if (vq->rec) {
+		/* A new base: nothing of the old position is in flight. */
+		memset(vq->rec->inflight, 0, sizeof(vq->rec->inflight));
+		vq->rec->used_idx = vq->used_idx;
+	}
 	return 0;
 }
 
@@ -748,6 +798,8 @@ static int h_get_vring_base(struct vu_dev *dev, const struct vu_msg *m,
 	}
 	vq->kick_fd = -1;
 	vq->started = false;
+	if (vq->rec)
+		vq->rec->started = vq->rec->has_kick = 0;
 	return send_reply(dev, m->fd, m->h, &out, sizeof(out));
 }
 
@@ -764,6 +816,8 @@ static int h_set_vring_enable(struct vu_dev *dev, const struct vu_msg *m,
 		return -EINVAL;
 	}
 	vq->enabled = st.num;
+	if (vq->rec)
+		vq->rec->enabled = (uint8_t)st.num;
 	if (vq_ready(vq) && dev->ops->queue_kick)
 		dev->ops->queue_kick(dev->opaque, dev, st.index);
 	return 0;
@@ -903,6 +957,32 @@ static int handle_msg(struct vu_dev *dev, const struct vu_msg *m,
 	return r->handle(dev, m, why);
 }
 
+/*
+ * The message in dev->buf is being handled: record it, so that a
+ * restarted ebbd answers it if this one dies first (the frontend waits
+ * for the answer forever otherwise).  Its fds are not recorded: they die
+ * with this process, so such a message cannot be handled again.
+ */
+static void msg_begin(struct vu_dev *dev, uint32_t len)
+{
+	struct vs_layout *l = rec(dev);
+
+	if (!l)
+		return;
+	memcpy(l->msg, dev->buf, len);
+	l->msg_len = len;
+	l->msg_nfds = dev->nfds;
+	__atomic_store_n(&l->msg_state, VS_MSG_HANDLING, __ATOMIC_RELEASE);
+}
+
+/* The recorded message is answered (or needs no answer). */
+static void msg_end(struct vu_dev *dev)
+{
+	if (rec(dev))
+		__atomic_store_n(&rec(dev)->msg_state, VS_MSG_NONE,
+				 __ATOMIC_RELEASE);
+}
+
 /* A complete message is in dev->buf: check, dispatch, ack. */
 static int dispatch(struct vu_dev *dev, int fd)
 {
@@ -913,6 +993,7 @@ static int dispatch(struct vu_dev *dev, int fd)
 	int rc, wr;
 
 	memcpy(&h, dev->buf, VU_HDR_SIZE);
+	msg_begin(dev, VU_HDR_SIZE + h.size);
 	dev->hold_asked = false;
 	rc = handle_msg(dev, &m, &r, &why);
 	close_msg_fds(dev);
@@ -925,7 +1006,7 @@ static int dispatch(struct vu_dev *dev, int fd)
 		dev->held = true;
 		dev->held_hdr = h;
 		loop_watch_mod(dev->conn_w, 0);
-		return 0;
+		return 0;	/* still being handled: msg_end at release */
 	}
 	dev->hold_asked = false;
 	if (rc == -EINVAL || rc == -EFAULT) {
@@ -945,6 +1026,7 @@ static int dispatch(struct vu_dev *dev, int fd)
 		if (wr < 0)
 			return wr;
 	}
+	msg_end(dev);
 	return 0;
 }
 
@@ -991,6 +1073,42 @@ static int recv_some(struct vu_dev *dev, size_t want)
 	return 0;
 }
 
+/*
+ * Read one message with one recvmsg when the socket already holds all of
+ * it, so that a crash can never leave half a message read: the stream
+ * would be out of step for the next ebbd (docs/restart.md 2.2).  UML and
+ * QEMU send each message with one sendmsg, so it is whole unless the
+ * frontend is slow or hostile.  0 with the message in dev->buf, -EAGAIN
+ * (nothing there), -EINPROGRESS (only part of it is there: the caller
+ * reassembles as it arrives, as before) or -errno.
+ *
+ * A peek without a control buffer leaves any fds queued with the data
+ * (the kernel drops only its peeked duplicates).
+ */
+static int recv_whole(struct vu_dev *dev)
+{
+	struct vu_hdr h;
+	ssize_t n = recv(dev->conn_fd, &h, VU_HDR_SIZE, MSG_PEEK | MSG_DONTWAIT);
+	size_t want;
+	int rc;
+
+	if (n < 0)
+		return (errno == EAGAIN || errno == EINTR) ? -EAGAIN : -errno;
+	if (n == 0)
+		return -ECONNRESET;
+	if (n < VU_HDR_SIZE || h.size > VU_MAX_PAYLOAD)
+		return -EINPROGRESS;	/* the usual path judges it */
+	want = VU_HDR_SIZE + h.size;
+	n = recv(dev->conn_fd, dev->buf, want, MSG_PEEK | MSG_DONTWAIT);
+	if (n < (ssize_t)want)
+		return n < 0 && errno != EAGAIN && errno != EINTR ?
+		       -errno : -EINPROGRESS;
+	rc = recv_some(dev, want);
+	if (rc == 0 && dev->have < want)
+		return -EINPROGRESS;	/* cut short after all: reassemble */
+	return rc;
+}
+
 int vu_dev_process(struct vu_dev *dev)
 {
 	/* Bounded: at most this many messages per wakeup, so one chatty
@@ -1000,6 +1118,17 @@ int vu_dev_process(struct vu_dev *dev)
 		struct vu_hdr h;
 		int rc;
 
+		if (dev->have == 0) {
+			rc = recv_whole(dev);
+			if (rc == -EAGAIN)
+				return 0;
+			if (rc == -EMSGSIZE) {
+				vu_dev_fail(dev, "too many file descriptors in one message");
+				return -ECONNRESET;
+			}
+			if (rc < 0 && rc != -EINPROGRESS)
+				goto gone;
+		}
 		if (dev->have < VU_HDR_SIZE) {
 			rc = recv_some(dev, VU_HDR_SIZE);
 			if (rc == -EAGAIN)
@@ -1092,6 +1221,8 @@ int vu_dev_attach(struct vu_dev *dev, int fd)
 	dev->conn_gen++;
 	dev->failed = false;
 	fd_note(dev, "conn", -1, fd);
+	if (rec(dev))
+		rec(dev)->connected = 1;
 	return 0;
 }
 
@@ -1118,6 +1249,7 @@ void vu_dev_release(struct vu_dev *dev, uint64_t token, int result)
 		disconnect(dev);
 		return;
 	}
+	msg_end(dev);
 	/* Level-triggered: whatever the frontend queued meanwhile is read
 	 * on the next loop iteration. */
 	loop_watch_mod(dev->conn_w, EPOLLIN);
@@ -1158,6 +1290,7 @@ int vu_dev_new(struct loop *loop, const char *path, const char *name,
 	dev->listen_fd = -1;
 	dev->conn_fd = -1;
 	dev->backend_fd = -1;
+	dev->vs.fd = -1;
 	snprintf(dev->name, sizeof(dev->name), "%s", name);
 	guestmem_init(&dev->mem);
 	for (unsigned q = 0; q < VU_MAX_QUEUES; q++)
@@ -1204,6 +1337,10 @@ void vu_dev_free(struct vu_dev *dev)
 		dev->conn_fd = -1;
 	}
 	reset_state(dev);
+	if (dev->vs.l) {
+		fd_note(dev, "session", -1, -1);
+		vs_close(&dev->vs);
+	}
 	if (dev->listen_fd >= 0) {
 		loop_watch_del(dev->listen_w);
 		close(dev->listen_fd);
@@ -1212,6 +1349,290 @@ void vu_dev_free(struct vu_dev *dev)
 	free(dev->path);
 	free(dev);
 }
+
+/* ---- the session kept across ebbd's death ------------------------------ */
+
+static void attach_record(struct vu_dev *dev, struct vsession *vs)
+{
+	dev->vs = *vs;
+	for (unsigned q = 0; q < VU_MAX_QUEUES; q++)
+		dev->vqs[q].rec = q < VS_QUEUES ? &vs->l->ring[q] : NULL;
+}
+
+int vu_dev_keep_session(struct vu_dev *dev)
+{
+	struct vsession vs;
+	int rc;
+
+	if (dev->vs.l)
+		return 0;
+	if (dev->conn_fd >= 0)
+		return -EBUSY;	/* what was negotiated so far is unrecorded */
+	rc = vs_create(dev->name, &vs);
+	if (rc < 0)
+		return rc;
+	attach_record(dev, &vs);
+	fd_note(dev, "session", -1, vs.fd);
+	return 0;
+}
+
+uint8_t *vu_dev_state(struct vu_dev *dev)
+{
+	return dev->vs.l ? dev->vs.l->dev : dev->no_state;
+}
+
+/* Take the held fd of @kind (ring @q if >= 0) through @take; -1 if none. */
+static int take_kind(vu_fd_take take, void *opaque, const char *kind, int q)
+{
+	char k[24];
+
+	if (q >= 0)
+		snprintf(k, sizeof(k), "%s/%d", kind, q);
+	else
+		snprintf(k, sizeof(k), "%s", kind);
+	return take(opaque, k);
+}
+
+#define WHY(...) snprintf(why, VU_WHY_MAX, __VA_ARGS__)
+
+/* Rebuild one ring from its record and its held fds.  0 or -errno. */
+static int adopt_ring(struct vu_dev *dev, unsigned q, vu_fd_take take,
+		      void *opaque, char *why)
+{
+	struct vq *vq = &dev->vqs[q];
+	struct vs_ring *r = vq->rec;
+	int rc;
+
+	vq->num = r->num;
+	vq->desc_addr = r->desc_addr;
+	vq->avail_addr = r->avail_addr;
+	vq->used_addr = r->used_addr;
+	vq->addr_set = r->addr_set;
+	vq->enabled = r->enabled;
+	vq->started = r->started;
+	if (r->has_call) {
+		vq->call_fd = take_kind(take, opaque, "call", (int)q);
+		if (vq->call_fd < 0) {
+			WHY("ring %u's call fd is not held", q);
+			return -ENOENT;
+		}
+		fcntl(vq->call_fd, F_SETFL,
+		      fcntl(vq->call_fd, F_GETFL) | O_NONBLOCK);
+	}
+	if (r->has_kick) {
+		vq->kick_fd = take_kind(take, opaque, "kick", (int)q);
+		if (vq->kick_fd < 0) {
+			WHY("ring %u's kick fd is not held", q);
+			return -ENOENT;
+		}
+		fcntl(vq->kick_fd, F_SETFL,
+		      fcntl(vq->kick_fd, F_GETFL) | O_NONBLOCK);
+		rc = loop_watch_add(dev->loop, vq->kick_fd, EPOLLIN, on_kick,
+				    vq, &dev->kick_w[q]);
+		if (rc < 0) {
+			WHY("ring %u's kick fd cannot be polled", q);
+			return rc;
+		}
+	}
+	if (!r->num || !r->addr_set)
+		return 0;
+	if (vq_map(vq, &dev->mem) < 0) {
+		WHY("ring %u lies outside the recorded memory table", q);
+		return -EBADMSG;
+	}
+	rc = vs_ring_recover(r, vq, vq->resubmit, &vq->nresubmit, why,
+			     VU_WHY_MAX);
+	vq->resubmit_next = 0;
+	if (rc == 0 && vq->nresubmit)
+		log_info(dev->name, "ring %u: %u request(s) in flight, run again",
+			 q, vq->nresubmit);
+	return rc;
+}
+
+int vu_dev_adopt(struct vu_dev *dev, int session_fd, vu_fd_take take,
+		 void *opaque, char *why)
+{
+	int fds[GUESTMEM_MAX_REGIONS];
+	struct vsession vs;
+	struct vs_layout *l;
+	struct vu_hdr h;
+	int conn, rc;
+
+	if (dev->vs.l || dev->conn_fd >= 0) {
+		close(session_fd);
+		WHY("device already has a session");
+		return -EBUSY;
+	}
+	rc = vs_open(session_fd, &vs, why, dev->ops->nqueues);
+	if (rc < 0)
+		return rc;
+	l = vs.l;
+	if (!l->connected) {
+		WHY("no frontend was connected when ebbd stopped");
+		rc = -ENOTCONN;
+		goto err_vs;
+	}
+	if (l->msg_state == VS_MSG_HANDLING) {
+		memcpy(&h, l->msg, VU_HDR_SIZE);
+		if (l->msg_nfds) {
+			WHY("request %u was being handled with its fds, which "
+			    "died with ebbd (the device was in setup)",
+			    h.request);
+			rc = -EBADMSG;
+			goto err_vs;
+		}
+		if (h.size > VU_MAX_PAYLOAD || l->msg_len != VU_HDR_SIZE + h.size) {
+			WHY("recorded request's length does not match it");
+			rc = -EBADMSG;
+			goto err_vs;
+		}
+	}
+	for (unsigned i = 0; i < l->nregions; i++) {
+		fds[i] = take_kind(take, opaque, "mem", (int)i);
+		if (fds[i] < 0) {
+			WHY("memory region %u's file is not held", i);
+			while (i--)
+				close(fds[i]);
+			rc = -ENOENT;
+			goto err_vs;
+		}
+	}
+	if (l->nregions &&
+	    guestmem_set_table(&dev->mem, l->regions, fds, l->nregions) < 0) {
+		WHY("recorded memory table cannot be mapped again");
+		rc = -EBADMSG;
+		goto err_vs;
+	}
+	attach_record(dev, &vs);
+	dev->features = l->features;
+	dev->protocol_features = l->protocol_features;
+	if (l->has_backend) {
+		dev->backend_fd = take_kind(take, opaque, "backend", -1);
+		if (dev->backend_fd < 0) {
+			WHY("backend channel is not held");
+			rc = -ENOENT;
+			goto err_dev;
+		}
+		fcntl(dev->backend_fd, F_SETFL,
+		      fcntl(dev->backend_fd, F_GETFL) | O_NONBLOCK);
+	}
+	for (unsigned q = 0; q < dev->ops->nqueues; q++) {
+		rc = adopt_ring(dev, q, take, opaque, why);
+		if (rc < 0)
+			goto err_dev;
+	}
+	conn = take_kind(take, opaque, "conn", -1);
+	if (conn < 0) {
+		WHY("connection is not held");
+		rc = -ENOENT;
+		goto err_dev;
+	}
+	rc = vu_dev_attach(dev, conn);
+	if (rc < 0) {
+		close(conn);
+		WHY("cannot watch the connection: %s", strerror(-rc));
+		goto err_dev;
+	}
+	/* As a session would have told the device, in the same order; those
+	 * calls forget what a new driver would not have set up yet, so the
+	 * device state is given back as the earlier ebbd left it. */
+	memcpy(dev->no_state, l->dev, VS_DEV_BYTES);
+	if (dev->features && dev->ops->features_set)
+		dev->ops->features_set(dev->opaque, dev->features);
+	if (dev->mem.nregions && dev->ops->mem_table_set)
+		dev->ops->mem_table_set(dev->opaque);
+	memcpy(l->dev, dev->no_state, VS_DEV_BYTES);
+	if (dev->ops->adopted && (rc = dev->ops->adopted(dev->opaque)) < 0) {
+		WHY("the %s device's own state is not valid", dev->ops->type);
+		goto err_dev;
+	}
+	return 0;
+
+err_dev:
+	/* Leave the record as it was, for the operator or another try: the
+	 * rings must not clear it on the way out. */
+	for (unsigned q = 0; q < VU_MAX_QUEUES; q++)
+		dev->vqs[q].rec = NULL;
+	dev->vs.l = NULL;
+	dev->vs.fd = -1;
+	if (dev->conn_fd >= 0) {
+		loop_watch_del(dev->conn_w);
+		dev->conn_w = NULL;
+		close(dev->conn_fd);
+		dev->conn_fd = -1;
+	}
+	{
+		vu_fd_hook hook = dev->fd_hook;
+
+		/* Nothing here was put by us: the holder keeps its copies. */
+		dev->fd_hook = NULL;
+		reset_state(dev);
+		dev->fd_hook = hook;
+	}
+	for (unsigned q = 0; q < VU_MAX_QUEUES; q++)
+		vq_init(&dev->vqs[q], q);
+err_vs:
+	vs_close(&vs);
+	return rc;
+}
+
+void vu_dev_abandon(struct vu_dev *dev)
+{
+	dev->fd_hook = NULL;
+	for (unsigned q = 0; q < VU_MAX_QUEUES; q++)
+		dev->vqs[q].rec = NULL;
+	if (dev->vs.l) {
+		munmap(dev->vs.l, sizeof(*dev->vs.l));
+		close(dev->vs.fd);
+	}
+	dev->vs.l = NULL;
+	dev->vs.fd = -1;
+}
+
+void vu_dev_resume(struct vu_dev *dev)
+{
+	struct vs_layout *l = rec(dev);
+
+	if (!l || dev->conn_fd < 0)
+		return;
+	if (l->msg_state == VS_MSG_HANDLING) {
+		struct vu_hdr h;
+
+		/* Read but not answered by the ebbd that died: the frontend
+		 * is still waiting for the answer. */
+		memcpy(dev->buf, l->msg, l->msg_len);
+		memcpy(&h, dev->buf, VU_HDR_SIZE);
+		dev->nfds = 0;
+		log_info(dev->name, "answering request %u left unanswered "
+			 "by the previous ebbd", h.request);
+		if (dispatch(dev, dev->conn_fd) < 0 && dev->conn_fd >= 0) {
+			log_info(dev->name, "frontend disconnected");
+			disconnect(dev);
+			return;
+		}
+		dev->have = 0;
+	}
+	if (dev->conn_fd < 0)
+		return;
+	for (unsigned q = 0; q < dev->ops->nqueues; q++) {
+		struct vq *vq = &dev->vqs[q];
+
+		if (!vq_ready(vq))
+			continue;
+		/* Kicks that came while no ebbd ran are counted in the
+		 * eventfd; the ring is looked at anyway. */
+		vq_drain_kick(vq);
+		if (dev->ops->queue_kick)
+			dev->ops->queue_kick(dev->opaque, dev, q);
+		if (dev->conn_fd < 0)
+			return;
+		/* A completion published just before the crash may never
+		 * have been signalled; a spurious interrupt is harmless. */
+		vq_notify(vq);
+	}
+}
+
+#undef WHY
 
 int vu_dev_config_changed(struct vu_dev *dev)
 {

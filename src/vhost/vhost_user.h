@@ -112,6 +112,10 @@ struct vu_dev_ops {
 	 * SET_STATUS 0): its rings are gone and whatever the driver set up
 	 * through requests no longer holds. */
 	void (*reset)(void *opaque);
+	/* A restarted ebbd adopted the session (vu_dev_adopt): restore what
+	 * the device keeps in vu_dev_state().  0, or -errno (the adoption
+	 * fails: a record the device does not understand). */
+	int (*adopted)(void *opaque);
 };
 
 /*
@@ -172,6 +176,53 @@ void vu_dev_set_fd_hook(struct vu_dev *dev, vu_fd_hook hook, void *opaque);
 /* Report every session fd the device has now to its hook again (the
  * holder was replaced and holds none of them). */
 void vu_dev_report_fds(struct vu_dev *dev);
+
+/*
+ * Keep the device's session in a memfd (vsession.h) from now on, so that a
+ * restarted ebbd can adopt it: call before a frontend connects.  The memfd
+ * is reported to the fd hook as "session".  0, -EBUSY (connected) or
+ * -errno.
+ */
+int vu_dev_keep_session(struct vu_dev *dev);
+/*
+ * The device's own durable state (VS_DEV_BYTES, zeroed at first): kept in
+ * the session record when there is one, so a device writes there what it
+ * must find again after a restart (the balloon's actual size, the ebb
+ * device's table).  Valid for the device's life.
+ */
+uint8_t *vu_dev_state(struct vu_dev *dev);
+
+#define VU_WHY_MAX 160
+
+/* Get the held fd of @kind (as the fd hook named it) for the adopting
+ * device to own, or -1 if none is held. */
+typedef int (*vu_fd_take)(void *opaque, const char *kind);
+
+/*
+ * Adopt the session an earlier ebbd recorded in @session_fd (taken over,
+ * closed on failure), on a device made with vu_dev_new and no frontend
+ * yet: check the record, get its fds through @take (the connection, the
+ * backend channel, each memory region's file, each ring's kick and call),
+ * map the memory table, rebuild each ring and recover its in-flight
+ * requests, watch the connection.  The device's features_set and
+ * mem_table_set ops are called as a new session would.  The device then
+ * restores its own state (vu_dev_state) and calls vu_dev_resume.  0, or
+ * -errno with the reason in @why (VU_WHY_MAX bytes): the device is left
+ * without a frontend and the record untouched.
+ */
+int vu_dev_adopt(struct vu_dev *dev, int session_fd, vu_fd_take take,
+		 void *opaque, char *why);
+/*
+ * Let go of the session without touching its record or telling the fd
+ * hook (which is removed): for an adoption given up halfway, before
+ * vu_dev_free, so that what the holder keeps stays as it was.
+ */
+void vu_dev_abandon(struct vu_dev *dev);
+/*
+ * Serve again: answer the request the earlier ebbd left unanswered, run
+ * the requests it left in flight, look at every ring and signal each once.
+ */
+void vu_dev_resume(struct vu_dev *dev);
 
 /* Tell the driver its config space changed (backend request channel). */
 int vu_dev_config_changed(struct vu_dev *dev);

@@ -6,12 +6,18 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "vsession.h"
+
 void vq_init(struct vq *vq, unsigned index)
 {
-	memset(vq, 0, sizeof(*vq));
+	/* Only the fields up to the resubmit list: 2 KiB of it is dead
+	 * until a restart fills it, and nresubmit bounds what is read. */
+	memset(vq, 0, offsetof(struct vq, resubmit));
+	vq->nresubmit = vq->resubmit_next = 0;
 	vq->kick_fd = -1;
 	vq->call_fd = -1;
 	vq->index = index;
@@ -19,11 +25,16 @@ void vq_init(struct vq *vq, unsigned index)
 
 void vq_reset(struct vq *vq)
 {
+	struct vs_ring *rec = vq->rec;
+
 	if (vq->kick_fd >= 0)
 		close(vq->kick_fd);
 	if (vq->call_fd >= 0)
 		close(vq->call_fd);
 	vq_init(vq, vq->index);
+	vq->rec = rec;
+	if (rec)
+		vs_clear_ring(rec);
 }
 
 int vq_map(struct vq *vq, const struct guestmem *gm)
@@ -73,19 +84,27 @@ int vq_pop(struct vq *vq, const struct guestmem *gm, struct vq_elem *elem,
 {
 	uint16_t avail_idx, head, i;
 	unsigned count = 0;
-	bool seen_write = false;
+	bool seen_write = false, resubmit = false;
 
 	if (!vq_ready(vq))
 		return 0;
-	avail_idx = le16toh(__atomic_load_n(&vq->avail->idx, __ATOMIC_ACQUIRE));
-	if (avail_idx == vq->last_avail)
-		return 0;
-	/* The driver can be at most num entries ahead of us. */
-	if ((uint16_t)(avail_idx - vq->last_avail) > vq->num) {
-		*why = "avail index moved more than the ring size";
-		return -EINVAL;
+	if (vq->resubmit_next < vq->nresubmit) {
+		/* Still in flight from before a restart (and still marked
+		 * so in the record): the same head, walked again. */
+		resubmit = true;
+		head = vq->resubmit[vq->resubmit_next];
+	} else {
+		avail_idx = le16toh(__atomic_load_n(&vq->avail->idx,
+						    __ATOMIC_ACQUIRE));
+		if (avail_idx == vq->last_avail)
+			return 0;
+		/* The driver can be at most num entries ahead of us. */
+		if ((uint16_t)(avail_idx - vq->last_avail) > vq->num) {
+			*why = "avail index moved more than the ring size";
+			return -EINVAL;
+		}
+		head = le16toh(vq->avail->ring[vq->last_avail % vq->num]);
 	}
-	head = le16toh(vq->avail->ring[vq->last_avail % vq->num]);
 	if (head >= vq->num) {
 		*why = "avail ring entry out of range";
 		return -EINVAL;
@@ -141,14 +160,31 @@ int vq_pop(struct vq *vq, const struct guestmem *gm, struct vq_elem *elem,
 		}
 		i = d.next;
 	}
+	if (resubmit) {
+		vq->resubmit_next++;
+		return 1;
+	}
 	vq->last_avail++;
+	if (vq->rec) {
+		/* After the chain is read: a crash before this store leaves
+		 * the head unrecorded, and recovery pops it again from the
+		 * avail ring (vs_ring_recover counts only marked heads). */
+		vq->rec->counter++;
+		__atomic_store_n(&vq->rec->inflight[head], vq->rec->counter,
+				 __ATOMIC_RELEASE);
+	}
 	return 1;
 }
 
 void vq_push(struct vq *vq, uint16_t head, uint32_t len)
 {
 	struct vring_used_elem *e = &vq->used->ring[vq->used_idx % vq->num];
+	struct vs_ring *r = vq->rec;
 
+	/* Recovery settles a push torn after the ring's index by this head,
+	 * so it is named before anything the driver can see. */
+	if (r)
+		__atomic_store_n(&r->last_batch_head, head, __ATOMIC_RELEASE);
 	e->id = htole32(head);
 	e->len = htole32(len);
 	vq->used_idx++;
@@ -157,6 +193,13 @@ void vq_push(struct vq *vq, uint16_t head, uint32_t len)
 	 * the driver's flags, and that load must not move before this store
 	 * (the driver's mirror image is store flags, load used->idx). */
 	__atomic_store_n(&vq->used->idx, htole16(vq->used_idx), __ATOMIC_SEQ_CST);
+	if (r) {
+		/* Mark first, index second: in between, recovery sees the
+		 * ring one past the record and clears the (already clear)
+		 * mark; the other order would leave a used head marked. */
+		__atomic_store_n(&r->inflight[head], 0, __ATOMIC_RELEASE);
+		__atomic_store_n(&r->used_idx, vq->used_idx, __ATOMIC_RELEASE);
+	}
 }
 
 int vq_notify(struct vq *vq)

@@ -61,6 +61,14 @@ struct vq {
 	bool enabled;		/* SET_VRING_ENABLE state */
 	bool started;		/* kick fd received: ring is live */
 	unsigned index;		/* queue number, for messages */
+	/* The in-flight record this ring keeps (vsession.h), NULL: none.
+	 * vq_init clears the pointer; vq_reset keeps it and clears the
+	 * record. */
+	struct vs_ring *rec;
+	/* Heads a restarted ebbd found in flight, popped again first, in
+	 * the order they were first popped (vs_ring_recover). */
+	uint16_t resubmit[VQ_MAX_SIZE];
+	unsigned nresubmit, resubmit_next;
 };
 
 /* One buffer of a chain, already translated. */
@@ -78,8 +86,11 @@ struct vq_elem {
 	struct vq_buf bufs[VQ_MAX_BUFS];
 };
 
+struct vs_ring;
+
 void vq_init(struct vq *vq, unsigned index);
-/* Close kick/call fds and forget the ring (device reset). */
+/* Close kick/call fds and forget the ring (device reset); its in-flight
+ * record, if any, is cleared and stays attached. */
 void vq_reset(struct vq *vq);
 
 /*
@@ -91,13 +102,15 @@ int vq_map(struct vq *vq, const struct guestmem *gm);
 bool vq_ready(const struct vq *vq);
 
 /*
- * Take the next available chain.  Returns 1 with *elem filled, 0 if the
- * ring is empty, or -EINVAL/-EFAULT for a malformed ring, with *why set to
+ * Take the next available chain (first the heads left to run again after
+ * a restart, then the avail ring), and mark it in flight in the record.
+ * Returns 1 with *elem filled, 0 if the ring is empty, or -EINVAL/-EFAULT for a malformed ring, with *why set to
  * a static description.  @elem may be large: callers keep one per device.
  */
 int vq_pop(struct vq *vq, const struct guestmem *gm, struct vq_elem *elem,
 	   const char **why);
-/* Give a chain back with @len bytes written into it. */
+/* Give a chain back with @len bytes written into it, and clear its
+ * in-flight mark (the order of the stores is vsession.h's). */
 void vq_push(struct vq *vq, uint16_t head, uint32_t len);
 /* Interrupt the driver unless it asked not to be.  Returns 0 or -errno. */
 int vq_notify(struct vq *vq);
