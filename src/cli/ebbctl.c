@@ -178,6 +178,7 @@ static const struct {
 	{ "stop", ebbctl_stop },
 	{ "exec", ebbctl_exec },
 	{ "info", ebbctl_info },
+	{ "upgrade", ebbctl_upgrade },
 	{ "claim", ebbctl_claim },
 	{ "tmem", ebbctl_tmem },
 	{ "events", ebbctl_events },
@@ -226,6 +227,8 @@ static void usage(FILE *f)
 "  stop NAME [--force]         stop a guest\n"
 "  exec NAME COMMAND...        run a shell line on the guest's console\n"
 "  info                        host budget, residency and claims\n"
+"  upgrade                     re-execute the ebbd binary on disk; guests\n"
+"                              run on; prints how long devices paused\n"
 "  claim NAME SIZE|0           stake host memory for a guest (0 cancels)\n"
 "  tmem                        transcendent memory pools\n"
 "  events                      print events as they arrive\n"

@@ -137,4 +137,7 @@ int ebbctl_discard(int argc, char **argv);
 /* builtin-policy.c */
 int ebbctl_policy(int argc, char **argv);
 
+/* builtin-upgrade.c */
+int ebbctl_upgrade(int argc, char **argv);
+
 #endif

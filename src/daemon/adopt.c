@@ -356,6 +356,7 @@ void adopt_guests(struct ebbd *d)
 		d->found[i] = d->found[--d->nfound];
 		adopted++;
 	}
+	d->restart_adopted = adopted;
 	if (adopted || left)
 		log_info(NULL, "adopted %u guest(s) of an earlier ebbd; %u "
 			 "found guest(s) left alone", adopted, left);

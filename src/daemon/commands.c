@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "guest_run.h"
 #include "log.h"
@@ -464,6 +465,22 @@ static int cmd_info(void *ctx, json_t *args, json_t **ret, char **err)
 			 "guests", (int)pi.guests);
 	json_object_set_new(*ret, "store",
 			    json_integer((json_int_t)(pi.store_pages * POOL_PAGE_SIZE)));
+	json_object_set_new(*ret, "pid", json_integer(getpid()));
+	json_object_set_new(*ret, "restart", json_pack(
+		"{s:s, s:i, s:I}", "how", d->restart_how ? d->restart_how : "start",
+		"adopted", (int)d->restart_adopted,
+		"pause_us", (json_int_t)d->restart_pause_us));
+	return 0;
+}
+
+static int cmd_upgrade(void *ctx, json_t *args, json_t **ret, char **err)
+{
+	struct ebbd *d = ctx;
+	int rc = upgrade_start(d, err);
+
+	if (rc < 0)
+		return rc;
+	*ret = json_pack("{s:i, s:s}", "pid", (int)getpid(), "exe", d->exe_path);
 	return 0;
 }
 
@@ -800,6 +817,8 @@ const struct control_cmd ebbd_commands[] = {
 	{ "guest-exec", cmd_exec, "name command",
 	  "run a shell line in the guest" },
 	{ "info", cmd_info, "", "host pool: budget, resident, free, claims" },
+	{ "upgrade", cmd_upgrade, "",
+	  "re-exec the ebbd binary on disk; guests keep running" },
 	{ "claim", cmd_claim, "name size",
 	  "stake (or with 0 cancel) a claim for a guest" },
 	{ "tmem", cmd_tmem, "",

@@ -36,6 +36,17 @@ static void on_signal(void *opaque, uint32_t events)
 
 	if (read(d->sigfd, &si, sizeof(si)) != (ssize_t)sizeof(si))
 		return;
+	if (si.ssi_signo == SIGHUP) {
+		char *err = NULL;
+
+		if (upgrade_start(d, &err) < 0) {
+			log_warn(NULL, "SIGHUP: no upgrade: %s", err);
+			free(err);
+		} else {
+			log_info(NULL, "SIGHUP: upgrading");
+		}
+		return;
+	}
 	log_info(NULL, "signal %u: stopping every guest and exiting",
 		 si.ssi_signo);
 	service_stopping(d->svc);
@@ -225,6 +236,7 @@ static int open_signals(struct ebbd *d)
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGHUP);	/* upgrade */
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	d->sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	return d->sigfd < 0 ? -errno : 0;
@@ -398,6 +410,10 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	apply_options(&d, &o);
+	upgrade_started(&d);
+	d.argv = argv;
+	if (!realpath("/proc/self/exe", d.exe_path))
+		d.exe_path[0] = '\0';
 	if (exe_dir(exe, sizeof(exe)) &&
 	    strlen(exe) + sizeof("/ebb-holder") <= sizeof(holder))
 		snprintf(holder, sizeof(holder), "%s/ebb-holder", exe);
@@ -416,6 +432,7 @@ int main(int argc, char **argv)
 		char status[256];
 
 		adopt_guests(&d);
+		upgrade_served(&d);
 
 		log_info(NULL, "ebbd ready: control %s, budget %s", o.socket,
 			 size_format(o.budget_bytes, buf, sizeof(buf)));

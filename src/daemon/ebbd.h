@@ -204,6 +204,14 @@ struct ebbd {
 	bool hold_warned;		/* its restart failure was logged */
 	struct fdhold_fd *kept;		/* got back for found guests, open */
 	unsigned nkept;
+	/* Upgrades (upgrade.c): re-exec the binary ebbd was started from. */
+	char exe_path[4096];		/* realpath of /proc/self/exe at start */
+	char **argv;			/* main's, passed on unchanged */
+	struct loop_timer *upgrade_timer;	/* an accepted upgrade's exec */
+	const char *restart_how;	/* "start" or "upgrade" */
+	uint64_t upgrade_t0_ns;		/* CLOCK_MONOTONIC before the exec */
+	uint64_t restart_pause_us;	/* exec to serving again, upgrades */
+	unsigned restart_adopted;	/* guests adopted at start */
 };
 
 
@@ -292,6 +300,16 @@ void adopt_fds(struct ebbd *d);
  * and whose device fds came back (slot_adopt); the others stay found,
  * with the reason, and untouched. */
 void adopt_guests(struct ebbd *d);
+
+/* upgrade.c: re-exec ebbd without stopping a guest.  upgrade_check: why
+ * not now (-errno, *err set); upgrade_start: checked, then exec'd from
+ * the loop shortly after (the request's reply leaves first);
+ * upgrade_started: at start, before anything (reads the old image's
+ * time); upgrade_served: once every guest is adopted (the pause). */
+int upgrade_check(struct ebbd *d, char **err);
+int upgrade_start(struct ebbd *d, char **err);
+void upgrade_started(struct ebbd *d);
+void upgrade_served(struct ebbd *d);
 /* Every accounting tick: a found guest whose process has exited gets
  * its kept fds closed and dropped from the holder. */
 void adopt_watch(struct ebbd *d);
