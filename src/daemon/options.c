@@ -247,9 +247,9 @@ const struct option_def options_table[] = {
 	{ "state-dir", "daemon", "state-dir", true, "DIR",
 	  "swap backing files, on disk (default /var/lib/ebb)", set_state_dir },
 	{ "fd-hold", "daemon", "fd-hold", true, "MODE",
-	  "who holds device fds across ebbd's death: off (default, until "
-	  "guests can be adopted), auto (systemd's fd store under systemd, "
-	  "else ebb-holder), holder, systemd",
+	  "who holds device fds across ebbd's death, so a restarted ebbd "
+	  "adopts the guests: auto (default: systemd's fd store under "
+	  "systemd, else ebb-holder), holder, systemd, off",
 	  set_fd_hold },
 	{ "kernel", "guests", "kernel", true, "PATH",
 	  "UML guest kernel (default: ebb's, installed or in the build tree)",
@@ -327,11 +327,12 @@ int options_init(struct ebbd_options *o, const char *kernel,
 	o->initrd = strdup(initrd);
 	o->keep_wait_ms = 10000;
 	/*
-	 * Off until a restarted ebbd adopts guests (docs/restart.md): a guest
-	 * that was waiting for ebbd's answer when it died waits for ever on a
-	 * held connection, where a closed one only costs it the device.
+	 * Held, so that a restarted ebbd adopts the guests (docs/restart.md).
+	 * The price: a guest that was waiting for ebbd's answer when it died
+	 * waits until an ebbd runs again, where a closed connection would
+	 * have cost it the device for good.
 	 */
-	o->fd_hold = FDHOLD_OFF;
+	o->fd_hold = FDHOLD_AUTO;
 	o->policy_on = true;
 	/* Under systemd, the unit's RuntimeDirectory=, StateDirectory= and
 	 * LogsDirectory= are where the service's files belong (the unit

@@ -26,6 +26,7 @@
 #include "fake_frontend.h"
 #include "guestmem.h"
 #include "virtq.h"
+#include "vsession.h"
 
 #define MiB (1ull << 20)
 #define GPA 0x100000ull		/* guest memory starts at 1 MiB, as in UML */
@@ -871,12 +872,200 @@ const char *__ubsan_default_options(void)
 	return "halt_on_error=1:print_stacktrace=1";
 }
 
+
+/* ---- the in-flight record and recovery after a restart (vsession.h) ---- */
+
+/* A ring with a record, as vhost_user.c keeps it. */
+static struct vsession *with_record(struct env *e)
+{
+	struct vsession *vs = calloc(1, sizeof(*vs));
+
+	assert_non_null(vs);
+	assert_int_equal(vs_create("test", vs), 0);
+	e->vq.rec = &vs->l->ring[0];
+	return vs;
+}
+
+/* One single-buffer chain posted; returns its head. */
+static uint16_t post_one(struct env *e, unsigned i)
+{
+	uint64_t a = DATA + 0x1000ull * i;
+	uint32_t l = 64;
+	uint16_t head = ff_ring_chain(&e->r, 1, &a, &l, NULL);
+
+	ff_ring_post(&e->r, head);
+	return head;
+}
+
+/* "Restart": a fresh vq on the same ring and record, recovered. */
+static int restart(struct env *e, struct vs_ring *rec, unsigned *n)
+{
+	char why[96];
+	int rc;
+
+	vq_init(&e->vq, 0);
+	e->vq.rec = rec;
+	assert_int_equal(attach_ring(e, NUM), 0);
+	rc = vs_ring_recover(rec, &e->vq, e->vq.resubmit, n, why, sizeof(why));
+	e->vq.nresubmit = *n;
+	e->vq.resubmit_next = 0;
+	return rc;
+}
+
+static void inflight_heads_are_run_again_in_pop_order(void **state)
+{
+	struct env *e = *state;
+	struct vsession *vs = with_record(e);
+	uint16_t h[4];
+	unsigned n;
+
+	for (unsigned i = 0; i < 4; i++)
+		h[i] = post_one(e, i);
+	for (unsigned i = 0; i < 3; i++) {
+		assert_int_equal(pop(e), 1);
+		assert_int_equal(e->elem->head, h[i]);
+	}
+	/* Completed out of order: the second only. */
+	vq_push(&e->vq, h[1], 0);
+	assert_int_equal(restart(e, e->vq.rec, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(e->vq.used_idx, 1);
+	assert_int_equal(e->vq.last_avail, 3);
+	/* h[0] and h[2] again, then the one never popped, then nothing. */
+	assert_int_equal(pop(e), 1);
+	assert_int_equal(e->elem->head, h[0]);
+	assert_int_equal(e->elem->bufs[0].gpa, DATA);
+	assert_int_equal(pop(e), 1);
+	assert_int_equal(e->elem->head, h[2]);
+	assert_int_equal(pop(e), 1);
+	assert_int_equal(e->elem->head, h[3]);
+	assert_int_equal(pop(e), 0);
+	/* Completing them all leaves nothing in flight. */
+	vq_push(&e->vq, h[2], 0);
+	vq_push(&e->vq, h[0], 0);
+	vq_push(&e->vq, h[3], 0);
+	assert_int_equal(restart(e, e->vq.rec, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(e->vq.last_avail, 4);
+	assert_int_equal(pop(e), 0);
+	e->vq.rec = NULL;	/* teardown's vq_reset would clear it */
+	vs_close(vs);
+	free(vs);
+}
+
+static void torn_push_is_settled_either_way(void **state)
+{
+	struct env *e = *state;
+	struct vsession *vs = with_record(e);
+	struct vs_ring *r = e->vq.rec;
+	struct vring_used *u = ff_ring_used(&e->r);
+	uint16_t h0 = post_one(e, 0), h1 = post_one(e, 1);
+	unsigned n;
+
+	assert_int_equal(pop(e), 1);
+	assert_int_equal(pop(e), 1);
+	/* Die after the ring's index moved, before the record knew: the
+	 * element and index are in the ring, the head still marked. */
+	r->last_batch_head = h0;
+	u->ring[0].id = h0;
+	u->idx = 1;
+	assert_int_equal(restart(e, r, &n), 0);
+	assert_int_equal(n, 1);	/* only h1 */
+	assert_int_equal(e->vq.resubmit[0], h1);
+	assert_int_equal(e->vq.last_avail, 2);
+	assert_int_equal(r->used_idx, 1);
+	assert_int_equal(r->inflight[h0], 0);
+	/* The same with the mark already cleared: nothing changes. */
+	assert_int_equal(pop(e), 1);
+	r->last_batch_head = h1;
+	u->ring[1].id = h1;
+	u->idx = 2;
+	r->inflight[h1] = 0;
+	assert_int_equal(restart(e, r, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(e->vq.last_avail, 2);
+	e->vq.rec = NULL;	/* teardown's vq_reset would clear it */
+	vs_close(vs);
+	free(vs);
+}
+
+static void record_disagreeing_with_the_ring_is_refused(void **state)
+{
+	struct env *e = *state;
+	struct vsession *vs = with_record(e);
+	struct vs_ring *r = e->vq.rec;
+	unsigned n;
+
+	post_one(e, 0);
+	assert_int_equal(pop(e), 1);
+	/* The guest moved the used index (it is guest memory). */
+	ff_ring_used(&e->r)->idx = 5;
+	assert_int_equal(restart(e, r, &n), -EBADMSG);
+	/* More in flight than the driver ever made available. */
+	ff_ring_used(&e->r)->idx = 0;
+	r->counter = 9;
+	for (unsigned h = 0; h < NUM; h++)
+		r->inflight[h] = h + 1;
+	assert_int_equal(restart(e, r, &n), -EBADMSG);
+	e->vq.rec = NULL;	/* teardown's vq_reset would clear it */
+	vs_close(vs);
+	free(vs);
+}
+
+static void corrupt_session_records_are_refused(void **state)
+{
+	struct vsession vs;
+	struct vs_layout *l;
+	char why[96];
+	size_t sz = sizeof(*l);
+
+	(void)state;
+	assert_int_equal(vs_create("t", &vs), 0);
+	l = vs.l;
+	assert_int_equal(vs_check(l, sz, 4, why, sizeof(why)), 0);
+	assert_int_equal(vs_check(l, sz - 8, 4, why, sizeof(why)), -EBADMSG);
+	l->magic[0] ^= 1;
+	assert_int_equal(vs_check(l, sz, 4, why, sizeof(why)), -EBADMSG);
+	l->magic[0] ^= 1;
+	l->nregions = GUESTMEM_MAX_REGIONS + 1;
+	assert_int_equal(vs_check(l, sz, 4, why, sizeof(why)), -EBADMSG);
+	l->nregions = 1;
+	l->regions[0].size = 4096;
+	l->regions[0].guest_addr = UINT64_MAX - 100;
+	assert_int_equal(vs_check(l, sz, 4, why, sizeof(why)), -EBADMSG);
+	l->regions[0].guest_addr = 0;
+	assert_int_equal(vs_check(l, sz, 4, why, sizeof(why)), 0);
+	l->ring[5].num = 8;	/* a ring the 4-ring device does not have */
+	assert_int_equal(vs_check(l, sz, 4, why, sizeof(why)), -EBADMSG);
+	l->ring[5].num = 0;
+	l->ring[1].num = 12;	/* not a power of two */
+	assert_int_equal(vs_check(l, sz, 4, why, sizeof(why)), -EBADMSG);
+	l->ring[1].num = 8;
+	l->ring[1].inflight[9] = 1;	/* head beyond the ring */
+	l->ring[1].counter = 1;
+	assert_int_equal(vs_check(l, sz, 4, why, sizeof(why)), -EBADMSG);
+	l->ring[1].inflight[9] = 0;
+	l->ring[1].inflight[3] = 7;	/* popped after the last pop */
+	assert_int_equal(vs_check(l, sz, 4, why, sizeof(why)), -EBADMSG);
+	l->ring[1].inflight[3] = 1;
+	l->msg_state = VS_MSG_HANDLING;
+	l->msg_len = 4;		/* shorter than a header */
+	assert_int_equal(vs_check(l, sz, 4, why, sizeof(why)), -EBADMSG);
+	l->msg_len = 12;
+	assert_int_equal(vs_check(l, sz, 4, why, sizeof(why)), 0);
+	vs_close(&vs);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		T(map_good_ring_is_shared_with_guest),
+		T(inflight_heads_are_run_again_in_pop_order),
+		T(torn_push_is_settled_either_way),
+		T(record_disagreeing_with_the_ring_is_refused),
+		cmocka_unit_test(corrupt_session_records_are_refused),
 		T(map_without_address_is_not_ready),
 		T(map_rejects_bad_sizes),
 		T(map_rejects_misalignment),
