@@ -6,12 +6,13 @@
  * The daemon answers, then executes itself: this connection reaches end
  * of file at the exec, which is how the answer of the new image is told
  * from the old one's.  Then the socket is tried until the new image
- * listens, and its info says whether it came up by upgrade and how long
+ * greets, and its info says whether it came up by upgrade and how long
  * the devices waited.
  */
 #include "ebbctl.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -19,22 +20,29 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Does something listen at the control socket?  Quietly, unlike
- * conn_open, which reports a failure. */
-static bool listening(void)
+/*
+ * Does an ebbd answer at the control socket?  Quietly, unlike conn_open,
+ * which reports a failure.  Its greeting must arrive: a connect can still
+ * land in the old image's backlog while its exec closes its fds one by
+ * one (our connection first, the listening socket after), and such a
+ * connection is then reset.
+ */
+static bool answering(void)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	bool ok;
+	struct pollfd p = { .events = POLLIN };
+	char c;
+	bool ok = false;
 
-	if (fd < 0 || strlen(opt.socket) >= sizeof(sa.sun_path)) {
-		if (fd >= 0)
-			close(fd);
+	p.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (p.fd < 0)
 		return false;
+	if (strlen(opt.socket) < sizeof(sa.sun_path)) {
+		strcpy(sa.sun_path, opt.socket);
+		ok = connect(p.fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+		     poll(&p, 1, 1000) == 1 && recv(p.fd, &c, 1, 0) == 1;
 	}
-	strcpy(sa.sun_path, opt.socket);
-	ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-	close(fd);
+	close(p.fd);
 	return ok;
 }
 
@@ -73,7 +81,7 @@ int ebbctl_upgrade(int argc, char **argv)
 	while (conn_read_line(&cn, deadline, &line) == 0)
 		;
 	conn_close(&cn);
-	while (!listening()) {
+	while (!answering()) {
 		if (now_ms() > deadline) {
 			errmsg("no ebbd listens at %s after the upgrade",
 			       opt.socket);
