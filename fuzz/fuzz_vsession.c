@@ -3,10 +3,10 @@
  * ebbd loads it, and the ring recovery that trusts what the check passed.
  * The record lives in a memfd any process holding it could have written.
  *
- * Input: byte 0 picks the device's queue count (1..8), the rest is laid
- * over a valid, empty record (so the magic and sizes are usually right and
- * the field checks get fuzzed); the last 4 bytes also give a ring's used
- * and avail indices in a small guest memory.
+ * Input: byte 0 picks the device's queue count (1..8) and whether the
+ * rest is laid over a valid, empty record from its version field on, or
+ * only past its identity (so the field checks get fuzzed, not just the
+ * magic); the last 4 bytes also give a ring's used and avail indices.
  *
  * Oracle, beyond ASan/UBSan: vs_check either refuses with a terminated
  * reason, or every later step stays in bounds: each ring the record
@@ -44,8 +44,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	l->version = VS_VERSION;
 	l->size = sizeof(*l);
 	nq = 1 + data[0] % VS_QUEUES;
-	memcpy((uint8_t *)l + 8, data + 1,
-	       size - 5 < sizeof(*l) - 8 ? size - 5 : sizeof(*l) - 8);
+	/* The top bit of byte 0: overwrite the version and size too;
+	 * otherwise the identity (magic, version, size) stays whole. */
+	if (data[0] & 0x80)
+		memcpy((uint8_t *)l + 8, data + 1,
+		       size - 5 < sizeof(*l) - 8 ? size - 5 : sizeof(*l) - 8);
+	else
+		memcpy((uint8_t *)l + 16, data + 1,
+		       size - 5 < sizeof(*l) - 16 ? size - 5 : sizeof(*l) - 16);
 	why[0] = '\0';
 	if (vs_check(l, sizeof(*l), nq, why, sizeof(why)) < 0) {
 		if (!memchr(why, '\0', sizeof(why)) || !why[0])
