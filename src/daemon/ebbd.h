@@ -211,6 +211,8 @@ struct ebbd {
 	const char *restart_how;	/* "start" or "upgrade" */
 	uint64_t upgrade_t0_ns;		/* CLOCK_MONOTONIC before the exec */
 	uint64_t restart_pause_us;	/* exec to serving again, upgrades */
+	uint64_t start_ns;		/* CLOCK_MONOTONIC at main's start */
+	uint64_t startup_us;		/* main's start to serving, any start */
 	unsigned restart_adopted;	/* guests adopted at start */
 };
 

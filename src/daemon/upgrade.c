@@ -120,6 +120,7 @@ void upgrade_started(struct ebbd *d)
 	const char *t0 = getenv(UPGRADE_ENV);
 	char *end;
 
+	d->start_ns = mono_ns();
 	d->restart_how = "start";
 	if (!t0)
 		return;
@@ -134,6 +135,7 @@ void upgrade_started(struct ebbd *d)
 
 void upgrade_served(struct ebbd *d)
 {
+	d->startup_us = (mono_ns() - d->start_ns) / 1000;
 	if (!d->upgrade_t0_ns)
 		return;
 	d->restart_pause_us = (mono_ns() - d->upgrade_t0_ns) / 1000;

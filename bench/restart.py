@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""How long guests' devices pause when ebbd is upgraded or crashes, with
+guests swapping through ebb the whole time (issue 15).
+
+    python3 bench/restart.py [--guests 10] [--upgrades 20] [--crashes 10]
+                             [--mem 128M] [--swap 256M] [--work 160M]
+
+Each guest (--mem of RAM, a --swap device kept in host memory) runs
+pagecheck over --work in a loop, so it swaps continuously and every page
+it reads back is checked.  Then, one after the other:
+
+  upgrade  `ebbctl upgrade`, --upgrades times, 1 s apart.  The pause is
+           what the new image reports (info "restart"): from the old
+           image's last instruction before execve() to the moment every
+           guest is adopted and its rings have been looked at again,
+           CLOCK_MONOTONIC on both sides.
+  crash    kill -9 of ebbd, then a new ebbd started at once on the same
+           directories (as systemd's Restart= would), --crashes times.
+           Crash to serving: from the kill to the first answer of the new
+           ebbd's control socket with every guest adopted (measured here,
+           so it includes starting the process); the adoption pause as
+           the new ebbd reports it is the part after its start.
+
+The fd holder is ebb-holder (PID 1 here is not systemd).  At the end every
+pagecheck must report 0 mismatches and every guest must still run: a
+benchmark whose guests lost pages has no numbers worth printing.
+"""
+import argparse
+import json
+import os
+import signal
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
+import ebbtest  # noqa: E402
+from ebbtest import MiB  # noqa: E402
+
+
+def size(s):
+    return int(float(s[:-1]) * {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[s[-1]])
+
+
+def pct(v, p):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1))))]
+
+
+def start_workload(d, names, work):
+    for i, n in enumerate(names):
+        d.c.call("guest-exec", name=n,
+                 command="pagecheck write %s %d --hold 1 --passes 100000"
+                 % (work, 100 + i))
+
+
+def adopted_all(d, names):
+    gl = d.c.call("guest-list")
+    running = {g["name"] for g in gl["guests"] if g["state"] == "running"}
+    return set(names) <= running and not gl["found"], gl
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--guests", type=int, default=10)
+    ap.add_argument("--upgrades", type=int, default=20)
+    ap.add_argument("--crashes", type=int, default=10)
+    ap.add_argument("--mem", default="128M")
+    ap.add_argument("--swap", default="256M")
+    ap.add_argument("--work", default="160M")
+    a = ap.parse_args()
+    names = ["b%d" % i for i in range(a.guests)]
+    budget = "%dM" % (a.guests * (size(a.mem) + size(a.swap)) // MiB + 512)
+    d = ebbtest.Ebbd(budget=budget)
+    workdir = d.dir
+    upgrades, crash_total, crash_adopt = [], [], []
+    try:
+        for n in names:
+            d.run(n, size(a.mem), swap=size(a.swap))
+        for n in names:
+            ebbtest.guest_swapon(d, n)
+        start_workload(d, names, a.work)
+        time.sleep(5)  # every guest swapping
+        for _ in range(a.upgrades):
+            r = d.ebbctl("--json", "upgrade")
+            res = json.loads(r.stdout.strip().splitlines()[-1])
+            assert res["how"] == "upgrade" and res["adopted"] == a.guests, res
+            upgrades.append(res["pause_us"] / 1000.0)
+            d.c = d.client()
+            time.sleep(1)
+        for _ in range(a.crashes):
+            t0 = time.monotonic()
+            d.proc.send_signal(signal.SIGKILL)
+            d.proc.wait()
+            d.logf.close()
+            d = ebbtest.Ebbd(budget=budget, workdir=workdir)
+            ok, gl = adopted_all(d, names)
+            crash_total.append((time.monotonic() - t0) * 1000.0)
+            assert ok, gl
+            crash_adopt.append(d.c.call("info")["restart"]["startup_us"] / 1000.0)
+            time.sleep(1)
+        # Every guest must still be right: stop the loops, read the tally.
+        bad = []
+        for n in names:
+            out = d.console(n)
+            fails = [l for l in out.splitlines()
+                     if "pagecheck: pass" in l and not l.endswith(" 0 mismatches")]
+            if fails:
+                bad.append((n, fails[:3]))
+            if d.guest(n)["state"] != "running":
+                bad.append((n, "not running"))
+        if bad:
+            print("guests lost pages or died: %s" % bad)
+            return 1
+    finally:
+        for n in names:
+            try:
+                pid = d.guest(n)["pid"]
+                os.killpg(pid, signal.SIGKILL)
+            except Exception:
+                pass
+        d.owns_dir = True
+        d.stop()
+
+    print("\n%d guests (%s RAM, %s swap, pagecheck over %s each), fd holder "
+          "ebb-holder\n" % (a.guests, a.mem, a.swap, a.work))
+    print("| what | n | p50 | max |")
+    print("|---|---:|---:|---:|")
+    print("| upgrade: device pause (exec to served) | %d | %.1f ms | %.1f ms |"
+          % (len(upgrades), statistics.median(upgrades), max(upgrades)))
+    if crash_total:
+        print("| crash: kill -9 to serving, new process started at once | %d "
+              "| %.1f ms | %.1f ms |" % (len(crash_total),
+                                         statistics.median(crash_total),
+                                         max(crash_total)))
+        print("| crash: of which the adoption (start to served) | %d | %.1f ms "
+              "| %.1f ms |" % (len(crash_adopt), statistics.median(crash_adopt),
+                               max(crash_adopt)))
+    print("\nreproduce: python3 bench/restart.py --guests %d --upgrades %d "
+          "--crashes %d --mem %s --swap %s --work %s"
+          % (a.guests, a.upgrades, a.crashes, a.mem, a.swap, a.work))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
