@@ -197,7 +197,8 @@ int tmem_store_new(const struct tmem_store_config *cfg, struct tmem_store **out)
 void tmem_store_free(struct tmem_store *s);
 
 /* Register a client.  @name may be NULL; longer names are truncated.
- * @p may be NULL (defaults).  -EEXIST if the id is taken. */
+ * @p may be NULL (defaults).  -EEXIST if the id is taken; -ENOSPC on a
+ * memfd store holding TMEM_SHM_MAX_CLIENTS already. */
 int tmem_client_new(struct tmem_store *s, uint32_t client_id, const char *name,
 		    const struct tmem_client_params *p);
 /* Change weight and quota.  Lowering the quota below the current count
@@ -300,7 +301,8 @@ struct tmem_shm_report {
 	uint64_t bad_clients;		/* client records failing a check */
 	uint64_t bad_entries;		/* page entries failing a check: pages
 					 * lost (checksum, key, offset, class,
-					 * content hash) */
+					 * content hash), or left by a pool or
+					 * client teardown cut short */
 	uint64_t stale_entries;		/* older entries of a key that has a
 					 * newer one (a replace cut short) */
 	uint64_t bad_chunks;		/* arena chunks with a bad descriptor */
