@@ -51,8 +51,9 @@
  * swapstore would unlink it on destroy, so it must never adopt a file it
  * did not create; a leftover from a crashed ebbd is the caller's to
  * remove, or to adopt by fd: swapstore_adopt never opens it), mode
- * 0600 (swap holds guest secrets), sized to the capacity with ftruncate (sparse: no blocks until a page lands there).  Its pages
- * do not stay in the host page cache: every file I/O advises
+ * 0600 (swap holds guest secrets), sized to the capacity with ftruncate
+ * (sparse: no blocks until a page lands there).  Its pages do not stay
+ * in the host page cache: every file I/O advises
  * POSIX_FADV_DONTNEED over the span ever written (clean pages go at once,
  * dirty ones start writeback and go at a later I/O), so a page the pool
  * refused costs the host no uncounted memory beside the guest's and the
