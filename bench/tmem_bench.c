@@ -19,8 +19,12 @@
  *
  * Usage: tmem_bench [-n pages] [-r runs] [-c lz4|lz4-fast|liblz4|zstd]...
  *                   [-m mix] [-C cpu] [--pollute KiB] [--pages FILE]...
+ *                   [--shm]
  * Each -c adds a row per mix (side by side, same pages, same run); each
- * FILE is a row of its own: its first n pages.
+ * FILE is a row of its own: its first n pages.  --shm adds, after each
+ * row, the same run on a store whose persistent pages live in a memfd
+ * arena (tmem_store_new_shm: blobs in memfd slabs, one key-table entry
+ * per page), so the cost of surviving a restart shows side by side.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -65,6 +69,7 @@ static const struct mix mixes[] = {
 
 struct result {
 	const char *name;
+	const char *store;		/* "heap" or "memfd" */
 	const char *comp;		/* compressor's name */
 	size_t pages;
 	uint64_t put_p50, put_p99, get_p50, get_p99;
@@ -280,6 +285,8 @@ static void pollute(void)
 	__asm__ volatile("" : : "r"(pollute_buf) : "memory");
 }
 
+static bool shm_store;		/* --shm: this row's store is a memfd one */
+
 static void die(const char *what, int rc)
 {
 	fprintf(stderr, "tmem_bench: %s: %s\n", what, strerror(-rc));
@@ -294,7 +301,7 @@ static struct tmem_store *store_fill(const struct tmem_store_config *cfg,
 	size_t i;
 	int rc;
 
-	rc = tmem_store_new(cfg, &s);
+	rc = shm_store ? tmem_store_new_shm(cfg, 0, &s) : tmem_store_new(cfg, &s);
 	if (rc)
 		die("store", rc);
 	rc = tmem_client_new(s, 1, "bench", NULL);
@@ -519,15 +526,15 @@ static void print_table(const struct result *r, size_t nr)
 {
 	size_t i;
 
-	printf("| mix | compressor | pages | put p50 | put p99 | get p50 | get p99 | "
+	printf("| mix | store | compressor | pages | put p50 | put p99 | get p50 | get p99 | "
 	       "memcpy p50 | comp p50 | dec p50 | comp ratio | dedup ratio | "
 	       "logical/stored | charged B/page | slab frag: full | half flushed | refilled |\n");
-	printf("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+	printf("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
 	for (i = 0; i < nr; i++)
-		printf("| %s | %s | %zu | %" PRIu64 " | %" PRIu64 " | %" PRIu64 " | %"
+		printf("| %s | %s | %s | %zu | %" PRIu64 " | %" PRIu64 " | %" PRIu64 " | %"
 		       PRIu64 " | %" PRIu64 " | %" PRIu64 " | %" PRIu64
 		       " | %.2f | %.2f | %.2f | %.0f | %.1f%% | %.1f%% | %.1f%% |\n",
-		       r[i].name, r[i].comp, r[i].pages, r[i].put_p50, r[i].put_p99,
+		       r[i].name, r[i].store, r[i].comp, r[i].pages, r[i].put_p50, r[i].put_p99,
 		       r[i].get_p50, r[i].get_p99, r[i].cpy_p50, r[i].comp_p50,
 		       r[i].dec_p50, r[i].comp_ratio, r[i].dedup_ratio,
 		       r[i].total_ratio, r[i].bytes_per_page, r[i].frag_fill,
@@ -538,7 +545,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: tmem_bench [-n pages] [-r runs] "
 		"[-c lz4|lz4-fast|liblz4|zstd]... [-m mix] [-C cpu] "
-		"[--pollute KiB] [--pages FILE]...\n");
+		"[--pollute KiB] [--pages FILE]... [--shm]\n");
 	exit(2);
 }
 
@@ -546,9 +553,9 @@ int main(int argc, char **argv)
 {
 	struct tmem_store_config cfg = { .comp = &pagecomp_lz4 };
 	const struct pagecomp_ops *comps[MAX_COMPS];
-	struct result res[(NR_MIXES + MAX_FILES) * MAX_COMPS];
+	struct result res[(NR_MIXES + MAX_FILES) * MAX_COMPS * 2];
 	const char *files[MAX_FILES], *only = NULL;
-	size_t n = 8192, nr = 0, nfiles = 0, ncomps = 0, i, c;
+	size_t n = 8192, nr = 0, nfiles = 0, ncomps = 0, i, c, sm, nstores = 1;
 	unsigned runs = 3;
 	uint8_t *pages;
 	int cpu = 0, a;
@@ -569,6 +576,8 @@ int main(int argc, char **argv)
 			only = argv[++a];
 		else if (!strcmp(argv[a], "--pollute") && a + 1 < argc)
 			pollute_bytes = strtoul(argv[++a], NULL, 0) << 10;
+		else if (!strcmp(argv[a], "--shm"))
+			nstores = 2;
 		else if (!strcmp(argv[a], "--pages") && a + 1 < argc &&
 			 nfiles < MAX_FILES)
 			files[nfiles++] = argv[++a];
@@ -617,10 +626,13 @@ int main(int argc, char **argv)
 					files[i]);
 				return 1;
 			}
-			for (c = 0; c < ncomps; c++) {
-				cfg.comp = comps[c];
+			for (c = 0; c < ncomps * nstores; c++) {
+				cfg.comp = comps[c / nstores];
+				sm = c % nstores;
+				shm_store = sm;
 				run_median(base ? base + 1 : files[i], &cfg, pages,
-					   got, runs, &res[nr++]);
+					   got, runs, &res[nr]);
+				res[nr++].store = sm ? "memfd" : "heap";
 			}
 		}
 	} else {
@@ -628,10 +640,13 @@ int main(int argc, char **argv)
 			if (only && strcmp(only, mixes[i].name))
 				continue;
 			make_pages(&mixes[i], pages, n);
-			for (c = 0; c < ncomps; c++) {
-				cfg.comp = comps[c];
+			for (c = 0; c < ncomps * nstores; c++) {
+				cfg.comp = comps[c / nstores];
+				sm = c % nstores;
+				shm_store = sm;
 				run_median(mixes[i].name, &cfg, pages, n, runs,
-					   &res[nr++]);
+					   &res[nr]);
+				res[nr++].store = sm ? "memfd" : "heap";
 			}
 		}
 	}

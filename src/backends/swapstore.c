@@ -42,8 +42,10 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "iovcur.h"
 #include "pio.h"
@@ -52,6 +54,26 @@
 #define PG		TMEM_PAGE_SIZE
 #define RUN_BYTES	(SWAPSTORE_RUN_PAGES * PG)
 #define MAP_PAGES	32u	/* pages per map word */
+#define MAP_HDR_BYTES	4096u	/* the map memfd's header page */
+#define MAP_MAGIC	0x3150415753424245ull	/* "EBBSWAP1" */
+#define MAP_VERSION	1u
+
+/* Keeps the compiler from moving a store across a commit point (see
+ * "Restart" in swapstore.h): the map and tmem are changed in an order
+ * whose every prefix is a valid state. */
+#define COMMIT()	atomic_signal_fence(memory_order_seq_cst)
+
+/* The map memfd's first page.  Written once, at creation. */
+struct map_hdr {
+	uint64_t magic;			/* MAP_MAGIC, written last */
+	uint32_t version;		/* MAP_VERSION */
+	uint32_t page_bytes;		/* PG */
+	uint64_t npages;		/* capacity in pages */
+	uint32_t client_id;		/* tmem client */
+	uint32_t pool_id;		/* its persistent pool */
+	uint64_t oid_w0;		/* SWAPSTORE_OID_W0 */
+	uint64_t check;			/* XXH3-64 of version .. oid_w0 */
+};
 
 enum page_state {
 	PS_NONE = 0,	/* reads as zeros; must be 0: calloc'd map */
@@ -73,6 +95,8 @@ struct swapstore_counters {
 	_Atomic uint64_t io_errors;
 	_Atomic uint64_t zero_pages_written;
 	_Atomic uint64_t backoff_pages;
+	_Atomic uint64_t adopt_lost_pages;
+	_Atomic uint64_t adopt_orphans;
 };
 
 struct swapstore {
@@ -81,7 +105,11 @@ struct swapstore {
 	uint32_t pool_id;		/* our private persistent pool */
 	struct tmem_oid oid;		/* the one object holding every page */
 	uint64_t npages;		/* capacity in pages */
-	uint64_t *map;			/* 2 bits per page, MAP_PAGES per word */
+	_Atomic uint64_t *map;		/* 2 bits per page, MAP_PAGES per word,
+					 * in map_mem past the header */
+	void *map_mem;			/* mapping of the map memfd */
+	size_t map_bytes;		/* its length */
+	int map_fd;			/* the map memfd */
 	int fd;				/* backing file */
 	char *path;			/* its name, unlinked on destroy */
 	uint8_t *run;			/* RUN_BYTES: file runs, pages being built */
@@ -114,9 +142,14 @@ static uint64_t ctr_get(const _Atomic uint64_t *c)
 
 /* ---- map ---- */
 
+static uint64_t map_word(const struct swapstore *ss, uint64_t w)
+{
+	return atomic_load_explicit(&ss->map[w], memory_order_relaxed);
+}
+
 static unsigned map_get(const struct swapstore *ss, uint64_t p)
 {
-	return (unsigned)(ss->map[p / MAP_PAGES] >> (p % MAP_PAGES * 2)) & 3u;
+	return (unsigned)(map_word(ss, p / MAP_PAGES) >> (p % MAP_PAGES * 2)) & 3u;
 }
 
 static _Atomic uint64_t *state_ctr(struct swapstore *ss, unsigned st)
@@ -133,15 +166,20 @@ static _Atomic uint64_t *state_ctr(struct swapstore *ss, unsigned st)
 	}
 }
 
-/* The only place a page changes state. */
+/* The only place a page changes state: one aligned 64-bit store, which a
+ * SIGKILL cannot tear, between commit points. */
 static void map_set(struct swapstore *ss, uint64_t p, unsigned st)
 {
 	unsigned old = map_get(ss, p), shift = p % MAP_PAGES * 2;
-	uint64_t *w = &ss->map[p / MAP_PAGES];
+	_Atomic uint64_t *w = &ss->map[p / MAP_PAGES];
+	uint64_t v = atomic_load_explicit(w, memory_order_relaxed);
 
 	if (old == st)
 		return;
-	*w = (*w & ~(3ull << shift)) | ((uint64_t)st << shift);
+	COMMIT();
+	atomic_store_explicit(w, (v & ~(3ull << shift)) | ((uint64_t)st << shift),
+			      memory_order_relaxed);
+	COMMIT();
 	if (state_ctr(ss, old))
 		ctr_sub(state_ctr(ss, old), 1);
 	if (state_ctr(ss, st))
@@ -280,9 +318,15 @@ static int page_load(struct swapstore *ss, uint64_t p, uint8_t *buf)
  * @queue_punch, else the caller punches the range itself. */
 static void page_drop(struct swapstore *ss, uint64_t p, bool queue_punch)
 {
-	switch (map_get(ss, p)) {
+	unsigned old = map_get(ss, p);
+
+	/* Map first: a crash between the two leaves a pool page the map
+	 * does not name, which adoption flushes (the reverse would leave
+	 * the map naming a page the pool lost). */
+	map_set(ss, p, PS_NONE);
+	switch (old) {
 	case PS_TMEM:
-		/* Only -ENOENT could come back here, and the map says the
+		/* Only -ENOENT could come back here, and the map said the
 		 * page is there; either way it is gone afterwards. */
 		(void)tmem_flush_page(ss->store, ss->client_id, ss->pool_id,
 				      &ss->oid, (uint32_t)p);
@@ -294,7 +338,6 @@ static void page_drop(struct swapstore *ss, uint64_t p, bool queue_punch)
 	default:
 		break;
 	}
-	map_set(ss, p, PS_NONE);
 }
 
 /* Steps 2-4: store @buf as page @p.  true: it must go to the file (map
@@ -310,11 +353,11 @@ static bool page_store(struct swapstore *ss, uint64_t p, const uint8_t *buf)
 		return false;
 	}
 	if (ss->backoff) {
+		map_set(ss, p, PS_LOST);	/* before the flush: page_drop() */
 		if (old == PS_TMEM)
 			(void)tmem_flush_page(ss->store, ss->client_id,
 					      ss->pool_id, &ss->oid, (uint32_t)p);
 		ctr_add(&ss->c.backoff_pages, 1);
-		map_set(ss, p, PS_LOST);
 		return true;
 	}
 	rc = tmem_put(ss->store, ss->client_id, ss->pool_id, &ss->oid,
@@ -391,7 +434,7 @@ static void drop_pages(struct swapstore *ss, uint64_t first, uint64_t end)
 
 	while (p < end) {
 		if (p % MAP_PAGES == 0 && end - p >= MAP_PAGES &&
-		    ss->map[p / MAP_PAGES] == 0) {
+		    map_word(ss, p / MAP_PAGES) == 0) {
 			p += MAP_PAGES;
 			continue;
 		}
@@ -523,6 +566,21 @@ static int swapstore_write_zeroes(void *be, uint64_t off, uint64_t len,
 	return rc;
 }
 
+/* The process-local part of a swapstore. */
+static void ss_free(struct swapstore *ss)
+{
+	if (ss->map_mem)
+		munmap(ss->map_mem, ss->map_bytes);
+	if (ss->map_fd >= 0)
+		close(ss->map_fd);
+	if (ss->fd >= 0)
+		close(ss->fd);
+	free(ss->path);
+	free(ss->page);
+	free(ss->run);
+	free(ss);
+}
+
 static void swapstore_destroy(void *be)
 {
 	struct swapstore *ss = be;
@@ -532,15 +590,10 @@ static void swapstore_destroy(void *be)
 	/* -ESRCH if the caller destroyed the client first: the pool went
 	 * with it. */
 	(void)tmem_pool_destroy(ss->store, ss->client_id, ss->pool_id);
-	close(ss->fd);
 	if (unlink(ss->path))
 		log_warn(NULL, "swapstore: unlink %s: %s", ss->path,
 			 strerror(errno));
-	free(ss->path);
-	free(ss->page);
-	free(ss->run);
-	free(ss->map);
-	free(ss);
+	ss_free(ss);
 }
 
 static const struct blkback_ops swapstore_ops = {
@@ -554,39 +607,96 @@ static const struct blkback_ops swapstore_ops = {
 
 /* ---- public ---- */
 
-int swapstore_new(struct tmem_store *s, uint32_t client_id,
-		  uint64_t capacity_bytes, const char *backing_path,
-		  struct blkback *out)
+static uint64_t map_hdr_check(const struct map_hdr *h)
 {
-	struct swapstore *ss;
-	uint64_t words;
-	int rc;
+	return XXH3_64bits(&h->version, offsetof(struct map_hdr, check) -
+					 offsetof(struct map_hdr, version));
+}
 
-	if (!s || !backing_path || !out || !capacity_bytes ||
-	    capacity_bytes % PG || capacity_bytes > SWAPSTORE_MAX_BYTES)
-		return -EINVAL;
-	ss = calloc(1, sizeof(*ss));
+static size_t map_len(uint64_t npages)
+{
+	uint64_t words = (npages + MAP_PAGES - 1) / MAP_PAGES;
+
+	return MAP_HDR_BYTES + (size_t)words * sizeof(uint64_t);
+}
+
+/* The process-local part, for @npages; map and files not yet there. */
+static int ss_alloc(struct tmem_store *s, uint32_t client_id,
+		    uint64_t npages, const char *path, struct swapstore **out)
+{
+	struct swapstore *ss = calloc(1, sizeof(*ss));
+
 	if (!ss)
 		return -ENOMEM;
 	ss->store = s;
 	ss->client_id = client_id;
 	ss->oid.w[0] = SWAPSTORE_OID_W0;
-	ss->npages = capacity_bytes / PG;
+	ss->npages = npages;
 	ss->fd = -1;
-	words = (ss->npages + MAP_PAGES - 1) / MAP_PAGES;
-	ss->map = calloc((size_t)words, sizeof(*ss->map));
+	ss->map_fd = -1;
+	ss->map_bytes = map_len(npages);
 	ss->run = aligned_alloc(PG, RUN_BYTES);
 	ss->page = aligned_alloc(PG, PG);
-	ss->path = strdup(backing_path);
-	if (!ss->map || !ss->run || !ss->page || !ss->path) {
-		rc = -ENOMEM;
+	ss->path = strdup(path);
+	if (!ss->run || !ss->page || !ss->path) {
+		ss_free(ss);
+		return -ENOMEM;
+	}
+	*out = ss;
+	return 0;
+}
+
+static int map_mmap(struct swapstore *ss)
+{
+	void *p = mmap(NULL, ss->map_bytes, PROT_READ | PROT_WRITE, MAP_SHARED,
+		       ss->map_fd, 0);
+
+	if (p == MAP_FAILED)
+		return -errno;
+	ss->map_mem = p;
+	ss->map = (_Atomic uint64_t *)((uint8_t *)p + MAP_HDR_BYTES);
+	return 0;
+}
+
+static void fill_blkback(struct swapstore *ss, struct blkback *out);
+
+int swapstore_new(struct tmem_store *s, uint32_t client_id,
+		  uint64_t capacity_bytes, const char *backing_path,
+		  struct blkback *out)
+{
+	struct swapstore *ss;
+	struct map_hdr *h;
+	int rc;
+
+	if (!s || !backing_path || !out || !capacity_bytes ||
+	    capacity_bytes % PG || capacity_bytes > SWAPSTORE_MAX_BYTES)
+		return -EINVAL;
+	rc = ss_alloc(s, client_id, capacity_bytes / PG, backing_path, &ss);
+	if (rc)
+		return rc;
+	ss->map_fd = memfd_create("ebb-swapmap", MFD_CLOEXEC);
+	if (ss->map_fd < 0 || ftruncate(ss->map_fd, (off_t)ss->map_bytes)) {
+		rc = -errno;
 		goto err_alloc;
 	}
+	rc = map_mmap(ss);
+	if (rc)
+		goto err_alloc;
 
 	rc = tmem_pool_new(s, client_id, TMEM_POOL_PERSISTENT, NULL,
 			   &ss->pool_id);
 	if (rc)
 		goto err_alloc;
+	h = ss->map_mem;
+	h->version = MAP_VERSION;
+	h->page_bytes = PG;
+	h->npages = ss->npages;
+	h->client_id = client_id;
+	h->pool_id = ss->pool_id;
+	h->oid_w0 = SWAPSTORE_OID_W0;
+	h->check = map_hdr_check(h);
+	COMMIT();
+	h->magic = MAP_MAGIC;
 
 	ss->fd = open(backing_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
 		      0600);
@@ -599,25 +709,203 @@ int swapstore_new(struct tmem_store *s, uint32_t client_id,
 		goto err_file;
 	}
 
-	memset(out, 0, sizeof(*out));
-	out->ops = &swapstore_ops;
-	out->be = ss;
-	out->capacity_bytes = capacity_bytes;
-	out->read_only = false;
-	strcpy(out->serial, SWAPSTORE_SERIAL);
+	fill_blkback(ss, out);
 	return 0;
 
 err_file:
 	close(ss->fd);
+	ss->fd = -1;
 	unlink(backing_path);
 err_pool:
 	tmem_pool_destroy(s, client_id, ss->pool_id);
 err_alloc:
-	free(ss->path);
-	free(ss->page);
-	free(ss->run);
-	free(ss->map);
-	free(ss);
+	ss_free(ss);
+	return rc;
+}
+
+static void fill_blkback(struct swapstore *ss, struct blkback *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->ops = &swapstore_ops;
+	out->be = ss;
+	out->capacity_bytes = ss->npages * PG;
+	out->read_only = false;
+	strcpy(out->serial, SWAPSTORE_SERIAL);
+}
+
+int swapstore_fds(const struct blkback *bb, int *map_fd, int *file_fd)
+{
+	const struct swapstore *ss = swapstore_from(bb);
+
+	if (!ss || !map_fd || !file_fd)
+		return -EINVAL;
+	*map_fd = ss->map_fd;
+	*file_fd = ss->fd;
+	return 0;
+}
+
+void swapstore_release(struct blkback *bb)
+{
+	struct swapstore *ss = swapstore_from(bb);
+
+	if (ss)
+		ss_free(ss);
+	if (bb)
+		memset(bb, 0, sizeof(*bb));
+}
+
+/* Adoption, step 3: which pages the pool holds. */
+struct present {
+	uint64_t *bits;			/* [npages] */
+	uint64_t npages;
+	uint32_t *orphans;		/* indexes past the device's end */
+	size_t norphans, cap;
+	bool nomem;
+};
+
+static void present_cb(void *arg, uint32_t index)
+{
+	struct present *pr = arg;
+
+	if (index < pr->npages) {
+		pr->bits[index / 64] |= 1ull << (index % 64);
+		return;
+	}
+	if (pr->norphans == pr->cap) {
+		size_t cap = pr->cap ? pr->cap * 2 : 64;
+		uint32_t *v = realloc(pr->orphans, cap * sizeof(*v));
+
+		if (!v) {
+			pr->nomem = true;
+			return;
+		}
+		pr->orphans = v;
+		pr->cap = cap;
+	}
+	pr->orphans[pr->norphans++] = index;
+}
+
+/* Adoption, step 1: the header says this is the map of @client_id's
+ * swapstore in a pool that is still there. */
+static int map_hdr_load(int map_fd, uint32_t client_id, struct map_hdr *h)
+{
+	struct stat st;
+
+	if (fstat(map_fd, &st))
+		return errno == EBADF ? -EINVAL : -errno;
+	if (pread(map_fd, h, sizeof(*h), 0) != (ssize_t)sizeof(*h) ||
+	    h->magic != MAP_MAGIC)
+		return -EUCLEAN;
+	if (h->version != MAP_VERSION)
+		return -EPROTONOSUPPORT;
+	if (h->check != map_hdr_check(h) || h->page_bytes != PG ||
+	    !h->npages || h->npages > SWAPSTORE_MAX_BYTES / PG ||
+	    h->oid_w0 != SWAPSTORE_OID_W0 ||
+	    h->pool_id >= TMEM_MAX_POOLS_PER_CLIENT ||
+	    (uint64_t)st.st_size < map_len(h->npages))
+		return -EUCLEAN;
+	if (h->client_id != client_id)
+		return -ESRCH;
+	return 0;
+}
+
+int swapstore_adopt(struct tmem_store *s, uint32_t client_id, int map_fd,
+		    int file_fd, const char *backing_path, struct blkback *out)
+{
+	struct present pr = { 0 };
+	struct swapstore *ss;
+	struct map_hdr h;
+	struct stat st;
+	uint32_t flags;
+	uint64_t p;
+	size_t i;
+	int rc;
+
+	if (!s || map_fd < 0 || file_fd < 0 || !backing_path || !out)
+		return -EINVAL;
+	/* 1. */
+	rc = map_hdr_load(map_fd, client_id, &h);
+	if (rc)
+		return rc;
+	rc = tmem_pool_flags(s, client_id, h.pool_id, &flags);
+	if (rc)
+		return rc;
+	if (flags != TMEM_POOL_PERSISTENT)
+		return -EUCLEAN;
+	if (fstat(file_fd, &st))
+		return errno == EBADF ? -EINVAL : -errno;
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size < h.npages * PG)
+		return -EUCLEAN;
+	/* 2. */
+	rc = ss_alloc(s, client_id, h.npages, backing_path, &ss);
+	if (rc)
+		return rc;
+	ss->pool_id = h.pool_id;
+	ss->map_fd = fcntl(map_fd, F_DUPFD_CLOEXEC, 3);
+	ss->fd = fcntl(file_fd, F_DUPFD_CLOEXEC, 3);
+	if (ss->map_fd < 0 || ss->fd < 0) {
+		rc = -errno;
+		goto err;
+	}
+	rc = map_mmap(ss);
+	if (rc)
+		goto err;
+	/* 3. */
+	pr.npages = ss->npages;
+	pr.bits = calloc((size_t)(ss->npages + 63) / 64, sizeof(uint64_t));
+	if (!pr.bits) {
+		rc = -ENOMEM;
+		goto err;
+	}
+	rc = tmem_object_indexes(s, client_id, ss->pool_id, &ss->oid,
+				 present_cb, &pr);
+	if (!rc && pr.nomem)
+		rc = -ENOMEM;
+	if (rc)
+		goto err_bits;
+	/* 4. */
+	for (i = 0; i < pr.norphans; i++) {
+		(void)tmem_flush_page(s, client_id, ss->pool_id, &ss->oid,
+				      pr.orphans[i]);
+		ctr_add(&ss->c.adopt_orphans, 1);
+	}
+	for (p = 0; p < ss->npages; p++) {
+		unsigned st2 = map_get(ss, p);
+		bool in_pool = pr.bits[p / 64] >> (p % 64) & 1;
+
+		/* The pool lost a page the map names (a damaged arena):
+		 * it reads as an I/O error, never as zeros. */
+		if (st2 == PS_TMEM && !in_pool) {
+			map_set(ss, p, PS_LOST);
+			ctr_add(&ss->c.adopt_lost_pages, 1);
+		}
+		/* A put that had not reached the map yet (page_store())
+		 * or a drop that had not reached the pool (page_drop()). */
+		if (in_pool && st2 != PS_TMEM) {
+			(void)tmem_flush_page(s, client_id, ss->pool_id,
+					      &ss->oid, (uint32_t)p);
+			ctr_add(&ss->c.adopt_orphans, 1);
+		}
+	}
+	/* map_set() above moved counters that started at 0: count anew. */
+	atomic_store(&ss->c.tmem_pages, 0);
+	atomic_store(&ss->c.file_pages, 0);
+	atomic_store(&ss->c.lost_pages, 0);
+	for (p = 0; p < ss->npages; p++) {
+		_Atomic uint64_t *c = state_ctr(ss, map_get(ss, p));
+
+		if (c)
+			ctr_add(c, 1);
+	}
+	free(pr.bits);
+	free(pr.orphans);
+	fill_blkback(ss, out);
+	return 0;
+err_bits:
+	free(pr.bits);
+	free(pr.orphans);
+err:
+	ss_free(ss);
 	return rc;
 }
 
@@ -642,5 +930,7 @@ int swapstore_stats(const struct swapstore *ss, struct swapstore_stats *out)
 	out->io_errors = ctr_get(&ss->c.io_errors);
 	out->zero_pages_written = ctr_get(&ss->c.zero_pages_written);
 	out->backoff_pages = ctr_get(&ss->c.backoff_pages);
+	out->adopt_lost_pages = ctr_get(&ss->c.adopt_lost_pages);
+	out->adopt_orphans = ctr_get(&ss->c.adopt_orphans);
 	return 0;
 }

@@ -20,7 +20,7 @@
  *          whole, discarded or zeroed.  (Linux keeps a page whose swap
  *          write failed in RAM, so it never reads such a slot back.)
  *
- * The map costs 64 KiB per GiB of device, allocated at creation.
+ * The map costs 64 KiB per GiB of device (in a memfd, see "Restart").
  *
  * Invariants: the pool holds a page exactly when the map says TMEM (a
  * failed put leaves nothing, tmem guarantees it); the file has data only
@@ -50,13 +50,36 @@
  * Backing file: created with O_EXCL (-EEXIST if the path exists: the
  * swapstore would unlink it on destroy, so it must never adopt a file it
  * did not create; a leftover from a crashed ebbd is the caller's to
- * remove), mode 0600 (swap holds guest secrets), sized to the capacity
- * with ftruncate (sparse: no blocks until a page lands there).  Its pages
- * do not stay in the host page cache: every file I/O advises
+ * remove, or to adopt by fd: swapstore_adopt never opens it), mode
+ * 0600 (swap holds guest secrets), sized to the capacity with ftruncate
+ * (sparse: no blocks until a page lands there).  Its pages do not stay
+ * in the host page cache: every file I/O advises
  * POSIX_FADV_DONTNEED over the span ever written (clean pages go at once,
  * dirty ones start writeback and go at a later I/O), so a page the pool
  * refused costs the host no uncounted memory beside the guest's and the
  * disk's copies.
+ *
+ * Restart.  The map lives in a memfd ("ebb-swapmap": a header page with
+ * magic, version, capacity, client and pool id and a checksum, then the
+ * 2-bit words) and the backing file is kept open, so a new process handed
+ * both fds (swapstore_fds() -> the fd holder -> swapstore_adopt()), and a
+ * tmem store adopted from the old store's memfd, serves the same
+ * contents.  With a heap-only tmem store (tmem_store_new) the pool dies
+ * with the process and adoption finds its pool gone (-EBADF).
+ * Order, so that SIGKILL at any instruction leaves a state adoption can
+ * serve (each map word is changed by one 64-bit store):
+ *   - put, then map TMEM: a crash between leaves a pool page the map does
+ *     not name, which adoption flushes (old content stays authoritative);
+ *   - map NONE/LOST, then flush from the pool (discard, zero pages,
+ *     back-off): same;
+ *   - pwrite, then map FILE; a page bound for the file is LOST while its
+ *     content exists only in memory;
+ *   - tmem replaces a page atomically (old or new, tmem.h).
+ * So after a crash a page reads its old content, its new content, or, if
+ * the interrupted write was falling back to the file, fails with -EIO
+ * until written again; a *completed* write always reads back.  Adoption
+ * also turns a TMEM page whose pool copy was dropped (damaged arena) into
+ * LOST, never zeros.
  *
  * Threading: the ops follow blkback's rule (one thread at a time per
  * device).  swapstore_stats may be called from any thread at any time; it
@@ -97,6 +120,10 @@ struct swapstore_stats {
 	uint64_t backoff_pages;		/* sent to the file without a put: the
 					 * pool refused one earlier in the same
 					 * request */
+	uint64_t adopt_lost_pages;	/* adoption: TMEM pages the pool no
+					 * longer had, now LOST */
+	uint64_t adopt_orphans;		/* adoption: pool pages the map did not
+					 * name (a cut-short write), flushed */
 };
 
 /*
@@ -112,6 +139,33 @@ struct swapstore_stats {
 int swapstore_new(struct tmem_store *s, uint32_t client_id,
 		  uint64_t capacity_bytes, const char *backing_path,
 		  struct blkback *out);
+
+/* The fds a restart needs, owned by the swapstore (valid until destroy or
+ * release; dup them to keep them): the map memfd and the backing file.
+ * -EINVAL if @bb is not a swapstore. */
+int swapstore_fds(const struct blkback *bb, int *map_fd, int *file_fd);
+
+/*
+ * Serve the device whose map is @map_fd and backing file @file_fd (from
+ * swapstore_fds() of a swapstore in this or a dead process), for tmem
+ * client @client_id of @s, whose persistent pool named in the map's header
+ * must exist (a store adopted with tmem_store_adopt_shm).  @backing_path
+ * is only remembered: destroy unlinks it; the file is never reopened.
+ * Both fds are dup'd (the caller keeps its own).  Checks the header,
+ * the pool and the file size, then makes map and pool agree (see
+ * "Restart"; counted in adopt_lost_pages and adopt_orphans).  Fills @out
+ * as swapstore_new does.  -EINVAL, -EUCLEAN (not a swapstore map, or
+ * damaged; file too short), -EPROTONOSUPPORT, -ESRCH (map of another
+ * client), -EBADF (no such pool), -ENOMEM.
+ */
+int swapstore_adopt(struct tmem_store *s, uint32_t client_id, int map_fd,
+		    int file_fd, const char *backing_path, struct blkback *out);
+
+/* Let go of the process-local part of a swapstore (memory, mapping, its
+ * fd copies) without destroying the device: pool, file and map memfd
+ * stay for a later swapstore_adopt.  For a daemon exiting on purpose to
+ * be replaced.  @bb is zeroed; do not call its destroy op afterwards. */
+void swapstore_release(struct blkback *bb);
 
 /* The swapstore behind a blkback swapstore_new filled, or NULL if @bb is
  * some other backend. */

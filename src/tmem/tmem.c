@@ -73,7 +73,7 @@ static unsigned client_bucket(uint32_t id)
 	return (unsigned)((id * 0x9e3779b1u) >> 26) & (CLIENT_BUCKETS - 1);
 }
 
-static struct tmem_client *client_find(const struct tmem_store *s, uint32_t id)
+struct tmem_client *tm_client_find(const struct tmem_store *s, uint32_t id)
 {
 	struct tmem_client *c = s->cbuckets[client_bucket(id)];
 
@@ -113,9 +113,8 @@ static struct tmem_pool *shared_find(const struct tmem_store *s,
 	return NULL;
 }
 
-static int pool_create(struct tmem_store *s, struct tmem_client *c,
-		       uint32_t flags, const struct tmem_uuid *uuid,
-		       struct tmem_pool **out)
+int tm_pool_create(struct tmem_store *s, struct tmem_client *c, uint32_t flags,
+		const struct tmem_uuid *uuid, struct tmem_pool **out)
 {
 	struct tmem_pool *p = st_alloc(s, sizeof(*p));
 
@@ -247,6 +246,10 @@ static void pool_close(struct tmem_store *s, struct tmem_client *c,
 	struct tmem_pool *p = c->pools[pool_id];
 	uint32_t i;
 
+	/* Unrecorded first: a crash in the middle of the teardown below
+	 * must not bring back a pool with some of its pages. */
+	if (shm_durable(s, p))
+		shm_pool_mark(s, c, pool_id, false);
 	c->pools[pool_id] = NULL;
 	if ((p->flags & TMEM_POOL_SHARED) && p->nsharers > 1) {
 		for (i = 0; p->sharers[i] != c; i++)
@@ -287,7 +290,8 @@ static uint64_t seed_new(void)
 	return XXH3_64bits(&seed, sizeof(seed));
 }
 
-int tmem_store_new(const struct tmem_store_config *cfg, struct tmem_store **out)
+int store_create(const struct tmem_store_config *cfg, struct tmem_shm *shm,
+		 const uint64_t *seed, struct tmem_store **out)
 {
 	struct zslab_params zp = {
 		.class_step_bytes = 64,
@@ -316,7 +320,8 @@ int tmem_store_new(const struct tmem_store_config *cfg, struct tmem_store **out)
 		s->cfg.raw_threshold_bytes = RAW_THRESHOLD_DEFAULT;
 	s->cross = s->cfg.flags & TMEM_STORE_CROSS_CLIENT_DEDUP;
 	s->dedup = !(s->cfg.flags & TMEM_STORE_NO_DEDUP);
-	s->seed = seed_new();
+	s->seed = seed ? *seed : seed_new();
+	s->shm = shm;
 
 	rc = -pthread_mutex_init(&s->lock, NULL);
 	if (rc)
@@ -333,6 +338,7 @@ int tmem_store_new(const struct tmem_store_config *cfg, struct tmem_store **out)
 		goto err_bufs;
 	memset(s->dd, 0, s->dd_nbuckets * sizeof(*s->dd));
 	zp.opaque = s;
+	shm_zslab_hooks(s, &zp);
 	rc = zslab_new(&zp, &s->zs);
 	if (rc)
 		goto err_bufs;
@@ -349,6 +355,11 @@ err_lock:
 err_store:
 	free(s);
 	return rc;
+}
+
+int tmem_store_new(const struct tmem_store_config *cfg, struct tmem_store **out)
+{
+	return store_create(cfg, NULL, NULL, out);
 }
 
 static void client_unlink_free(struct tmem_store *s, struct tmem_client *c)
@@ -386,6 +397,9 @@ void tmem_store_free(struct tmem_store *s)
 
 	if (!s)
 		return;
+	/* A memfd-backed store only lets go of its mapping: the records in
+	 * the memfd stay for the next process (tmem_store_adopt_shm). */
+	shm_detach(s);
 	s->cfg.charge = NULL;	/* teardown is not reported */
 	for (c = s->clients; c; c = c->next)
 		client_close_all(s, c);
@@ -398,6 +412,7 @@ void tmem_store_free(struct tmem_store *s)
 	st_free(s, s->cbuf);
 	s->cfg.comp->ctx_free(s->comp_ctx);
 	pthread_mutex_destroy(&s->lock);
+	shm_unmap(s->shm);
 	free(s);
 }
 
@@ -408,7 +423,6 @@ int tmem_client_new(struct tmem_store *s, uint32_t client_id, const char *name,
 {
 	struct tmem_client *c;
 	uint32_t weight;
-	unsigned b;
 	int rc;
 
 	if (!s)
@@ -417,23 +431,43 @@ int tmem_client_new(struct tmem_store *s, uint32_t client_id, const char *name,
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&s->lock);
-	if (client_find(s, client_id)) {
+	if (tm_client_find(s, client_id)) {
 		rc = -EEXIST;
 		goto out;
 	}
-	c = st_alloc(s, sizeof(*c));
-	if (!c) {
-		rc = -ENOMEM;
-		goto out;
+	rc = tm_client_create(s, client_id, name, weight,
+			   p ? p->max_persistent_pages : 0, 0, &c);
+	if (!rc) {
+		rc = shm_client_add(s, c);
+		if (rc)
+			client_unlink_free(s, c);
 	}
+out:
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+/* A new client record, linked in.  @shm_slot: its record in the memfd
+ * (+ 1) when the shm loader restores it, else 0. */
+int tm_client_create(struct tmem_store *s, uint32_t client_id, const char *name,
+		  uint32_t weight, uint64_t max_persistent_pages,
+		  uint32_t shm_slot, struct tmem_client **out)
+{
+	struct tmem_client *c;
+	unsigned b;
+
+	c = st_alloc(s, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
 	memset(c, 0, sizeof(*c));
 	c->id = client_id;
+	c->shm_slot = shm_slot;
 	if (name) {
 		strncpy(c->name, name, sizeof(c->name) - 1);
 		c->name[sizeof(c->name) - 1] = '\0';
 	}
 	c->weight = weight;
-	c->max_persistent_pages = p ? p->max_persistent_pages : 0;
+	c->max_persistent_pages = max_persistent_pages;
 	dom_init(s, &c->dom, c);
 	b = client_bucket(client_id);
 	c->hnext = s->cbuckets[b];
@@ -445,9 +479,8 @@ int tmem_client_new(struct tmem_store *s, uint32_t client_id, const char *name,
 		s->clients = c;
 	s->clients_tail = c;
 	s->nclients++;
-out:
-	pthread_mutex_unlock(&s->lock);
-	return rc;
+	*out = c;
+	return 0;
 }
 
 int tmem_client_set_params(struct tmem_store *s, uint32_t client_id,
@@ -463,10 +496,11 @@ int tmem_client_set_params(struct tmem_store *s, uint32_t client_id,
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&s->lock);
-	c = client_find(s, client_id);
+	c = tm_client_find(s, client_id);
 	if (c) {
 		c->weight = weight;
 		c->max_persistent_pages = p->max_persistent_pages;
+		shm_client_update(s, c);
 	} else {
 		rc = -ESRCH;
 	}
@@ -482,11 +516,13 @@ int tmem_client_destroy(struct tmem_store *s, uint32_t client_id)
 	if (!s)
 		return -EINVAL;
 	pthread_mutex_lock(&s->lock);
-	c = client_find(s, client_id);
+	c = tm_client_find(s, client_id);
 	if (!c) {
 		rc = -ESRCH;
 		goto out;
 	}
+	/* Unrecorded first, as in pool_close(). */
+	shm_client_del(s, c);
 	client_close_all(s, c);
 	charges_flush(s);	/* c's final credits reach the hook */
 	assert(c->charged_bytes == 0 && c->cnt[0].pages == 0 &&
@@ -503,7 +539,7 @@ static int pool_new_locked(struct tmem_store *s, uint32_t client_id,
 			   uint32_t flags, const struct tmem_uuid *uuid,
 			   uint32_t *pool_id)
 {
-	struct tmem_client *c = client_find(s, client_id);
+	struct tmem_client *c = tm_client_find(s, client_id);
 	struct tmem_pool *p = NULL;
 	uint32_t i, slot = TMEM_MAX_POOLS_PER_CLIENT;
 	int rc;
@@ -530,11 +566,13 @@ static int pool_new_locked(struct tmem_store *s, uint32_t client_id,
 	if (p)
 		rc = sharer_add(s, p, c);
 	else
-		rc = pool_create(s, c, flags, uuid, &p);
+		rc = tm_pool_create(s, c, flags, uuid, &p);
 	if (rc)
 		return rc;
 	c->pools[slot] = p;
 	*pool_id = slot;
+	if (shm_durable(s, p))
+		shm_pool_mark(s, c, slot, true);
 	return 0;
 }
 
@@ -562,7 +600,7 @@ int tmem_pool_destroy(struct tmem_store *s, uint32_t client_id,
 	if (!s)
 		return -EINVAL;
 	pthread_mutex_lock(&s->lock);
-	c = client_find(s, client_id);
+	c = tm_client_find(s, client_id);
 	rc = c ? pool_lookup(c, pool_id, &p) : -ESRCH;
 	if (!rc) {
 		pool_close(s, c, pool_id);
@@ -600,8 +638,9 @@ static int put_locked(struct tmem_store *s, struct tmem_client *c,
 	struct tmem_page *pg;
 	struct tmem_obj *o;
 	struct tmem_dom *d;
-	uint64_t hash = 0, oh, h = 0;
+	uint64_t hash = 0, oh, h = 0, old_ent = 0, new_ent = 0;
 	uint8_t state;
+	bool durable;
 	int rc, kind;
 
 	/* 1. */
@@ -611,8 +650,11 @@ static int put_locked(struct tmem_store *s, struct tmem_client *c,
 	d = pool->dom;
 	owner = d->owner;
 	kind = pool_kind(pool);
+	durable = shm_durable(s, pool);
 	state = page_is_zero(page) ? PG_ZERO : PG_BLOB;
-	if (state == PG_BLOB && s->dedup)
+	/* A durable page's record carries its hash so that a restart can
+	 * verify the content, so it is hashed even without dedup. */
+	if (state == PG_BLOB && (s->dedup || durable))
 		hash = page_hash(s, page);
 
 	/* 2. */
@@ -626,16 +668,38 @@ static int put_locked(struct tmem_store *s, struct tmem_client *c,
 		}
 		return 0;
 	}
+	if (durable) {
+		/* Durable steps, between the heap ones:
+		 *   2a. reserve the new key-table entry (may fail);
+		 *   2b. detach the old entry from the page and park the old
+		 *       blob: both stay intact in the memfd until 5;
+		 *   5a. commit the new entry (seq newer than the old one);
+		 *   5b. clear the old entry, then free the parked blob.
+		 * A crash anywhere leaves the old entry with its blob, or the
+		 * new one with its blob, or (between 5a and 5b) both, where
+		 * the loader keeps the newer. */
+		rc = shm_ent_reserve(s, &new_ent);
+		if (rc)
+			return rc;
+	}
 	if (pg) {
+		if (durable) {
+			old_ent = pg->shm_ent;
+			pg->shm_ent = 0;
+			s->defer_armed = true;
+		}
 		page_drop_content(s, pg);
+		s->defer_armed = false;
 	} else {
 		if (kind == KIND_PERS && owner->max_persistent_pages &&
-		    owner->cnt[KIND_PERS].pages >= owner->max_persistent_pages)
-			return -ENOSPC;
+		    owner->cnt[KIND_PERS].pages >= owner->max_persistent_pages) {
+			rc = -ENOSPC;
+			goto err_ent;
+		}
 		if (!o) {
 			rc = obj_new(s, pool, oid, oh, &o);
 			if (rc)
-				return rc;
+				goto err_ent;
 		}
 		pg = meta_alloc(s, d, sizeof(*pg));
 		if (!pg) {
@@ -676,14 +740,30 @@ static int put_locked(struct tmem_store *s, struct tmem_client *c,
 	page_count(s, pool, state, h ? blob_at(s, h)->len : 0, +1);
 	if (kind == KIND_EPH)
 		lru_push_mru(owner, pg);
+	if (durable) {
+		shm_ent_commit(s, new_ent, c->id, pool_id, oid, index, pg, hash);
+		pg->shm_ent = new_ent + 1;
+		if (old_ent)
+			shm_ent_clear(s, old_ent - 1);
+		blob_free_deferred(s);
+	}
 	return 0;
 
 err_page:
 	page_free(s, pg);	/* EMPTY: frees slot, record, maybe object */
-	return rc;
+	goto err_ent;
 err_obj:
 	if (!o->npages)
 		obj_unlink_free(s, o);
+err_ent:
+	/* A failed put leaves no page, durably too: the old entry goes
+	 * before the old blob's slot does. */
+	if (durable) {
+		if (old_ent)
+			shm_ent_clear(s, old_ent - 1);
+		blob_free_deferred(s);
+		shm_ent_unreserve(s, new_ent);
+	}
 	return rc;
 }
 
@@ -698,7 +778,7 @@ int tmem_put(struct tmem_store *s, uint32_t client_id, uint32_t pool_id,
 	if (!s)
 		return -EINVAL;
 	pthread_mutex_lock(&s->lock);
-	c = client_find(s, client_id);
+	c = tm_client_find(s, client_id);
 	if (!c) {
 		rc = -ESRCH;
 		goto out;
@@ -793,7 +873,7 @@ int tmem_get(struct tmem_store *s, uint32_t client_id, uint32_t pool_id,
 	if (!s)
 		return -EINVAL;
 	pthread_mutex_lock(&s->lock);
-	c = client_find(s, client_id);
+	c = tm_client_find(s, client_id);
 	if (!c) {
 		rc = -ESRCH;
 		goto out;
@@ -821,7 +901,7 @@ int tmem_flush_page(struct tmem_store *s, uint32_t client_id, uint32_t pool_id,
 	if (!s || !oid)
 		return -EINVAL;
 	pthread_mutex_lock(&s->lock);
-	c = client_find(s, client_id);
+	c = tm_client_find(s, client_id);
 	rc = c ? page_find(s, c, pool_id, oid, index, &pg) : -ESRCH;
 	if (!rc) {
 		page_free(s, pg);
@@ -845,7 +925,7 @@ int tmem_flush_object(struct tmem_store *s, uint32_t client_id,
 	if (!s || !oid)
 		return -EINVAL;
 	pthread_mutex_lock(&s->lock);
-	c = client_find(s, client_id);
+	c = tm_client_find(s, client_id);
 	rc = c ? pool_lookup(c, pool_id, &pool) : -ESRCH;
 	if (!rc) {
 		o = obj_find(pool, oid, oid_hash(s, oid));
@@ -927,7 +1007,7 @@ int tmem_client_stats(struct tmem_store *s, uint32_t client_id,
 	if (!s || !out)
 		return -EINVAL;
 	pthread_mutex_lock(&s->lock);
-	c = client_find(s, client_id);
+	c = tm_client_find(s, client_id);
 	if (c)
 		stats_fill(out, c->cnt, &c->ops, c->stored_bytes, c->charged_bytes);
 	else
@@ -983,4 +1063,81 @@ int tmem_store_latency(struct tmem_store *s, bool get, const uint64_t *le_ns,
 	*sum_ns = h->sum_ns;
 	pthread_mutex_unlock(&s->lock);
 	return 0;
+}
+
+/* ---- public: enumeration (what a restarted daemon re-claims) ---- */
+
+int tmem_store_client_ids(struct tmem_store *s, uint32_t *ids, size_t cap,
+			  size_t *n)
+{
+	struct tmem_client *c;
+	size_t i = 0;
+
+	if (!s || !n || (cap && !ids))
+		return -EINVAL;
+	pthread_mutex_lock(&s->lock);
+	for (c = s->clients; c; c = c->next, i++) {
+		if (i < cap)
+			ids[i] = c->id;
+	}
+	pthread_mutex_unlock(&s->lock);
+	*n = i;
+	return 0;
+}
+
+int tmem_pool_flags(struct tmem_store *s, uint32_t client_id,
+		    uint32_t pool_id, uint32_t *flags)
+{
+	struct tmem_client *c;
+	struct tmem_pool *p;
+	int rc;
+
+	if (!s || !flags)
+		return -EINVAL;
+	pthread_mutex_lock(&s->lock);
+	c = tm_client_find(s, client_id);
+	rc = c ? pool_lookup(c, pool_id, &p) : -ESRCH;
+	if (!rc)
+		*flags = p->flags;
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+struct index_walk {
+	void (*fn)(void *arg, uint32_t index);
+	void *arg;
+};
+
+static void index_cb(struct tmem_store *s, struct tmem_page *pg, void *arg)
+{
+	struct index_walk *w = arg;
+
+	(void)s;
+	if (pg->state != PG_EMPTY)
+		w->fn(w->arg, pg->index);
+}
+
+int tmem_object_indexes(struct tmem_store *s, uint32_t client_id,
+			uint32_t pool_id, const struct tmem_oid *oid,
+			void (*fn)(void *arg, uint32_t index), void *arg)
+{
+	struct index_walk w = { fn, arg };
+	struct tmem_client *c;
+	struct tmem_pool *p;
+	struct tmem_obj *o;
+	int rc;
+
+	if (!s || !oid || !fn)
+		return -EINVAL;
+	pthread_mutex_lock(&s->lock);
+	c = tm_client_find(s, client_id);
+	rc = c ? pool_lookup(c, pool_id, &p) : -ESRCH;
+	if (!rc) {
+		o = obj_find(p, oid, oid_hash(s, oid));
+		if (o && o->rt_root)
+			rt_walk(s, p->dom, o->rt_root, o->rt_height, false,
+				index_cb, &w);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return rc;
 }

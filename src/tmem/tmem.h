@@ -197,7 +197,8 @@ int tmem_store_new(const struct tmem_store_config *cfg, struct tmem_store **out)
 void tmem_store_free(struct tmem_store *s);
 
 /* Register a client.  @name may be NULL; longer names are truncated.
- * @p may be NULL (defaults).  -EEXIST if the id is taken. */
+ * @p may be NULL (defaults).  -EEXIST if the id is taken; -ENOSPC on a
+ * memfd store holding TMEM_SHM_MAX_CLIENTS already. */
 int tmem_client_new(struct tmem_store *s, uint32_t client_id, const char *name,
 		    const struct tmem_client_params *p);
 /* Change weight and quota.  Lowering the quota below the current count
@@ -255,6 +256,104 @@ int tmem_store_stats(struct tmem_store *s, struct tmem_store_stats *out);
 int tmem_store_latency(struct tmem_store *s, bool get, const uint64_t *le_ns,
 		       unsigned n, uint64_t *cum, uint64_t *count,
 		       uint64_t *sum_ns);
+
+/* ---- persistence across a restart: the store in a memfd ---- */
+
+/*
+ * A store can keep what a restart must not lose in a memfd (its "arena")
+ * instead of only in the process heap, so that a new process handed the
+ * fd (by ebb's fd holder) gets every persistent page back, even after the
+ * old one died with SIGKILL at any instruction.
+ *
+ * In the memfd, at file offsets (never pointers; a new process maps it
+ * anywhere): a header; one record per client (id, name, weight, quota,
+ * which pool ids are private persistent pools); every blob (the slabs
+ * themselves); and a key table, one fixed-size checksummed entry per page
+ * of a private persistent pool {client, pool, oid, index, seq, blob
+ * offset, length, content hash}.  The indexes (object hashes, radix trees,
+ * dedup chains, LRU) stay in the heap and are rebuilt on adoption.
+ *
+ * Survives a restart: clients, their private persistent pools (same pool
+ * ids) and every page in them.  Does not: ephemeral pools and their pages
+ * (a clean cache: by tmem semantics any ephemeral get may miss), shared
+ * pools of either kind (no user of ebb keeps persistent pages in one),
+ * counters of calls (puts, gets, ...), latency histograms.
+ *
+ * Adoption trusts nothing in the memfd: every offset, length, class and
+ * checksum is checked, and every page's content is decompressed and
+ * compared with its recorded hash.  What fails is dropped and counted in
+ * tmem_shm_report; a dropped page is simply absent (a persistent get
+ * returns -ENOENT), never wrong.  Charges, counts, blob references and the
+ * dedup index are recomputed; the charge hook is told each restored
+ * client's charge as one unrefusable increase before adoption returns.
+ *
+ * Only one process may use a memfd at a time: the caller makes sure the
+ * old store's process is gone before adopting.
+ */
+
+#define TMEM_SHM_MAX_CLIENTS	1024u	/* client records in an arena */
+#define TMEM_SHM_MAX_BYTES_DEFAULT	(64ull << 30)	/* address space */
+
+struct tmem_shm_report {
+	uint64_t clients;		/* clients restored */
+	uint64_t pools;			/* persistent pools restored */
+	uint64_t pages;			/* persistent pages restored */
+	uint64_t bad_clients;		/* client records failing a check */
+	uint64_t bad_entries;		/* page entries failing a check: pages
+					 * lost (checksum, key, offset, class,
+					 * content hash), or left by a pool or
+					 * client teardown cut short */
+	uint64_t stale_entries;		/* older entries of a key that has a
+					 * newer one (a replace cut short) */
+	uint64_t bad_chunks;		/* arena chunks with a bad descriptor */
+	uint64_t freed_chunks;		/* chunks holding nothing restored
+					 * (ephemeral blobs, spare slabs),
+					 * given back to the host */
+};
+
+/*
+ * Create a store whose arena is a new memfd ("ebb-tmem"), reserving
+ * @max_bytes of address space for it (0: TMEM_SHM_MAX_BYTES_DEFAULT; the
+ * memfd grows with ftruncate as blobs need room and freed slabs are
+ * hole-punched, so only what is used costs memory).  Otherwise like
+ * tmem_store_new().  The store owns the fd (tmem_store_shm_fd()).
+ */
+int tmem_store_new_shm(const struct tmem_store_config *cfg,
+		       uint64_t max_bytes, struct tmem_store **out);
+/*
+ * Create a store from the arena in @fd, made by tmem_store_new_shm() in
+ * this or an earlier process.  The store dups @fd (the caller keeps its
+ * own).  @cfg as for tmem_store_new() except flags, which are the arena's
+ * (dedup scope must not change under existing blobs); cfg->flags is
+ * ignored.  @rep (may be NULL) gets what was found.
+ * Restored clients are live: call tmem_client_* with their ids, and
+ * destroy the ones nobody claims (tmem_store_client_ids()).
+ * -EINVAL (bad fd or arguments), -EUCLEAN (not an arena, or its header
+ * fails a check), -EPROTONOSUPPORT (another layout version), -ENOMEM, or
+ * mmap's errno.  On failure the memfd is left as it was found, except
+ * that records that failed a check may have been cleared.
+ */
+int tmem_store_adopt_shm(int fd, const struct tmem_store_config *cfg,
+			 struct tmem_store **out, struct tmem_shm_report *rep);
+/* The arena's memfd (owned by the store: dup it to keep it), or -1 for a
+ * heap-only store.  What the caller must hold on to across a restart.
+ * Note: tmem_store_free() of a memfd store keeps every record in the
+ * memfd (it only unmaps); tmem_client_destroy/tmem_pool_destroy/flushes
+ * do remove theirs. */
+int tmem_store_shm_fd(const struct tmem_store *s);
+/* Ids of every client, in creation (adoption: record) order: up to @cap
+ * into @ids, the total into *@n. */
+int tmem_store_client_ids(struct tmem_store *s, uint32_t *ids, size_t cap,
+			  size_t *n);
+/* TMEM_POOL_* flags of an open pool.  -ESRCH, -EBADF. */
+int tmem_pool_flags(struct tmem_store *s, uint32_t client_id,
+		    uint32_t pool_id, uint32_t *flags);
+/* Call @fn for every page index the object holds (any order), under the
+ * store's lock (@fn must not call the store).  -ESRCH, -EBADF; an absent
+ * object calls nothing and returns 0. */
+int tmem_object_indexes(struct tmem_store *s, uint32_t client_id,
+			uint32_t pool_id, const struct tmem_oid *oid,
+			void (*fn)(void *arg, uint32_t index), void *arg);
 
 /* ---- for tests ---- */
 

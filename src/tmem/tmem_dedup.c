@@ -217,7 +217,43 @@ static void blob_destroy(struct tmem_store *s, uint64_t h, struct blob *b)
 	s->stored_bytes -= b->len;
 	s->slab_used_bytes -= req;
 	st_free(s, b->more);
+	if (s->defer_armed && !s->deferred_h) {
+		s->deferred_h = h;
+		s->deferred_req = req;
+		return;
+	}
 	zslab_free(s->zs, h, req);
+}
+
+/* The slot a durable put parked (see tmem_store.defer_armed) goes back,
+ * now that no key-table entry names it. */
+void blob_free_deferred(struct tmem_store *s)
+{
+	if (!s->deferred_h)
+		return;
+	zslab_free(s->zs, s->deferred_h, s->deferred_req);
+	s->deferred_h = 0;
+}
+
+/* The shm loader found blob @h (payload and len already in place) as the
+ * content of a page of @d: fill in the process-local header fields and
+ * account it as blob_new() would have. */
+void blob_adopt(struct tmem_store *s, uint64_t h, struct tmem_dom *d,
+		uint64_t hash)
+{
+	struct blob *b = blob_at(s, h);
+
+	b->hash = s->dedup ? hash : h * 0x9e3779b97f4a7c15ull;
+	b->next = 0;
+	b->dom = d;
+	b->more = NULL;
+	b->refs = 1;
+	b->nmore = 0;
+	dd_insert(s, h, b);
+	s->stored_bytes += b->len;
+	s->slab_used_bytes += blob_req_bytes(b);
+	dom_charge(s, d, blob_obj_bytes(s, b));
+	dom_stored(d, (int64_t)b->len);
 }
 
 /* Drop one page reference from @d; the domain's last one is credited, the

@@ -190,6 +190,12 @@ void page_drop_content(struct tmem_store *s, struct tmem_page *pg)
 		return;
 	if (pool_kind(pool) == KIND_EPH)
 		lru_unlink(pool->dom->owner, pg);
+	/* The durable record goes first: the blob slot it names may be
+	 * reused as soon as blob_unref() below frees it. */
+	if (shm_durable(s, pool) && pg->shm_ent) {
+		shm_ent_clear(s, pg->shm_ent - 1);
+		pg->shm_ent = 0;
+	}
 	if (pg->state == PG_BLOB)
 		len = blob_at(s, pg->blob)->len;
 	page_count(s, pool, pg->state, len, -1);

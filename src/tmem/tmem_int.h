@@ -92,7 +92,15 @@ struct tmem_dom {
 };
 
 struct tmem_page {
-	struct tmem_page *lru_prev;	/* owner's ephemeral LRU (toward LRU end) */
+	union {
+		/* Ephemeral pages: owner's LRU, toward the LRU end. */
+		struct tmem_page *lru_prev;
+		/* Durable pages (shm_durable()): their key-table entry
+		 * number + 1, 0 while the page has none (inside a put).
+		 * Persistent pages are never on an LRU, so the word is
+		 * free for this. */
+		uint64_t shm_ent;
+	};
 	struct tmem_page *lru_next;	/* toward the MRU end */
 	struct tmem_obj *obj;		/* object holding the page */
 	uint64_t blob;			/* zslab handle if PG_BLOB, else 0 */
@@ -128,6 +136,7 @@ struct tmem_pool {
 
 struct tmem_client {
 	uint32_t id;			/* caller's id, e.g. the guest id */
+	uint32_t shm_slot;		/* shm store: client record + 1 */
 	char name[TMEM_NAME_MAX];
 	uint32_t weight;		/* ephemeral share weight */
 	uint64_t max_persistent_pages;	/* 0: unlimited */
@@ -203,6 +212,16 @@ struct tmem_store {
 	struct lathist put_lat;
 	struct lathist get_lat;
 
+	/* The memfd arena (tmem_shm.c), NULL for a heap-only store. */
+	struct tmem_shm *shm;
+	/* Inside a durable put, the old content's blob must outlive the
+	 * old key-table entry (a crash before the new entry commits still
+	 * finds the old one whole), so its slot is freed at the end of the
+	 * put: blob_destroy() parks it here while defer_armed. */
+	bool defer_armed;
+	uint64_t deferred_h;		/* parked blob handle, 0: none */
+	size_t deferred_req;		/* its zslab request size */
+
 	uint64_t dbg_allocs;		/* allocation attempts */
 	uint64_t dbg_live;		/* allocations not freed */
 	uint64_t dbg_injected;		/* failures injected */
@@ -211,6 +230,34 @@ struct tmem_store {
 
 
 typedef void (*rt_page_fn)(struct tmem_store *s, struct tmem_page *pg, void *arg);
+
+/* tmem.c: what the shm loader needs to rebuild clients and pools. */
+int store_create(const struct tmem_store_config *cfg, struct tmem_shm *shm,
+		 const uint64_t *seed, struct tmem_store **out);
+struct tmem_client *tm_client_find(const struct tmem_store *s, uint32_t id);
+int tm_client_create(struct tmem_store *s, uint32_t client_id, const char *name,
+		  uint32_t weight, uint64_t max_persistent_pages,
+		  uint32_t shm_slot, struct tmem_client **out);
+int tm_pool_create(struct tmem_store *s, struct tmem_client *c, uint32_t flags,
+		const struct tmem_uuid *uuid, struct tmem_pool **out);
+
+/* tmem_shm.c: the memfd arena.  Every call is a no-op on a heap store,
+ * and on a detached one (tmem_store_free: the memfd outlives the store). */
+bool shm_durable(const struct tmem_store *s, const struct tmem_pool *pool);
+void shm_zslab_hooks(struct tmem_store *s, struct zslab_params *zp);
+int shm_client_add(struct tmem_store *s, struct tmem_client *c);
+void shm_client_update(struct tmem_store *s, struct tmem_client *c);
+void shm_client_del(struct tmem_store *s, struct tmem_client *c);
+void shm_pool_mark(struct tmem_store *s, struct tmem_client *c,
+		   uint32_t pool_id, bool durable);
+int shm_ent_reserve(struct tmem_store *s, uint64_t *ent);
+void shm_ent_unreserve(struct tmem_store *s, uint64_t ent);
+void shm_ent_commit(struct tmem_store *s, uint64_t ent, uint32_t client_id,
+		    uint32_t pool_id, const struct tmem_oid *oid,
+		    uint32_t index, const struct tmem_page *pg, uint64_t hash);
+void shm_ent_clear(struct tmem_store *s, uint64_t ent);
+void shm_detach(struct tmem_store *s);
+void shm_unmap(struct tmem_shm *m);
 
 /* tmem_charge.c */
 void *st_alloc(struct tmem_store *s, size_t bytes);
@@ -246,6 +293,9 @@ int blob_new(struct tmem_store *s, struct tmem_dom *d, const void *page,
 	     uint64_t hash, uint64_t *out);
 int blob_ref(struct tmem_store *s, uint64_t h, struct tmem_dom *d);
 void blob_unref(struct tmem_store *s, uint64_t h, struct tmem_dom *d);
+void blob_adopt(struct tmem_store *s, uint64_t h, struct tmem_dom *d,
+		uint64_t hash);
+void blob_free_deferred(struct tmem_store *s);
 
 /* tmem_index.c */
 uint64_t oid_hash(const struct tmem_store *s, const struct tmem_oid *oid);

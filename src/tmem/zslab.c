@@ -26,10 +26,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Slab memory from a slab_alloc hook (a memfd shared with a later
+ * process) is not poisoned: its shadow would outlive the mapping. */
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
-#define ZS_POISON(p, n)		ASAN_POISON_MEMORY_REGION((p), (n))
-#define ZS_UNPOISON(p, n)	ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#define ZS_POISON(a, n)		do { if (!zs->p.slab_alloc) \
+		ASAN_POISON_MEMORY_REGION((a), (n)); } while (0)
+#define ZS_UNPOISON(a, n)	do { if (!zs->p.slab_alloc) \
+		ASAN_UNPOISON_MEMORY_REGION((a), (n)); } while (0)
 #else
 #define ZS_POISON(p, n)		((void)(p), (void)(n))
 #define ZS_UNPOISON(p, n)	((void)(p), (void)(n))
@@ -84,6 +88,21 @@ static void zs_free(struct zslab *zs, void *p)
 		zs->p.free(zs->p.opaque, p);
 	else
 		free(p);
+}
+
+static void *mem_alloc(struct zslab *zs, const struct zslab_class *c)
+{
+	if (zs->p.slab_alloc)
+		return zs->p.slab_alloc(zs->p.opaque, c->slab_bytes, c->obj_bytes);
+	return zs_alloc(zs, c->slab_bytes);
+}
+
+static void mem_free(struct zslab *zs, const struct zslab_class *c, void *mem)
+{
+	if (zs->p.slab_free)
+		zs->p.slab_free(zs->p.opaque, mem, c->slab_bytes);
+	else
+		zs_free(zs, mem);
 }
 
 static uint8_t *obj_addr(const struct zslab_class *c,
@@ -179,7 +198,7 @@ int zslab_new(const struct zslab_params *p, struct zslab **out)
 	    (q.class_step_bytes & (q.class_step_bytes - 1)) ||
 	    q.max_obj_bytes == 0 || q.max_obj_bytes > q.chunk_bytes ||
 	    (uint64_t)q.chunk_bytes * ZS_MAX_CHUNKS / q.class_step_bytes >= ZS_NIL ||
-	    !q.alloc != !q.free)
+	    !q.alloc != !q.free || !q.slab_alloc != !q.slab_free)
 		return -EINVAL;
 
 	zs = q.alloc ? q.alloc(q.opaque, sizeof(*zs)) : malloc(sizeof(*zs));
@@ -217,7 +236,7 @@ static void slab_release(struct zslab *zs, struct zslab_slab *s)
 	zs->st.slabs--;
 	zs->st.slab_bytes -= c->slab_bytes;
 	ZS_UNPOISON(s->mem, c->slab_bytes);
-	zs_free(zs, s->mem);
+	mem_free(zs, c, s->mem);
 	zs_free(zs, s);
 }
 
@@ -284,7 +303,7 @@ static int slab_create(struct zslab *zs, unsigned ci, struct zslab_slab **out)
 	if (!s)
 		return -ENOMEM;
 	memset(s, 0, sizeof(*s));
-	s->mem = zs_alloc(zs, c->slab_bytes);
+	s->mem = mem_alloc(zs, c);
 	if (!s->mem) {
 		zs_free(zs, s);
 		return -ENOMEM;
@@ -423,6 +442,88 @@ void zslab_free(struct zslab *zs, uint64_t handle, size_t bytes)
 		return;
 	}
 	relist(c, s);
+}
+
+uint64_t zslab_handle(uint32_t id, unsigned idx)
+{
+	return ((uint64_t)id << ZS_IDX_BITS) | idx;
+}
+
+static int class_exact(const struct zslab *zs, uint32_t obj_bytes,
+		       unsigned *ci)
+{
+	/* Not class_of(): the largest class may exceed max_obj_bytes. */
+	if (obj_bytes == 0 || obj_bytes % zs->p.class_step_bytes ||
+	    obj_bytes / zs->p.class_step_bytes > zs->nclasses)
+		return -EINVAL;
+	*ci = obj_bytes / zs->p.class_step_bytes - 1;
+	return 0;
+}
+
+int zslab_shape(const struct zslab *zs, uint32_t obj_bytes,
+		uint32_t *slab_bytes, uint32_t *nobj)
+{
+	unsigned ci;
+
+	if (class_exact(zs, obj_bytes, &ci))
+		return -EINVAL;
+	*slab_bytes = zs->cls[ci].slab_bytes;
+	*nobj = zs->cls[ci].nobj;
+	return 0;
+}
+
+int zslab_adopt(struct zslab *zs, void *mem, uint32_t obj_bytes,
+		const uint64_t *used, uint64_t req_bytes, uint32_t *id)
+{
+	struct zslab_slab *s;
+	struct zslab_class *c;
+	unsigned ci, idx;
+	uint16_t link;
+	int rc;
+
+	if (class_exact(zs, obj_bytes, &ci))
+		return -EINVAL;
+	c = &zs->cls[ci];
+	rc = tab_reserve(zs);
+	if (rc)
+		return rc;
+	s = zs_alloc(zs, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	memset(s, 0, sizeof(*s));
+	s->mem = mem;
+	s->cls = (uint16_t)ci;
+	s->group = -1;
+	s->free_head = ZS_NIL;
+	s->fresh = c->nobj;
+	/* Free objects are linked highest first so that allocation hands
+	 * out low indexes first, as a fresh slab would. */
+	for (idx = c->nobj; idx-- > 0;) {
+		uint8_t *obj = obj_addr(c, s, idx);
+
+		if (used[idx / 64] >> (idx % 64) & 1) {
+			s->nused++;
+			continue;
+		}
+		link = s->free_head;
+		memcpy(obj, &link, sizeof(link));
+		ZS_POISON(obj + ZS_LINK_BYTES, c->obj_bytes - ZS_LINK_BYTES);
+		s->free_head = (uint16_t)idx;
+	}
+	if (!s->nused) {
+		zs_free(zs, s);
+		return -EINVAL;
+	}
+	s->id = zs->nfree_ids ? zs->free_ids[--zs->nfree_ids] : zs->tab_len++;
+	zs->tab[s->id] = s;
+	zs->st.slabs++;
+	zs->st.slab_bytes += c->slab_bytes;
+	zs->st.objects += s->nused;
+	zs->st.obj_bytes += (uint64_t)s->nused * c->obj_bytes;
+	zs->st.req_bytes += req_bytes;
+	relist(c, s);
+	*id = s->id;
+	return 0;
 }
 
 void zslab_get_stats(const struct zslab *zs, struct zslab_stats *out)

@@ -48,6 +48,12 @@ struct zslab_params {
 	void *(*alloc)(void *opaque, size_t bytes);
 	void (*free)(void *opaque, void *p);
 	void *opaque;
+	/* Where slab memory (not the allocator's tables) comes from; NULL
+	 * means alloc/free above.  @obj_bytes is the slab's class size, so
+	 * that a persistent backing (the tmem store's memfd arena) can record
+	 * the slab's shape next to it.  Both or neither. */
+	void *(*slab_alloc)(void *opaque, size_t slab_bytes, uint32_t obj_bytes);
+	void (*slab_free)(void *opaque, void *mem, size_t slab_bytes);
 };
 
 struct zslab_stats {
@@ -72,6 +78,24 @@ void *zslab_map(const struct zslab *zs, uint64_t handle);
 
 /* Bytes an allocation of @bytes occupies (its class size); 0 if invalid. */
 size_t zslab_class_bytes(const struct zslab *zs, size_t bytes);
+
+/*
+ * Re-create a slab over memory that already holds live objects (a tmem
+ * store adopting its memfd arena): @mem is slab memory the slab_alloc hook
+ * handed out for class @obj_bytes (an exact class size), @used a bitmap of
+ * the class's objects-per-slab bits, set for each live object.  The slab
+ * is owned by @zs from here on (slab_free releases it).  Free objects'
+ * first bytes are overwritten (free-list links), live ones are not touched.
+ * *@id names the slab; zslab_handle(*@id, idx) is object idx's handle.
+ * -EINVAL (not a class size, no object live), -ENOMEM.
+ */
+int zslab_adopt(struct zslab *zs, void *mem, uint32_t obj_bytes,
+		const uint64_t *used, uint64_t req_bytes, uint32_t *id);
+uint64_t zslab_handle(uint32_t id, unsigned idx);
+/* Shape of the slabs of class @obj_bytes (an exact class size): slab bytes
+ * and objects per slab.  -EINVAL if @obj_bytes is not a class size. */
+int zslab_shape(const struct zslab *zs, uint32_t obj_bytes,
+		uint32_t *slab_bytes, uint32_t *nobj);
 
 void zslab_get_stats(const struct zslab *zs, struct zslab_stats *out);
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "tmem.h"
@@ -131,7 +132,12 @@ static struct fx *fx_new(uint32_t flags)
 
 	assert_non_null(f);
 	cfg.charge_opaque = &f->hook;
-	assert_int_equal(tmem_store_new(&cfg, &f->s), 0);
+	/* EBB_TEST_TMEM_SHM=1 (meson test tmem_on_shm): the same cases on a
+	 * store whose persistent pages also go to a memfd arena. */
+	if (getenv("EBB_TEST_TMEM_SHM"))
+		assert_int_equal(tmem_store_new_shm(&cfg, 64ull << 20, &f->s), 0);
+	else
+		assert_int_equal(tmem_store_new(&cfg, &f->s), 0);
 	assert_int_equal(tmem_client_new(f->s, A, "guest-a", NULL), 0);
 	assert_int_equal(tmem_client_new(f->s, B, "guest-b", NULL), 0);
 	return f;
@@ -154,8 +160,26 @@ static void fx_check(struct fx *f)
 
 static void fx_free(struct fx *f)
 {
+	int fd = tmem_store_shm_fd(f->s) >= 0 ? dup(tmem_store_shm_fd(f->s)) : -1;
+
 	fx_check(f);
 	tmem_store_free(f->s);
+	/* On a memfd store: whatever the case did (failed puts included),
+	 * the arena it leaves is one a new store adopts without finding a
+	 * single bad or duplicate record. */
+	if (fd >= 0) {
+		struct tmem_shm_report rep;
+		struct tmem_store *s;
+
+		assert_int_equal(tmem_store_adopt_shm(fd, NULL, &s, &rep), 0);
+		assert_int_equal(rep.bad_entries, 0);
+		assert_int_equal(rep.stale_entries, 0);
+		assert_int_equal(rep.bad_clients, 0);
+		assert_int_equal(rep.bad_chunks, 0);
+		assert_int_equal(tmem_check(s), 0);
+		tmem_store_free(s);
+		close(fd);
+	}
 	free(f);
 }
 
@@ -232,11 +256,13 @@ static uint64_t live_allocs(struct fx *f)
 	return d.live_allocs;
 }
 
-/* Allocations outside slabs: slabs cost two each (header + memory) and
- * empty ones are kept as spares, so they are subtracted. */
+/* Allocations outside slabs: slabs cost two each (header + memory; one
+ * on a memfd store, whose slab memory is arena chunks) and empty ones are
+ * kept as spares, so they are subtracted. */
 static uint64_t nonslab_allocs(struct fx *f)
 {
-	return live_allocs(f) - 2 * sstats(f).slabs;
+	return live_allocs(f) -
+	       (tmem_store_shm_fd(f->s) >= 0 ? 1 : 2) * sstats(f).slabs;
 }
 
 /* Deterministic page content for a model value: text, random, zero or one
