@@ -163,6 +163,10 @@ static void rehold_all(void *opaque)
 	for (unsigned i = 0; i < d->nkept; i++)
 		if (fdhold_put(d->hold, d->kept[i].name, d->kept[i].fd) < 0)
 			log_warn(NULL, "cannot hold %s again", d->kept[i].name);
+	hold_store(d);
+	for (unsigned i = 0; i < MAX_GUESTS; i++)
+		if (d->slots[i].g)
+			slot_hold_swap(d, &d->slots[i]);
 	log_warn(NULL, "the fd holder had died; started %s and put the fds "
 		 "of %u guest(s) and %u kept fd(s) there again",
 		 fdhold_describe(d->hold), n, d->nkept);
@@ -209,6 +213,12 @@ void adopt_fds(struct ebbd *d)
 	d->kept = v;
 	for (unsigned i = 0; i < n; i++) {
 		struct found_guest *f = owner_of(d, v[i].name);
+
+		/* The page store: open_services adopts it. */
+		if (!strcmp(v[i].name, HOLD_STORE) && d->held_store_fd < 0) {
+			d->held_store_fd = v[i].fd;
+			continue;
+		}
 
 		if (f && (f->alive || f->bad)) {
 			f->fds++;
@@ -284,6 +294,56 @@ void adopt_fds_close(struct ebbd *d, bool quit)
 	d->env.hold = NULL;
 }
 
+void hold_store(struct ebbd *d)
+{
+	int rc;
+
+	if (!d->hold || !d->store || tmem_store_shm_fd(d->store) < 0)
+		return;
+	rc = fdhold_put(d->hold, HOLD_STORE, tmem_store_shm_fd(d->store));
+	if (rc < 0)
+		log_warn(NULL, "cannot hold the page store in %s: %s; swapped "
+			 "pages will not survive an ebbd crash",
+			 fdhold_describe(d->hold), strerror(-rc));
+}
+
+/*
+ * Store clients restored from the page store that no adopted guest took:
+ * a found guest's (alive, or with an unreadable record) stay with their
+ * pages for the operator, and their slots are not given to new guests;
+ * the rest belong to guests that are gone, and go.
+ */
+static void release_orphan_clients(struct ebbd *d)
+{
+	uint32_t ids[MAX_GUESTS];
+	size_t n = 0;
+
+	if (tmem_store_shm_fd(d->store) < 0 ||
+	    tmem_store_client_ids(d->store, ids, MAX_GUESTS, &n) < 0)
+		return;
+	for (size_t i = 0; i < n && i < MAX_GUESTS; i++) {
+		bool kept = false;
+
+		if (ids[i] < MAX_GUESTS && d->slots[ids[i]].g)
+			continue;
+		for (unsigned k = 0; k < d->nfound; k++) {
+			const struct found_guest *f = &d->found[k];
+
+			if (f->bad || (f->alive && f->rec.client_id == ids[i]))
+				kept = true;
+		}
+		if (kept && ids[i] < MAX_GUESTS) {
+			d->client_reserved[ids[i]] = true;
+			log_info(NULL, "page store client %u kept for a found "
+				 "guest", ids[i]);
+			continue;
+		}
+		tmem_client_destroy(d->store, ids[i]);
+		log_info(NULL, "page store client %u belonged to a guest that "
+			 "is gone: released", ids[i]);
+	}
+}
+
 /* guest_adoption.take: a copy of the kept fd named @name, or -1. */
 static int take_kept(void *opaque, const char *name)
 {
@@ -357,6 +417,7 @@ void adopt_guests(struct ebbd *d)
 		adopted++;
 	}
 	d->restart_adopted = adopted;
+	release_orphan_clients(d);
 	if (adopted || left)
 		log_info(NULL, "adopted %u guest(s) of an earlier ebbd; %u "
 			 "found guest(s) left alone", adopted, left);

@@ -242,6 +242,46 @@ static int open_signals(struct ebbd *d)
 	return d->sigfd < 0 ? -errno : 0;
 }
 
+/*
+ * The page store.  With an fd holder it lives in a memfd (tmem.h), so the
+ * guests' swapped pages outlive ebbd: the one the holder gave back is
+ * adopted (its clients, pools and pages restored and checked), else a new
+ * one is made; either way the holder keeps it.  Without a holder it is
+ * the heap store, which dies with ebbd.
+ */
+static int open_store(struct ebbd *d, const struct tmem_store_config *tc)
+{
+	struct tmem_shm_report rep = { 0 };
+	int rc;
+
+	if (!d->hold)
+		return tmem_store_new(tc, &d->store);
+	if (d->held_store_fd >= 0) {
+		rc = tmem_store_adopt_shm(d->held_store_fd, tc, &d->store, &rep);
+		close(d->held_store_fd);
+		d->held_store_fd = -1;
+		if (rc == 0) {
+			log_info(NULL, "page store adopted: %llu client(s), %llu "
+				 "persistent page(s); %llu damaged and %llu "
+				 "stale record(s) dropped",
+				 (unsigned long long)rep.clients,
+				 (unsigned long long)rep.pages,
+				 (unsigned long long)rep.bad_entries,
+				 (unsigned long long)rep.stale_entries);
+			hold_store(d);
+			return 0;
+		}
+		log_err(NULL, "the page store %s held cannot be adopted (%s): "
+			"earlier guests' swapped pages are lost; a new store "
+			"replaces it", fdhold_describe(d->hold), strerror(-rc));
+	}
+	rc = tmem_store_new_shm(tc, 0, &d->store);
+	if (rc < 0)
+		return rc;
+	hold_store(d);
+	return 0;
+}
+
 /* The store, the loop, the pool, the control socket, the signal watch and
  * the accounting timer.  Reports what failed; 0 or -errno. */
 static int open_services(struct ebbd *d, const struct ebbd_options *o)
@@ -253,7 +293,7 @@ static int open_services(struct ebbd *d, const struct ebbd_options *o)
 	};
 	int rc;
 
-	if ((rc = tmem_store_new(&tc, &d->store)) < 0 ||
+	if ((rc = open_store(d, &tc)) < 0 ||
 	    (rc = loop_new(&d->loop)) < 0 ||
 	    (rc = pool_create(o->budget_bytes, &d->pool)) < 0) {
 		fprintf(stderr, "ebbd: %s\n", strerror(-rc));
@@ -303,10 +343,16 @@ static void close_services(struct ebbd *d)
 			/* A clean exit takes its guests down: no record
 			 * may promise a restarted ebbd otherwise. */
 			slot_record_remove(d, &d->slots[i]);
+			slot_drop_swap(d, &d->slots[i]);
 			guest_free(d->slots[i].g);	/* kills it if running */
 			d->slots[i].g = NULL;
 		}
 	}
+	/* The page store outlives us only for found guests' pages. */
+	if (d->hold && !adopt_any_alive(d))
+		fdhold_drop(d->hold, HOLD_STORE);
+	if (d->held_store_fd >= 0)
+		close(d->held_store_fd);
 	/* Every guest of ours is gone and its fds dropped: the holder may
 	 * exit unless it still holds found guests' fds. */
 	adopt_fds_close(d, true);
@@ -387,7 +433,7 @@ static int check_config(const struct ebbd_options *o, const char *path)
 
 int main(int argc, char **argv)
 {
-	static struct ebbd d = { .sigfd = -1 };
+	static struct ebbd d = { .sigfd = -1, .held_store_fd = -1 };
 	static struct ebbd_options o;
 	char exe[PATH_MAX], kernel[PATH_MAX], initrd[PATH_MAX];
 	static char holder[PATH_MAX];

@@ -102,6 +102,9 @@ struct slot {
 	int swap_disk, data_disk;	/* disk index, -1 none */
 	struct swapstore *swap;
 	struct cachedisk *disk;
+	/* The swap device's map memfd and backing file (swapstore_fds: the
+	 * swapstore's own), for the fd holder; -1 none. */
+	int swap_map_fd, swap_file_fd;
 	/* The host policy's view of the guest (policyd.c).  min doubles as
 	 * the claim (guest_run_claim_bytes). */
 	uint64_t pol_min_bytes;		/* never ballooned below */
@@ -214,7 +217,18 @@ struct ebbd {
 	uint64_t start_ns;		/* CLOCK_MONOTONIC at main's start */
 	uint64_t startup_us;		/* main's start to serving, any start */
 	unsigned restart_adopted;	/* guests adopted at start */
+	/* The page store's memfd as the holder gave it back, until
+	 * open_services adopts it; -1 none. */
+	int held_store_fd;
+	/* Store clients (= slots) of found guests left for the operator:
+	 * their swapped pages stay, no new guest takes the slot. */
+	bool client_reserved[MAX_GUESTS];
 };
+
+/* Hold names beside the devices' (fdhold.h): the page store, and a swap
+ * device's map and backing file. */
+#define HOLD_STORE	"tmem/store"
+#define HOLD_SWAP_FMT	"guest/%s/swap/%s"	/* guest, "map" or "file" */
 
 
 extern const struct control_cmd ebbd_commands[];
@@ -302,6 +316,12 @@ void adopt_fds(struct ebbd *d);
  * and whose device fds came back (slot_adopt); the others stay found,
  * with the reason, and untouched. */
 void adopt_guests(struct ebbd *d);
+/* Put the page store's memfd in the fd holder (a memfd store only). */
+void hold_store(struct ebbd *d);
+/* slots.c: put (or drop) a guest's swap map and backing file in the fd
+ * holder. */
+void slot_hold_swap(struct ebbd *d, struct slot *s);
+void slot_drop_swap(struct ebbd *d, struct slot *s);
 
 /* upgrade.c: re-exec ebbd without stopping a guest.  upgrade_check: why
  * not now (-errno, *err set); upgrade_start: checked, then exec'd from

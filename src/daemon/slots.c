@@ -525,6 +525,7 @@ static int add_disks(struct ebbd *d, struct slot *s, const struct guest_run *r,
 		 * partial page (which would cost a read-modify-write). */
 		dk->params.block_size = TMEM_PAGE_SIZE;
 		s->swap = swapstore_from(&dk->back);
+		swapstore_fds(&dk->back, &s->swap_map_fd, &s->swap_file_fd);
 		s->swap_disk = (int)cfg->ndisks++;
 	}
 	if (r->disk) {
@@ -555,9 +556,44 @@ fail:
  * backends (gone with the guest, guest.c frees them), its store client and
  * its pool entry.  Each is released once; safe on a slot holding none.
  */
+void slot_hold_swap(struct ebbd *d, struct slot *s)
+{
+	const char *kind[2] = { "map", "file" };
+	int fd[2] = { s->swap_map_fd, s->swap_file_fd };
+	char name[HOLD_NAME_MAX];
+
+	if (!d->hold || !s->g || !s->swap || tmem_store_shm_fd(d->store) < 0)
+		return;
+	for (unsigned i = 0; i < 2; i++) {
+		int rc;
+
+		snprintf(name, sizeof(name), HOLD_SWAP_FMT, guest_name(s->g),
+			 kind[i]);
+		rc = fd[i] >= 0 ? fdhold_put(d->hold, name, fd[i]) : -EBADF;
+		if (rc < 0)
+			log_warn(guest_name(s->g), "cannot hold %s: %s; its "
+				 "swap will not survive an ebbd crash", name,
+				 strerror(-rc));
+	}
+}
+
+void slot_drop_swap(struct ebbd *d, struct slot *s)
+{
+	char name[HOLD_NAME_MAX];
+
+	if (!d->hold || !s->g || s->swap_map_fd < 0)
+		return;
+	snprintf(name, sizeof(name), HOLD_SWAP_FMT, guest_name(s->g), "map");
+	fdhold_drop(d->hold, name);
+	snprintf(name, sizeof(name), HOLD_SWAP_FMT, guest_name(s->g), "file");
+	fdhold_drop(d->hold, name);
+	s->swap_map_fd = s->swap_file_fd = -1;
+}
+
 void slot_release(struct ebbd *d, struct slot *s)
 {
 	policy_slot_release(d, s);
+	slot_drop_swap(d, s);
 	s->swap = NULL;
 	s->disk = NULL;
 	s->swap_disk = s->data_disk = -1;
@@ -602,7 +638,7 @@ static int slot_take(struct ebbd *d, const char *name, struct slot **out,
 	}
 	s = NULL;
 	for (unsigned i = 0; i < MAX_GUESTS && !s; i++)
-		if (!d->slots[i].g)
+		if (!d->slots[i].g && !d->client_reserved[i])
 			s = &d->slots[i];
 	if (!s) {
 		*err = errf("too many guests (%d)", MAX_GUESTS);
@@ -659,6 +695,7 @@ static int slot_start(struct ebbd *d, struct slot *s, const struct guest_run *r,
 
 	snprintf(cfg.name, sizeof(cfg.name), "%s", r->name);
 	s->swap_disk = s->data_disk = -1;
+	s->swap_map_fd = s->swap_file_fd = -1;
 	s->swap = NULL;
 	s->disk = NULL;
 	s->store_bytes = 0;
@@ -681,6 +718,7 @@ static int slot_start(struct ebbd *d, struct slot *s, const struct guest_run *r,
 		*err = errf("cannot start guest '%s': %s", r->name, strerror(-rc));
 		return rc;
 	}
+	slot_hold_swap(d, s);
 	return 0;
 }
 
@@ -715,34 +753,87 @@ int slot_launch(struct ebbd *d, const struct guest_run *r, struct slot **out,
 /* ---- adopting an earlier ebbd's guest (issue 15; adopt.c) ---------------- */
 
 /*
- * The disks of an adopted guest, re-attached: the data disk is opened
- * again (its cache is ephemeral: a restart may drop it, reads go to the
- * image); a swap device needs its pages, which only a store kept in shared
- * memory has after a restart.
+ * The swap device of an adopted guest: its pages are in the page store
+ * the holder kept (adopted with its clients and pools at start), its map
+ * and backing file were held beside its device fds.
+ */
+static int adopt_swap(struct ebbd *d, struct slot *s,
+		      const struct staterec_guest *rec, struct guest_adoption *a,
+		      struct guest_disk *dk)
+{
+	char name[HOLD_NAME_MAX], path[512];
+	int map_fd, file_fd, rc;
+
+	if (tmem_store_shm_fd(d->store) < 0) {
+		snprintf(a->why, sizeof(a->why), "its swapped pages did not "
+			 "survive: the page store is not kept in shared memory");
+		return -ENOTSUP;
+	}
+	snprintf(name, sizeof(name), HOLD_SWAP_FMT, rec->name, "map");
+	map_fd = a->take(a->opaque, name);
+	snprintf(name, sizeof(name), HOLD_SWAP_FMT, rec->name, "file");
+	file_fd = a->take(a->opaque, name);
+	snprintf(path, sizeof(path), "%s/%s.swap", d->state_dir, rec->name);
+	rc = map_fd < 0 || file_fd < 0 ? -ENOENT :
+	     swapstore_adopt(d->store, client_of(s), map_fd, file_fd, path,
+			     &dk->back);
+	if (map_fd >= 0)
+		close(map_fd);
+	if (file_fd >= 0)
+		close(file_fd);
+	if (rc < 0) {
+		snprintf(a->why, sizeof(a->why), "its swap device cannot be "
+			 "adopted: %s", rc == -ENOENT ? "its map or backing "
+			 "file is not held" : rc == -EBADF ? "its pool is not "
+			 "in the page store" : strerror(-rc));
+		return rc;
+	}
+	snprintf(dk->role, sizeof(dk->role), "swap");
+	dk->params.block_size = TMEM_PAGE_SIZE;
+	s->swap = swapstore_from(&dk->back);
+	swapstore_fds(&dk->back, &s->swap_map_fd, &s->swap_file_fd);
+	return 0;
+}
+
+/*
+ * The disks of an adopted guest, re-attached: the swap device with its
+ * pages (adopt_swap); the data disk opened again (its cache is ephemeral:
+ * a restart may drop it, reads go to the image).  The store client was
+ * restored with the page store, or is made again.
  */
 static int adopt_disks(struct ebbd *d, struct slot *s,
-		       const struct staterec_guest *rec,
-		       struct guest_config *cfg, char *why, size_t whylen)
+		       const struct staterec_guest *rec, struct guest_adoption *a,
+		       struct guest_config *cfg)
 {
 	struct tmem_client_params tp = {
 		.max_persistent_pages = (rec->swap_quota_bytes ?
 					 rec->swap_quota_bytes : rec->mem_bytes) /
 					TMEM_PAGE_SIZE,
 	};
+	char *why = a->why;
+	size_t whylen = sizeof(a->why);
+	struct tmem_stats ts;
 	int rc;
 
+	if (tmem_client_stats(d->store, client_of(s), &ts) == 0) {
+		/* Restored: its charge was told before the slot existed. */
+		s->tmem_client = true;
+		store_charge(d, client_of(s), (int64_t)ts.charged_bytes);
+	} else {
+		rc = tmem_client_new(d->store, client_of(s), rec->name, &tp);
+		if (rc < 0) {
+			snprintf(why, whylen, "cannot register with the page "
+				 "store: %s", strerror(-rc));
+			return rc;
+		}
+		s->tmem_client = true;
+	}
 	if (rec->swap_bytes) {
-		snprintf(why, whylen, "its swap device cannot be adopted: the "
-			 "page store does not survive ebbd yet");
-		return -ENOTSUP;
+		rc = adopt_swap(d, s, rec, a, &cfg->disks[cfg->ndisks]);
+		if (rc < 0)
+			return rc;
+		s->swap_disk = (int)cfg->ndisks++;
 	}
-	rc = tmem_client_new(d->store, client_of(s), rec->name, &tp);
-	if (rc < 0) {
-		snprintf(why, whylen, "cannot register with the page store: %s",
-			 strerror(-rc));
-		return rc;
-	}
-	s->tmem_client = true;
 	if (rec->disk[0]) {
 		struct guest_disk *dk = &cfg->disks[cfg->ndisks];
 
@@ -819,19 +910,16 @@ int slot_adopt(struct ebbd *d, const struct staterec_guest *rec,
 				 (unsigned long long)(rec->claim_bytes >> 20),
 				 strerror(-rc));
 	}
-	rc = adopt_disks(d, s, rec, &cfg, a->why, sizeof(a->why));
+	s->swap_map_fd = s->swap_file_fd = -1;
+	rc = adopt_disks(d, s, rec, a, &cfg);
 	if (rc < 0)
-		goto fail;
+		goto fail_disks;
 	policy_slot_init(d, s, &r, &procs);
 	free(procs);	/* the process is in its cgroup already */
 	rc = guest_adopt(&d->env, &cfg, a, &ebbd_guest_events, d, &s->g);
 	if (rc < 0) {
-		/* The backends stay as they are: their state is the guest's
-		 * (a cache disk holds nothing of its own). */
-		for (unsigned i = 0; i < cfg.ndisks; i++)
-			cfg.disks[i].back.ops->destroy(cfg.disks[i].back.be);
 		s->g = NULL;
-		goto fail;
+		goto fail_disks;
 	}
 	s->rec = *rec;
 	s->has_rec = true;
@@ -839,7 +927,19 @@ int slot_adopt(struct ebbd *d, const struct staterec_guest *rec,
 	slot_prealloc_set_state(s, PRE_NONE, "adopted");
 	slot_record_save(d, s);
 	return 0;
-fail:
+fail_disks:
+	/* The backends let go of, not destroyed: the swap device's pages,
+	 * map and file are the guest's still (a cache disk holds nothing of
+	 * its own). */
+	for (unsigned i = 0; i < cfg.ndisks; i++) {
+		if ((int)i == s->swap_disk)
+			swapstore_release(&cfg.disks[i].back);
+		else
+			cfg.disks[i].back.ops->destroy(cfg.disks[i].back.be);
+	}
+	/* Its store client, if restored, keeps its pages for the operator
+	 * (and its slot, release_orphan_clients). */
+	s->tmem_client = false;
 	/* Not policy_slot_release: the cgroup holds the guest's process. */
 	s->pol_cgroup = false;
 	slot_release(d, s);
