@@ -164,6 +164,7 @@ static void rehold_all(void *opaque)
 		if (fdhold_put(d->hold, d->kept[i].name, d->kept[i].fd) < 0)
 			log_warn(NULL, "cannot hold %s again", d->kept[i].name);
 	hold_store(d);
+	claimshm_hold_again(d);
 	for (unsigned i = 0; i < MAX_GUESTS; i++)
 		if (d->slots[i].g)
 			slot_hold_swap(d, &d->slots[i]);
@@ -214,9 +215,14 @@ void adopt_fds(struct ebbd *d)
 	for (unsigned i = 0; i < n; i++) {
 		struct found_guest *f = owner_of(d, v[i].name);
 
-		/* The page store: open_services adopts it. */
+		/* The page store and the claims: open_services adopts
+		 * them. */
 		if (!strcmp(v[i].name, HOLD_STORE) && d->held_store_fd < 0) {
 			d->held_store_fd = v[i].fd;
+			continue;
+		}
+		if (!strcmp(v[i].name, HOLD_CLAIMS) && d->held_claims_fd < 0) {
+			d->held_claims_fd = v[i].fd;
 			continue;
 		}
 

@@ -617,6 +617,7 @@ static int cmd_claim(void *ctx, json_t *args, json_t **ret, char **err)
 	pool_guest_info(d->pool, s->id, &gi);
 	rc = size ? claim_with_room(d, s->id, size / POOL_PAGE_SIZE, guest_name(s->g))
 		  : pool_claim(d->pool, s->id, 0);
+	claimshm_note(d, s);
 	if (rc == -ENOMEM)
 		return claim_refused(d, guest_name(s->g),
 				     size - gi.tot_pages * POOL_PAGE_SIZE, err);

@@ -299,6 +299,7 @@ static int open_services(struct ebbd *d, const struct ebbd_options *o)
 		fprintf(stderr, "ebbd: %s\n", strerror(-rc));
 		return rc;
 	}
+	claimshm_open(d);
 	d->env.loop = d->loop;
 	rc = control_open(d->loop, o->socket, ebbd_commands, d, &d->ctl);
 	if (rc < 0) {
@@ -348,9 +349,10 @@ static void close_services(struct ebbd *d)
 			d->slots[i].g = NULL;
 		}
 	}
-	/* The page store outlives us only for found guests' pages. */
+	/* The page store and claims outlive us only for found guests. */
 	if (d->hold && !adopt_any_alive(d))
 		fdhold_drop(d->hold, HOLD_STORE);
+	claimshm_close(d, !adopt_any_alive(d));
 	if (d->held_store_fd >= 0)
 		close(d->held_store_fd);
 	/* Every guest of ours is gone and its fds dropped: the holder may
@@ -433,7 +435,8 @@ static int check_config(const struct ebbd_options *o, const char *path)
 
 int main(int argc, char **argv)
 {
-	static struct ebbd d = { .sigfd = -1, .held_store_fd = -1 };
+	static struct ebbd d = { .sigfd = -1, .held_store_fd = -1,
+				 .claims_fd = -1, .held_claims_fd = -1 };
 	static struct ebbd_options o;
 	char exe[PATH_MAX], kernel[PATH_MAX], initrd[PATH_MAX];
 	static char holder[PATH_MAX];

@@ -220,6 +220,10 @@ struct ebbd {
 	/* The page store's memfd as the holder gave it back, until
 	 * open_services adopts it; -1 none. */
 	int held_store_fd;
+	/* Outstanding claims in a memfd (claimshm.c), and its fd as the
+	 * holder gave it back until claimshm_open; -1 none. */
+	struct claimshm *claims;
+	int claims_fd, held_claims_fd;
 	/* Store clients (= slots) of found guests left for the operator:
 	 * their swapped pages stay, no new guest takes the slot. */
 	bool client_reserved[MAX_GUESTS];
@@ -228,6 +232,7 @@ struct ebbd {
 /* Hold names beside the devices' (fdhold.h): the page store, and a swap
  * device's map and backing file. */
 #define HOLD_STORE	"tmem/store"
+#define HOLD_CLAIMS	"pool/claims"
 #define HOLD_SWAP_FMT	"guest/%s/swap/%s"	/* guest, "map" or "file" */
 
 
@@ -316,6 +321,18 @@ void adopt_fds(struct ebbd *d);
  * and whose device fds came back (slot_adopt); the others stay found,
  * with the reason, and untouched. */
 void adopt_guests(struct ebbd *d);
+/* claimshm.c: the outstanding claims, kept across ebbd's death.  open:
+ * adopt the held record or make one (with a holder only); note: record
+ * a slot's claim as the pool has it now; get: the recorded claim of the
+ * guest with @pool_id in @slot, if valid (-ENOENT); close: unmap, and
+ * with @drop take it from the holder. */
+struct claimshm;
+void claimshm_open(struct ebbd *d);
+void claimshm_hold_again(struct ebbd *d);
+void claimshm_note(struct ebbd *d, struct slot *s);
+int claimshm_get(struct ebbd *d, unsigned slot, uint64_t pool_id,
+		 uint64_t max_pages, uint64_t *pages);
+void claimshm_close(struct ebbd *d, bool drop);
 /* Put the page store's memfd in the fd holder (a memfd store only). */
 void hold_store(struct ebbd *d);
 /* slots.c: put (or drop) a guest's swap map and backing file in the fd

@@ -71,6 +71,7 @@ static void account_guest(struct ebbd *d, struct slot *s)
 		pages = pi.max_pages;
 	if (pool_set_resident(d->pool, s->id, pages, &over) < 0)
 		return;
+	claimshm_note(d, s);
 	if (over && !s->over_budget) {
 		json_t *ev = json_pack("{s:s, s:I, s:I}", "name",
 				       guest_name(s->g), "resident",
@@ -604,6 +605,7 @@ void slot_release(struct ebbd *d, struct slot *s)
 	if (s->id) {
 		pool_guest_remove(d->pool, s->id);
 		s->id = 0;
+		claimshm_note(d, s);
 	}
 }
 
@@ -732,6 +734,7 @@ int slot_launch(struct ebbd *d, const struct guest_run *r, struct slot **out,
 	    (rc = slot_admit(d, s, r, err)) ||
 	    (rc = slot_start(d, s, r, err)))
 		return rc;
+	claimshm_note(d, s);
 	s->over_budget = false;
 	memset(&s->pre_last, 0, sizeof(s->pre_last));
 	s->pre = NULL;
@@ -816,9 +819,9 @@ static int adopt_disks(struct ebbd *d, struct slot *s,
 	int rc;
 
 	if (tmem_client_stats(d->store, client_of(s), &ts) == 0) {
-		/* Restored: its charge was told before the slot existed. */
+		/* Restored: its charge was told before the slot existed, and
+		 * is taken from the store once the guest is adopted. */
 		s->tmem_client = true;
-		store_charge(d, client_of(s), (int64_t)ts.charged_bytes);
 	} else {
 		rc = tmem_client_new(d->store, client_of(s), rec->name, &tp);
 		if (rc < 0) {
@@ -852,6 +855,46 @@ static int adopt_disks(struct ebbd *d, struct slot *s,
 	return 0;
 }
 
+/*
+ * The claim an adopted guest had: measured first, then staked so that the
+ * outstanding part is what the claims record says it was (claimshm.c);
+ * without that record, as staked at launch (the state record), which the
+ * measurement then consumes as before.
+ */
+static void adopt_claim(struct ebbd *d, struct slot *s,
+			const struct staterec_guest *rec)
+{
+	uint64_t mem_pages = rec->mem_bytes / POOL_PAGE_SIZE, out = 0, total;
+	bool recorded;
+	struct pool_guest_info gi;
+	int rc;
+
+	/* Read before measuring: the measurement records the claim anew. */
+	recorded = claimshm_get(d, client_of(s), rec->pool_id, mem_pages,
+				&out) == 0;
+	account_guest(d, s);
+	if (pool_guest_info(d->pool, s->id, &gi) < 0)
+		return;
+	if (recorded)
+		total = out ? gi.tot_pages + out : 0;
+	else
+		total = rec->claim_bytes / POOL_PAGE_SIZE;
+	if (total > mem_pages)
+		total = mem_pages;
+	if (total <= gi.tot_pages) {
+		claimshm_note(d, s);
+		return;		/* nothing outstanding */
+	}
+	rc = pool_claim(d->pool, s->id, total);
+	if (rc < 0)
+		log_warn(rec->name, "its claim (%llu MiB outstanding) cannot be "
+			 "staked again: %s; adopted without it",
+			 (unsigned long long)((total - gi.tot_pages) *
+					      POOL_PAGE_SIZE >> 20),
+			 strerror(-rc));
+	claimshm_note(d, s);
+}
+
 int slot_adopt(struct ebbd *d, const struct staterec_guest *rec,
 	       struct guest_adoption *a)
 {
@@ -875,6 +918,7 @@ int slot_adopt(struct ebbd *d, const struct staterec_guest *rec,
 		.no_reporting = !r.reporting || r.prealloc,
 		.page_states = r.page_states,
 	};
+	struct tmem_stats ts;
 	struct slot *s;
 	char *procs = NULL;
 	int rc;
@@ -902,14 +946,6 @@ int slot_adopt(struct ebbd *d, const struct staterec_guest *rec,
 			 strerror(-rc));
 		return rc;
 	}
-	if (rec->claim_bytes) {
-		rc = pool_claim(d->pool, s->id, rec->claim_bytes / POOL_PAGE_SIZE);
-		if (rc < 0)
-			log_warn(rec->name, "its claim of %llu MiB cannot be "
-				 "staked again (%s): adopted without it",
-				 (unsigned long long)(rec->claim_bytes >> 20),
-				 strerror(-rc));
-	}
 	s->swap_map_fd = s->swap_file_fd = -1;
 	rc = adopt_disks(d, s, rec, a, &cfg);
 	if (rc < 0)
@@ -925,6 +961,14 @@ int slot_adopt(struct ebbd *d, const struct staterec_guest *rec,
 	s->has_rec = true;
 	s->over_budget = false;
 	slot_prealloc_set_state(s, PRE_NONE, "adopted");
+	/* What the store charges the guest now (the store is the truth; a
+	 * put during the adoption, before the slot had its guest, was
+	 * refused and went to the backing file). */
+	if (tmem_client_stats(d->store, client_of(s), &ts) == 0) {
+		s->store_bytes = 0;
+		store_charge(d, client_of(s), (int64_t)ts.charged_bytes);
+	}
+	adopt_claim(d, s, rec);
 	slot_record_save(d, s);
 	return 0;
 fail_disks:
