@@ -281,6 +281,13 @@ void adopt_watch(struct ebbd *d)
 		}
 		f->alive = false;
 		f->fds = 0;
+		/* Its swapped pages too, and its slot is free again. */
+		if (f->rec.client_id < MAX_GUESTS &&
+		    d->client_reserved[f->rec.client_id] &&
+		    !d->slots[f->rec.client_id].g) {
+			tmem_client_destroy(d->store, f->rec.client_id);
+			d->client_reserved[f->rec.client_id] = false;
+		}
 		snprintf(f->why, sizeof(f->why), "process %d exited after this "
 			 "ebbd started; its %u device fd(s) closed", (int)f->pid,
 			 closed);

@@ -294,7 +294,8 @@ def test_device_fds_outlive_kill_9_in_the_holder():
                           r"fd\(s\), kept (\d+)" % hpid, log)
             assert m, log
             got, kept = int(m.group(1)), int(m.group(2))
-            assert got == kept >= len(held), (got, kept, held)
+            # Beside the guest's: the page store and the claims record.
+            assert got == kept + 2 and kept >= len(held), (got, kept, held)
             assert "adopted from an earlier ebbd (pid %d)" % pid in log, log
             gl = d2.c.call("guest-list")
             assert gl["found"] == [], gl["found"]
@@ -359,26 +360,27 @@ def settle_balloon(d, name, timeout=30):
 
 
 def test_upgrade_twenty_times_during_inflate_and_reporting():
-    """ebbctl upgrade re-executes ebbd 20 times while two guests' balloons
-    move and one guest's freed memory is being reported: no guest stops,
-    each upgrade adopts both, the balloons end exactly at their targets,
-    the memory a guest wrote reads back intact, and the device pause is
-    reported (bench/restart.py measures it under load)."""
-    d = Ebbd(budget="1G")
+    """ebbctl upgrade re-executes ebbd 20 times while one guest's balloon
+    inflates and deflates and its freed memory is being reported, and
+    another guest swaps heavily through ebb and checks every page: no
+    guest stops, each upgrade adopts both, the balloon ends exactly at its
+    target, the swapping guest reads back every page intact, and the
+    device pause is reported (bench/restart.py: 10 guests)."""
+    d = Ebbd(budget="2G")
     pids = {}
     try:
         d.run("g1", 256 * MiB)
-        d.run("g2", 128 * MiB)
+        d.run("g2", 128 * MiB, swap=256 * MiB)
         pids = {n: d.guest(n)["pid"] for n in ("g1", "g2")}
-        # g2 keeps 64 MiB of checkable pages through every upgrade.
+        d.wait_console("g2", r"ebb-guest: swap on /dev/vd", 30)
+        # g2 swaps 160 MiB of checkable pages through every upgrade.
         d.c.call("guest-exec", name="g2",
-                 command="pagecheck write 48M 11 --hold 1 --passes 30")
+                 command="pagecheck write 160M 11 --hold 1 --passes 3")
+        time.sleep(2)
         pauses = []
         for i in range(20):
             t1 = (160 if i % 2 else 224) * MiB
-            t2 = (112 if i % 3 else 96) * MiB
             d.c.call("balloon", name="g1", target=t1)
-            d.c.call("balloon", name="g2", target=t2)
             if i % 4 == 0:
                 # Memory taken and freed: free page reporting runs.
                 d.c.call("guest-exec", name="g1", command="memhog 64M")
@@ -394,17 +396,16 @@ def test_upgrade_twenty_times_during_inflate_and_reporting():
                 assert g["pid"] == pids[g["name"]], g
                 assert g["state"] == "running", g
         g1 = settle_balloon(d, "g1")
-        g2 = settle_balloon(d, "g2")
         assert g1["balloon_target"] == 160 * MiB, g1
-        assert g2["balloon_target"] == 112 * MiB, g2
-        m = d.wait_console("g2", r"pagecheck: (\d+) pages, (\d+) mismatches", 300)
+        m = d.wait_console("g2", r"pagecheck: (\d+) pages, (\d+) mismatches", 600)
         assert int(m.group(2)) == 0, m.group(0)
+        assert d.guest("g2")["store"] > 0
         for n in ("g1", "g2"):
             status, out = d.exec(n, "echo still-here")
             assert status == 0 and "still-here" in out
         pauses.sort()
         print("  20 upgrades, 2 guests adopted each time; pause p50 %.1f ms, "
-              "max %.1f ms; g2's pagecheck: %s pages, 0 mismatches"
+              "max %.1f ms; g2 swapped, its pagecheck: %s pages, 0 mismatches"
               % (pauses[10], pauses[-1], m.group(1)))
         assert pauses[10] < 100, pauses
     finally:
