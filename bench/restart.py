@@ -78,8 +78,8 @@ def main():
     try:
         for n in names:
             d.run(n, size(a.mem), swap=size(a.swap))
-        for n in names:
-            ebbtest.guest_swapon(d, n)
+        for n in names:  # ebb's init swaps onto ebb's swap device itself
+            d.wait_console(n, r"ebb-guest: swap on /dev/vd", 60)
         start_workload(d, names, a.work)
         time.sleep(5)  # every guest swapping
         for _ in range(a.upgrades):

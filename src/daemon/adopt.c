@@ -1,17 +1,21 @@
 /*
  * adopt: what ebbd does at start with the guests an earlier ebbd left
  * behind (their records in <state_dir>/guests/), and the guest records
- * it keeps while it runs.  Declared in ebbd.h.
+ * it keeps while it runs.  Declared in ebbd.h; design in docs/restart.md.
  *
- * Today a found guest is reported, never adopted: its vhost-user
- * connections died with the old ebbd (docs/restart.md: UML's virtio_uml
- * removes a device whose socket closes and never reconnects), so there is
- * nothing to serve it with until the fd holding is built.  It is listed
- * (guest-list "found") and logged with the reason, and everything of it is
- * left alone for the operator: its process, record, run directory, swap
- * file and log.  A launch under its name is refused while its process
- * lives or while its record cannot be read, so no new guest takes its
- * sockets or its swap file.
+ * At start: read every record (adopt_scan), take back the fds the holder
+ * kept (adopt_fds: the devices', the page store's, the claims'), then,
+ * once the loop, pool and store exist, adopt every guest whose process
+ * runs and whose fds came back (adopt_guests -> slot_adopt ->
+ * guest_adopt): its devices are served again from their recorded
+ * sessions.  A guest that cannot be adopted (no fds held, a record or a
+ * session that fails a check, an external VMM's) stays *found*: listed
+ * (guest-list "found") and logged with the reason, and everything of it
+ * is left alone for the operator: its process, record, run directory,
+ * held fds, store client with its swapped pages, swap file and log.  A
+ * launch under its name is refused while its process lives or while its
+ * record cannot be read, so no new guest takes its sockets or its swap
+ * file.
  *
  * A record is hostile input (staterec.h checks it); a process is the same
  * one only if its pid and its start time (field 22 of /proc/PID/stat)
@@ -79,7 +83,7 @@ static void scan_one(struct ebbd *d, const char *dir, const char *file)
 	if (f->external) {
 		snprintf(f->why, sizeof(f->why),
 			 "external guest from an earlier ebbd, not adopted: "
-			 "adopting devices is not built yet");
+			 "its VMM reconnects to a new ebbd by itself, or not");
 	} else if (r.state == SR_STOPPED || r.state == SR_FAILED) {
 		snprintf(f->why, sizeof(f->why), "%s before the earlier ebbd "
 			 "exited; nothing to adopt",
@@ -93,8 +97,13 @@ static void scan_one(struct ebbd *d, const char *dir, const char *file)
 			 "process %d is gone (or its pid was reused), nothing "
 			 "to adopt", (int)r.pid);
 	}
-	log_warn(f->name, "found from an earlier ebbd: %s; record %s left "
-		 "for the operator", f->why, f->file);
+	/* A running guest is told about once adoption has been tried. */
+	if (f->alive)
+		log_info(f->name, "found from an earlier ebbd: %s (record %s)",
+			 f->why, f->file);
+	else
+		log_warn(f->name, "found from an earlier ebbd: %s; record %s "
+			 "left for the operator", f->why, f->file);
 	d->nfound++;
 }
 

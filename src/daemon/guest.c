@@ -334,7 +334,7 @@ static void on_exit_fd(void *opaque, uint32_t events)
 		return;		/* spurious */
 	/* An adopted guest is not our child: the pidfd says it exited, no
 	 * wait status is ours to read. */
-	if (r < 0)
+	if (g->adopted)
 		status = 0;
 	/* The kernel process is gone; its helper processes share its
 	 * process group and must not outlive it. */
@@ -350,7 +350,7 @@ static void on_exit_fd(void *opaque, uint32_t events)
 	close_console(g);
 	unmount_ram(g);
 	g->exit_status = status;
-	if (r < 0)
+	if (g->adopted)
 		log_info(g->name, "UML exited (adopted: status unknown)");
 	else
 		log_info(g->name, "UML exited (%s %d)",
@@ -586,26 +586,6 @@ static void on_dev_fd(void *opaque, const struct vu_dev *dev, const char *kind,
 			 fdhold_describe(g->env->hold));
 }
 
-static void hold_device_fds(struct guest *g)
-{
-	vu_dev_set_fd_hook(balloon_vu(g->balloon), on_dev_fd, g);
-	if (g->ebb)
-		vu_dev_set_fd_hook(ebbdev_vu(g->ebb), on_dev_fd, g);
-	for (unsigned i = 0; i < g->ndisks; i++)
-		vu_dev_set_fd_hook(blk_vu(g->disks[i]), on_dev_fd, g);
-}
-
-void guest_hold_again(struct guest *g)
-{
-	if (g->balloon)
-		vu_dev_report_fds(balloon_vu(g->balloon));
-	if (g->ebb)
-		vu_dev_report_fds(ebbdev_vu(g->ebb));
-	for (unsigned i = 0; i < g->ndisks; i++)
-		if (g->disks[i])
-			vu_dev_report_fds(blk_vu(g->disks[i]));
-}
-
 /* Every device of the guest, for the loops over all of them. */
 static unsigned guest_devs(struct guest *g, struct vu_dev **v)
 {
@@ -619,6 +599,24 @@ static unsigned guest_devs(struct guest *g, struct vu_dev **v)
 		if (g->disks[i])
 			v[n++] = blk_vu(g->disks[i]);
 	return n;
+}
+
+static void hold_device_fds(struct guest *g)
+{
+	struct vu_dev *v[2 + GUEST_MAX_DISKS];
+	unsigned n = guest_devs(g, v);
+
+	for (unsigned i = 0; i < n; i++)
+		vu_dev_set_fd_hook(v[i], on_dev_fd, g);
+}
+
+void guest_hold_again(struct guest *g)
+{
+	struct vu_dev *v[2 + GUEST_MAX_DISKS];
+	unsigned n = guest_devs(g, v);
+
+	for (unsigned i = 0; i < n; i++)
+		vu_dev_report_fds(v[i]);
 }
 
 /* Record each device's session in a memfd held with its fds, so that a
@@ -1132,7 +1130,8 @@ void guest_free(struct guest *g)
 		return;
 	if (g->pidfd >= 0) {
 		kill(-g->pid, SIGKILL);
-		waitpid(g->pid, NULL, 0);
+		if (!g->adopted)	/* else not ours to reap */
+			waitpid(g->pid, NULL, 0);
 		loop_watch_del(g->pid_w);
 		close(g->pidfd);
 	}

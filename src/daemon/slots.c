@@ -557,9 +557,10 @@ fail:
  * backends (gone with the guest, guest.c frees them), its store client and
  * its pool entry.  Each is released once; safe on a slot holding none.
  */
+static const char *const swap_kinds[2] = { "map", "file" };
+
 void slot_hold_swap(struct ebbd *d, struct slot *s)
 {
-	const char *kind[2] = { "map", "file" };
 	int fd[2] = { s->swap_map_fd, s->swap_file_fd };
 	char name[HOLD_NAME_MAX];
 
@@ -569,7 +570,7 @@ void slot_hold_swap(struct ebbd *d, struct slot *s)
 		int rc;
 
 		snprintf(name, sizeof(name), HOLD_SWAP_FMT, guest_name(s->g),
-			 kind[i]);
+			 swap_kinds[i]);
 		rc = fd[i] >= 0 ? fdhold_put(d->hold, name, fd[i]) : -EBADF;
 		if (rc < 0)
 			log_warn(guest_name(s->g), "cannot hold %s: %s; its "
@@ -584,10 +585,11 @@ void slot_drop_swap(struct ebbd *d, struct slot *s)
 
 	if (!d->hold || !s->g || s->swap_map_fd < 0)
 		return;
-	snprintf(name, sizeof(name), HOLD_SWAP_FMT, guest_name(s->g), "map");
-	fdhold_drop(d->hold, name);
-	snprintf(name, sizeof(name), HOLD_SWAP_FMT, guest_name(s->g), "file");
-	fdhold_drop(d->hold, name);
+	for (unsigned i = 0; i < 2; i++) {
+		snprintf(name, sizeof(name), HOLD_SWAP_FMT, guest_name(s->g),
+			 swap_kinds[i]);
+		fdhold_drop(d->hold, name);
+	}
 	s->swap_map_fd = s->swap_file_fd = -1;
 }
 

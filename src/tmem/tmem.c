@@ -737,6 +737,7 @@ static int put_locked(struct tmem_store *s, struct tmem_client *c,
 	/* 5. */
 	pg->state = state;
 	pg->blob = h;
+	pg->unverified = 0;	/* content from this process */
 	page_count(s, pool, state, h ? blob_at(s, h)->len : 0, +1);
 	if (kind == KIND_EPH)
 		lru_push_mru(owner, pg);
@@ -847,6 +848,15 @@ static int get_locked(struct tmem_store *s, struct tmem_client *c,
 		else if (s->cfg.comp->decompress(s->comp_ctx, b->data, b->len,
 						 page, TMEM_PAGE_SIZE))
 			return -EIO;	/* corrupt blob: a store bug */
+		/* Never wrong data: a damaged adopted page reads as an
+		 * I/O error (swapstore: LOST), and it stays so. */
+		if (pg->unverified) {
+			if (shm_verify(s, pg, page) < 0) {
+				memset(page, 0, TMEM_PAGE_SIZE);
+				return -EIO;
+			}
+			pg->unverified = 0;
+		}
 	}
 	c->ops.hits++;
 	s->ops.hits++;

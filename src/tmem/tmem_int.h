@@ -106,6 +106,11 @@ struct tmem_page {
 	uint64_t blob;			/* zslab handle if PG_BLOB, else 0 */
 	uint32_t index;			/* page index in obj */
 	uint8_t state;			/* PG_* */
+	/* Adopted from an earlier process's arena and not read since: its
+	 * content is checked against its entry's hash at the first get
+	 * (shm_verify), not at adoption, so adopting costs no decompression
+	 * per page. */
+	uint8_t unverified;
 };
 
 struct tmem_obj {
@@ -256,6 +261,10 @@ void shm_ent_commit(struct tmem_store *s, uint64_t ent, uint32_t client_id,
 		    uint32_t pool_id, const struct tmem_oid *oid,
 		    uint32_t index, const struct tmem_page *pg, uint64_t hash);
 void shm_ent_clear(struct tmem_store *s, uint64_t ent);
+/* @page is the content an adopted page @pg just decompressed to: 0 if
+ * its hash is the one its entry recorded, else -EBADMSG. */
+int shm_verify(const struct tmem_store *s, const struct tmem_page *pg,
+	       const void *page);
 void shm_detach(struct tmem_store *s);
 void shm_unmap(struct tmem_shm *m);
 

@@ -161,18 +161,23 @@ void vu_dev_set_fd_hook(struct vu_dev *dev, vu_fd_hook hook, void *opaque)
 	dev->fd_hook_opaque = opaque;
 }
 
+/* The name a session fd is held under: @kind, "/<q>" for ring @q >= 0. */
+static const char *kind_name(char k[24], const char *kind, int q)
+{
+	if (q >= 0)
+		snprintf(k, 24, "%s/%d", kind, q);
+	else
+		snprintf(k, 24, "%s", kind);
+	return k;
+}
+
 /* Tell the fd hook that @kind (with ring @q if >= 0) is now @fd (-1: gone). */
 static void fd_note(struct vu_dev *dev, const char *kind, int q, int fd)
 {
 	char k[24];
 
-	if (!dev->fd_hook)
-		return;
-	if (q >= 0)
-		snprintf(k, sizeof(k), "%s/%d", kind, q);
-	else
-		snprintf(k, sizeof(k), "%s", kind);
-	dev->fd_hook(dev->fd_hook_opaque, dev, k, fd);
+	if (dev->fd_hook)
+		dev->fd_hook(dev->fd_hook_opaque, dev, kind_name(k, kind, q), fd);
 }
 
 void vu_dev_report_fds(struct vu_dev *dev)
@@ -1386,11 +1391,7 @@ static int take_kind(vu_fd_take take, void *opaque, const char *kind, int q)
 {
 	char k[24];
 
-	if (q >= 0)
-		snprintf(k, sizeof(k), "%s/%d", kind, q);
-	else
-		snprintf(k, sizeof(k), "%s", kind);
-	return take(opaque, k);
+	return take(opaque, kind_name(k, kind, q));
 }
 
 #define WHY(...) snprintf(why, VU_WHY_MAX, __VA_ARGS__)

@@ -169,8 +169,10 @@ static unsigned check_model(struct tmem_store *s, const struct model *m,
 			continue;
 		}
 		if (lossy && rc) {
+			/* Dropped at adoption, or found damaged at this
+			 * first read (-EIO): either way not read as data. */
 			assert_true(rc == -ENOENT || rc == -ESRCH ||
-				    rc == -EBADF);
+				    rc == -EBADF || rc == -EIO);
 			lost++;
 			continue;
 		}
