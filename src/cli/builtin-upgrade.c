@@ -106,10 +106,13 @@ int ebbctl_upgrade(int argc, char **argv)
 		print_json(r);
 	} else {
 		json_int_t us = json_integer_value(json_object_get(r, "pause_us"));
+		json_int_t sv = json_integer_value(json_object_get(r, "served_us"));
 
-		printf("upgraded: %lld guest(s) adopted, devices paused %lld.%03lld ms\n",
+		printf("upgraded: %lld guest(s) adopted, devices paused %lld.%03lld ms "
+		       "(every guest served once %lld.%03lld ms after the exec)\n",
 		       (long long)json_integer_value(json_object_get(r, "adopted")),
-		       (long long)(us / 1000), (long long)(us % 1000));
+		       (long long)(us / 1000), (long long)(us % 1000),
+		       (long long)(sv / 1000), (long long)(sv % 1000));
 	}
 	json_decref(info);
 	return 0;

@@ -438,6 +438,12 @@ void adopt_guests(struct ebbd *d)
 		d->found[i] = d->found[--d->nfound];
 		adopted++;
 	}
+	/* Every guest adopted (devices watched again): then each serves,
+	 * the requests the dead ebbd left first. */
+	upgrade_adopted(d);
+	for (unsigned i = 0; i < MAX_GUESTS; i++)
+		if (d->slots[i].g && d->slots[i].adopted)
+			guest_resume(d->slots[i].g);
 	d->restart_adopted = adopted;
 	release_orphan_clients(d);
 	if (adopted || left)

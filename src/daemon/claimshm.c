@@ -13,7 +13,10 @@
  *
  * Layout (host order, no pointers): magic "EBBCLM01", u32 version, u32
  * entries (MAX_GUESTS), then per slot {u64 pool id, u64 outstanding
- * pages}; pool id 0: none.  Hostile on load: the identity is checked
+ * pages, u64 resident pages as last measured}; pool id 0: none.  The
+ * resident pages let adoption put the guest back in the pool as it was
+ * without measuring it first (a measurement costs milliseconds a guest,
+ * all of it device pause); the next accounting tick measures.  Hostile on load: the identity is checked
  * once, an entry only counts if its pool id is the adopted guest's and
  * its claim fits the guest's size.
  */
@@ -27,8 +30,8 @@
 
 #include "log.h"
 
-#define CLAIMSHM_MAGIC	"EBBCLM01"
-#define CLAIMSHM_VERSION 1
+#define CLAIMSHM_MAGIC	"EBBCLM02"
+#define CLAIMSHM_VERSION 2
 
 struct claimshm {
 	char magic[8];
@@ -37,6 +40,7 @@ struct claimshm {
 	struct {
 		uint64_t pool_id;
 		uint64_t pages;
+		uint64_t tot_pages;
 	} e[MAX_GUESTS];
 };
 
@@ -132,17 +136,21 @@ void claimshm_note(struct ebbd *d, struct slot *s)
 	d->claims->e[i].pool_id = 0;
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 	d->claims->e[i].pages = gi.claim_pages;
+	d->claims->e[i].tot_pages = gi.tot_pages;
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 	d->claims->e[i].pool_id = s->id;
 }
 
 int claimshm_get(struct ebbd *d, unsigned slot, uint64_t pool_id,
-		 uint64_t max_pages, uint64_t *pages)
+		 uint64_t max_pages, uint64_t *pages, uint64_t *tot_pages)
 {
 	if (!d->claims || slot >= MAX_GUESTS ||
 	    d->claims->e[slot].pool_id != pool_id ||
-	    d->claims->e[slot].pages > max_pages)
+	    d->claims->e[slot].pages > max_pages ||
+	    d->claims->e[slot].tot_pages > max_pages ||
+	    d->claims->e[slot].pages + d->claims->e[slot].tot_pages > max_pages)
 		return -ENOENT;
 	*pages = d->claims->e[slot].pages;
+	*tot_pages = d->claims->e[slot].tot_pages;
 	return 0;
 }

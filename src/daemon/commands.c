@@ -467,10 +467,11 @@ static int cmd_info(void *ctx, json_t *args, json_t **ret, char **err)
 			    json_integer((json_int_t)(pi.store_pages * POOL_PAGE_SIZE)));
 	json_object_set_new(*ret, "pid", json_integer(getpid()));
 	json_object_set_new(*ret, "restart", json_pack(
-		"{s:s, s:i, s:I, s:I}",
+		"{s:s, s:i, s:I, s:I, s:I}",
 		"how", d->restart_how ? d->restart_how : "start",
 		"adopted", (int)d->restart_adopted,
 		"pause_us", (json_int_t)d->restart_pause_us,
+		"served_us", (json_int_t)d->restart_served_us,
 		"startup_us", (json_int_t)d->startup_us));
 	return 0;
 }

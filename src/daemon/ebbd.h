@@ -96,6 +96,8 @@ struct slot {
 	 * index), and the bytes the store has charged it, which the pool
 	 * sees rounded up to pages. */
 	bool tmem_client;
+	bool adopting;		/* slot_adopt runs: charges count already */
+	bool adopted;		/* an earlier ebbd's guest, adopted at start */
 	uint64_t store_bytes;
 	/* Its block devices' backends (owned by the devices in guest.c; valid
 	 * while guest_disk_info() answers for them), for their counters. */
@@ -213,9 +215,13 @@ struct ebbd {
 	struct loop_timer *upgrade_timer;	/* an accepted upgrade's exec */
 	const char *restart_how;	/* "start" or "upgrade" */
 	uint64_t upgrade_t0_ns;		/* CLOCK_MONOTONIC before the exec */
-	uint64_t restart_pause_us;	/* exec to serving again, upgrades */
+	uint64_t restart_pause_us;	/* exec to every guest adopted */
+	uint64_t restart_served_us;	/* exec to every guest's first pass */
+	uint64_t adopted_ns;		/* CLOCK_MONOTONIC: all adopted */
 	uint64_t start_ns;		/* CLOCK_MONOTONIC at main's start */
 	uint64_t startup_us;		/* main's start to serving, any start */
+	int nice;			/* priority to return to once serving */
+	pid_t keeper_pid;		/* the old image's memory keeper, to reap */
 	unsigned restart_adopted;	/* guests adopted at start */
 	/* The page store's memfd as the holder gave it back, until
 	 * open_services adopts it; -1 none. */
@@ -323,15 +329,15 @@ void adopt_fds(struct ebbd *d);
 void adopt_guests(struct ebbd *d);
 /* claimshm.c: the outstanding claims, kept across ebbd's death.  open:
  * adopt the held record or make one (with a holder only); note: record
- * a slot's claim as the pool has it now; get: the recorded claim of the
- * guest with @pool_id in @slot, if valid (-ENOENT); close: unmap, and
- * with @drop take it from the holder. */
+ * a slot's claim and resident pages as the pool has them now; get: the
+ * recorded ones of the guest with @pool_id in @slot, if valid (-ENOENT);
+ * close: unmap, and with @drop take it from the holder. */
 struct claimshm;
 void claimshm_open(struct ebbd *d);
 void claimshm_hold_again(struct ebbd *d);
 void claimshm_note(struct ebbd *d, struct slot *s);
 int claimshm_get(struct ebbd *d, unsigned slot, uint64_t pool_id,
-		 uint64_t max_pages, uint64_t *pages);
+		 uint64_t max_pages, uint64_t *pages, uint64_t *tot_pages);
 void claimshm_close(struct ebbd *d, bool drop);
 /* Put the page store's memfd in the fd holder (a memfd store only). */
 void hold_store(struct ebbd *d);
@@ -344,11 +350,16 @@ void slot_drop_swap(struct ebbd *d, struct slot *s);
  * not now (-errno, *err set); upgrade_start: checked, then exec'd from
  * the loop shortly after (the request's reply leaves first);
  * upgrade_started: at start, before anything (reads the old image's
- * time); upgrade_served: once every guest is adopted (the pause). */
+ * time, raises the priority for the adoption); upgrade_adopted: every
+ * guest adopted, its devices watched (the pause ends); upgrade_served:
+ * every adopted guest served once (the priority back). */
 int upgrade_check(struct ebbd *d, char **err);
 int upgrade_start(struct ebbd *d, char **err);
 void upgrade_started(struct ebbd *d);
+void upgrade_adopted(struct ebbd *d);
 void upgrade_served(struct ebbd *d);
+/* Reap the process that kept the old image's memory (accounting tick). */
+void upgrade_reap(struct ebbd *d);
 /* Every accounting tick: a found guest whose process has exited gets
  * its kept fds closed and dropped from the holder. */
 void adopt_watch(struct ebbd *d);

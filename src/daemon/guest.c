@@ -1069,13 +1069,10 @@ int guest_adopt(const struct guest_env *env, const struct guest_config *cfg,
 			 (int)g->pid, strerror(-rc));
 		goto undo;
 	}
-	/* Every device is adopted: only now serve, so that a failure above
-	 * left every ring as the earlier ebbd did. */
-	for (unsigned i = 0; i < n; i++)
-		vu_dev_resume(v[i]);
+	/* Serving starts at guest_resume: a failure above left every ring as
+	 * the earlier ebbd did. */
 	if (driver_ready(g))
 		g->state = GUEST_RUNNING;
-	guest_refresh_resident(g, NULL);
 	log_info(g->name, "adopted UML pid %d with %u device(s)", (int)g->pid,
 		 n);
 	*out = g;
@@ -1083,6 +1080,15 @@ int guest_adopt(const struct guest_env *env, const struct guest_config *cfg,
 undo:
 	adopt_undo(g);
 	return rc;
+}
+
+void guest_resume(struct guest *g)
+{
+	struct vu_dev *v[2 + GUEST_MAX_DISKS];
+	unsigned n = guest_devs(g, v);
+
+	for (unsigned i = 0; i < n; i++)
+		vu_dev_resume(v[i]);
 }
 
 int guest_disk_info(const struct guest *g, unsigned i, const char **role,

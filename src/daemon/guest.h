@@ -171,11 +171,16 @@ struct guest_adoption {
  * process, not the held fds, not the disks' backends (unlike guest_start,
  * they stay the caller's, whose to let go of without destroying their
  * contents).  On success the backends are the guest's, it is running (or
- * starting, if no driver had come up) and its devices serve again.
+ * starting, if no driver had come up) and its devices are watched again;
+ * guest_resume() makes them serve (so that a daemon adopting many guests
+ * can adopt them all first).
  */
 int guest_adopt(const struct guest_env *env, const struct guest_config *cfg,
 		struct guest_adoption *a, const struct guest_events *ev,
 		void *opaque, struct guest **out);
+/* Serve an adopted guest's devices again (vu_dev_resume: the request left
+ * unanswered, the requests left in flight, one pass over every ring). */
+void guest_resume(struct guest *g);
 
 /*
  * Ask the guest to power off (end of console input); after @grace_ms it is

@@ -148,6 +148,7 @@ void on_account(void *opaque)
 		account_guest(d, s);
 	}
 	adopt_watch(d);
+	upgrade_reap(d);
 	/* A dead fd holder is replaced now, not at the next device setup
 	 * (an ebbd crash in between would lose every guest's devices). */
 	if (d->hold) {
@@ -192,7 +193,7 @@ static struct slot *slot_of_client(struct ebbd *d, uint32_t client)
 {
 	struct slot *s = client < MAX_GUESTS ? &d->slots[client] : NULL;
 
-	return s && s->g && s->tmem_client ? s : NULL;
+	return s && (s->g || s->adopting) && s->tmem_client ? s : NULL;
 }
 
 static uint64_t pages_up(uint64_t bytes)
@@ -821,9 +822,12 @@ static int adopt_disks(struct ebbd *d, struct slot *s,
 	int rc;
 
 	if (tmem_client_stats(d->store, client_of(s), &ts) == 0) {
-		/* Restored: its charge was told before the slot existed, and
-		 * is taken from the store once the guest is adopted. */
+		/* Restored: its charge was told before the slot existed.
+		 * Taken from the store now, so that the puts of the requests
+		 * run again during the adoption are charged as usual. */
 		s->tmem_client = true;
+		s->store_bytes = 0;
+		store_charge(d, client_of(s), (int64_t)ts.charged_bytes);
 	} else {
 		rc = tmem_client_new(d->store, client_of(s), rec->name, &tp);
 		if (rc < 0) {
@@ -858,23 +862,28 @@ static int adopt_disks(struct ebbd *d, struct slot *s,
 }
 
 /*
- * The claim an adopted guest had: measured first, then staked so that the
- * outstanding part is what the claims record says it was (claimshm.c);
- * without that record, as staked at launch (the state record), which the
+ * The pool entry and claim an adopted guest had: resident pages and
+ * outstanding claim as the claims record says (claimshm.c), the next
+ * accounting tick measuring as usual; without that record, measured now
+ * and the claim as staked at launch (the state record), which the
  * measurement then consumes as before.
  */
 static void adopt_claim(struct ebbd *d, struct slot *s,
 			const struct staterec_guest *rec)
 {
-	uint64_t mem_pages = rec->mem_bytes / POOL_PAGE_SIZE, out = 0, total;
-	bool recorded;
+	uint64_t mem_pages = rec->mem_bytes / POOL_PAGE_SIZE, out = 0, tot = 0;
+	uint64_t total;
+	bool recorded, over;
 	struct pool_guest_info gi;
 	int rc;
 
-	/* Read before measuring: the measurement records the claim anew. */
+	/* Read before the pool moves: every change records anew. */
 	recorded = claimshm_get(d, client_of(s), rec->pool_id, mem_pages,
-				&out) == 0;
-	account_guest(d, s);
+				&out, &tot) == 0;
+	if (recorded)
+		pool_set_resident(d->pool, s->id, tot, &over);
+	else
+		account_guest(d, s);
 	if (pool_guest_info(d->pool, s->id, &gi) < 0)
 		return;
 	if (recorded)
@@ -920,7 +929,6 @@ int slot_adopt(struct ebbd *d, const struct staterec_guest *rec,
 		.no_reporting = !r.reporting || r.prealloc,
 		.page_states = r.page_states,
 	};
-	struct tmem_stats ts;
 	struct slot *s;
 	char *procs = NULL;
 	int rc;
@@ -934,6 +942,7 @@ int slot_adopt(struct ebbd *d, const struct staterec_guest *rec,
 	s = &d->slots[rec->client_id];
 	memset(s, 0, sizeof(*s));
 	s->d = d;
+	s->adopting = true;
 	s->swap_disk = s->data_disk = -1;
 	snprintf(cfg.name, sizeof(cfg.name), "%s", rec->name);
 	/* Admission as it was: the same pool id, the claim re-staked as it
@@ -944,6 +953,7 @@ int slot_adopt(struct ebbd *d, const struct staterec_guest *rec,
 	rc = pool_guest_add(d->pool, s->id, rec->mem_bytes / POOL_PAGE_SIZE);
 	if (rc < 0) {
 		s->id = 0;
+		s->adopting = false;
 		snprintf(a->why, sizeof(a->why), "cannot join the pool: %s",
 			 strerror(-rc));
 		return rc;
@@ -963,15 +973,11 @@ int slot_adopt(struct ebbd *d, const struct staterec_guest *rec,
 	s->has_rec = true;
 	s->over_budget = false;
 	slot_prealloc_set_state(s, PRE_NONE, "adopted");
-	/* What the store charges the guest now (the store is the truth; a
-	 * put during the adoption, before the slot had its guest, was
-	 * refused and went to the backing file). */
-	if (tmem_client_stats(d->store, client_of(s), &ts) == 0) {
-		s->store_bytes = 0;
-		store_charge(d, client_of(s), (int64_t)ts.charged_bytes);
-	}
+	s->adopting = false;
+	s->adopted = true;
 	adopt_claim(d, s, rec);
-	slot_record_save(d, s);
+	/* Its record on disk is this one already: no write (an fsync is
+	 * milliseconds of device pause). */
 	return 0;
 fail_disks:
 	/* The backends let go of, not destroyed: the swap device's pages,
@@ -988,6 +994,7 @@ fail_disks:
 	s->tmem_client = false;
 	/* Not policy_slot_release: the cgroup holds the guest's process. */
 	s->pol_cgroup = false;
+	s->adopting = false;
 	slot_release(d, s);
 	return rc;
 }
