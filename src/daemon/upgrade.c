@@ -101,14 +101,27 @@ int upgrade_check(struct ebbd *d, char **err)
 	return 0;
 }
 
-/* keep_mm's process: wait for the exec to close the pipe, then exit,
- * dropping the last reference to the old image's memory. */
+/*
+ * keep_mm's process: close its copy of every fd but its pipe end (an
+ * exiting process tears its memory down before it closes its files, and
+ * the new image must be able to bind the control socket meanwhile), say
+ * so, wait for the exec to close the pipe, then exit, dropping the last
+ * reference to the old image's memory.  @arg: keep_mm's p[].
+ */
 static int keeper_main(void *arg)
 {
 	const int *p = arg;
-	char c;
+	char c = 0;
 
-	close(p[1]);
+	/* Keep p[0] and p[2] (above it, keep_mm sees to it). */
+	if (p[0] > 3)
+		close_range(3, (unsigned)p[0] - 1, 0);
+	if (p[2] > p[0] + 1)
+		close_range((unsigned)p[0] + 1, (unsigned)p[2] - 1, 0);
+	close_range((unsigned)p[2] + 1, ~0u, 0);
+	while (write(p[2], &c, 1) < 0 && errno == EINTR)
+		;
+	close(p[2]);
 	while (read(p[0], &c, 1) < 0 && errno == EINTR)
 		;
 	_exit(0);
@@ -118,21 +131,37 @@ static int keeper_main(void *arg)
  * its pid, or -1 (then the exec tears it down itself, just slower). */
 static pid_t keep_mm(void)
 {
-	static int p[2];	/* read by the child on the shared memory */
-	char *stack;
+	/* Read by the child on the shared memory: {exec pipe read end, its
+	 * write end (ours), ready pipe write end, its read end (ours)}. */
+	static int p[4];
+	int e[2], r[2];
+	char *stack, c;
 	pid_t pid;
 
-	if (pipe2(p, O_CLOEXEC) < 0)
+	if (pipe2(e, O_CLOEXEC) < 0)
 		return -1;
-	/* Never freed: after the exec the memory is only the keeper's. */
-	stack = malloc(KEEPER_STACK);
-	if (!stack) {
-		close(p[0]);
-		close(p[1]);
+	if (pipe2(r, O_CLOEXEC) < 0) {
+		close(e[0]);
+		close(e[1]);
 		return -1;
 	}
-	pid = clone(keeper_main, stack + KEEPER_STACK, CLONE_VM | SIGCHLD, p);
+	/* The child keeps p[0] and p[2] only: put p[2] above p[0]. */
+	p[0] = e[0];
+	p[1] = e[1];
+	p[2] = fcntl(r[1], F_DUPFD_CLOEXEC, e[0] + 1);
+	p[3] = r[0];
+	close(r[1]);
+	/* Never freed: after the exec the memory is only the keeper's. */
+	stack = p[2] < 0 ? NULL : malloc(KEEPER_STACK);
+	pid = stack ? clone(keeper_main, stack + KEEPER_STACK,
+			    CLONE_VM | SIGCHLD, p) : -1;
 	close(p[0]);
+	if (p[2] >= 0)
+		close(p[2]);
+	/* Its fds closed (or it died): then the exec may go on. */
+	while (pid > 0 && read(p[3], &c, 1) < 0 && errno == EINTR)
+		;
+	close(p[3]);
 	if (pid < 0) {
 		close(p[1]);
 		free(stack);

@@ -1396,6 +1396,19 @@ static int take_kind(vu_fd_take take, void *opaque, const char *kind, int q)
 
 #define WHY(...) snprintf(why, VU_WHY_MAX, __VA_ARGS__)
 
+/* A ring's held kick or call fd into *@fd, non-blocking. */
+static int take_ring_fd(vu_fd_take take, void *opaque, const char *kind,
+			unsigned q, int *fd, char *why)
+{
+	*fd = take_kind(take, opaque, kind, (int)q);
+	if (*fd < 0) {
+		WHY("ring %u's %s fd is not held", q, kind);
+		return -ENOENT;
+	}
+	fcntl(*fd, F_SETFL, fcntl(*fd, F_GETFL) | O_NONBLOCK);
+	return 0;
+}
+
 /* Rebuild one ring from its record and its held fds.  0 or -errno. */
 static int adopt_ring(struct vu_dev *dev, unsigned q, vu_fd_take take,
 		      void *opaque, char *why)
@@ -1411,23 +1424,13 @@ static int adopt_ring(struct vu_dev *dev, unsigned q, vu_fd_take take,
 	vq->addr_set = r->addr_set;
 	vq->enabled = r->enabled;
 	vq->started = r->started;
-	if (r->has_call) {
-		vq->call_fd = take_kind(take, opaque, "call", (int)q);
-		if (vq->call_fd < 0) {
-			WHY("ring %u's call fd is not held", q);
-			return -ENOENT;
-		}
-		fcntl(vq->call_fd, F_SETFL,
-		      fcntl(vq->call_fd, F_GETFL) | O_NONBLOCK);
-	}
+	if (r->has_call &&
+	    (rc = take_ring_fd(take, opaque, "call", q, &vq->call_fd, why)) < 0)
+		return rc;
 	if (r->has_kick) {
-		vq->kick_fd = take_kind(take, opaque, "kick", (int)q);
-		if (vq->kick_fd < 0) {
-			WHY("ring %u's kick fd is not held", q);
-			return -ENOENT;
-		}
-		fcntl(vq->kick_fd, F_SETFL,
-		      fcntl(vq->kick_fd, F_GETFL) | O_NONBLOCK);
+		rc = take_ring_fd(take, opaque, "kick", q, &vq->kick_fd, why);
+		if (rc < 0)
+			return rc;
 		rc = loop_watch_add(dev->loop, vq->kick_fd, EPOLLIN, on_kick,
 				    vq, &dev->kick_w[q]);
 		if (rc < 0) {
