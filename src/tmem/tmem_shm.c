@@ -726,33 +726,6 @@ static int ld_header(struct tmem_shm *m, int fd, uint32_t *flags,
 	return 0;
 }
 
-/*
- * After step 3: map every chunk in use (key table or slab) at once, with
- * one madvise per run of them, instead of a page fault at each first
- * touch of the walk below: 300 000 restored pages touch most of the
- * arena, and their faults were a third of an upgrade's device pause.
- * Free chunks are left alone (populating them would allocate memory
- * their hole punch gave back).  Advice only: a failure costs the faults.
- */
-static void ld_populate(struct tmem_shm *m)
-{
-	uint64_t c = 0;
-
-	while (c < m->hwm) {
-		uint64_t end;
-
-		if (!m->desc[c]) {
-			c++;
-			continue;
-		}
-		for (end = c; end < m->hwm && m->desc[end]; end++)
-			;
-		madvise(chunk_addr(m, c), (end - c) * SHM_CHUNK,
-			MADV_POPULATE_WRITE);
-		c = end;
-	}
-}
-
 /* Step 2. */
 static int ld_clients(struct loader *L)
 {
@@ -1159,8 +1132,6 @@ int tmem_store_adopt_shm(int fd, const struct tmem_store_config *cfg,
 	rc = ld_clients(&L);				/* 2. */
 	if (!rc)
 		rc = ld_chunks(&L);			/* 3. */
-	if (rc == 0)
-		ld_populate(m);
 	if (!rc)
 		rc = ld_entries(&L, ld_entry_a);	/* 4. */
 	if (!rc)
