@@ -73,6 +73,17 @@ static void dd_grow(struct tmem_store *s)
 	st_free(s, old);
 }
 
+void dd_reserve(struct tmem_store *s, uint64_t nblobs)
+{
+	while (s->dd_nbuckets < nblobs && s->dd_nbuckets < (1u << 31)) {
+		uint32_t before = s->dd_nbuckets;
+
+		dd_grow(s);
+		if (s->dd_nbuckets == before)
+			return;	/* no memory: chains grow longer instead */
+	}
+}
+
 static void dd_insert(struct tmem_store *s, uint64_t h, struct blob *b)
 {
 	uint32_t slot = dd_slot(s, b->hash, b->dom);

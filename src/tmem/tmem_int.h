@@ -302,6 +302,9 @@ int blob_new(struct tmem_store *s, struct tmem_dom *d, const void *page,
 	     uint64_t hash, uint64_t *out);
 int blob_ref(struct tmem_store *s, uint64_t h, struct tmem_dom *d);
 void blob_unref(struct tmem_store *s, uint64_t h, struct tmem_dom *d);
+/* Size the dedup index for @nblobs blobs at once (adoption: rehashing
+ * as it fills would walk them all twice over).  Best effort. */
+void dd_reserve(struct tmem_store *s, uint64_t nblobs);
 void blob_adopt(struct tmem_store *s, uint64_t h, struct tmem_dom *d,
 		uint64_t hash);
 void blob_free_deferred(struct tmem_store *s);
