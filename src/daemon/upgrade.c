@@ -14,20 +14,21 @@
  *
  * The device pause is measured across the exec: the old image passes its
  * CLOCK_MONOTONIC time just before execve() in EBB_UPGRADE_T0 (the clock
- * is the host's, the same in both images), the new one reads it when it
- * has adopted and resumed every guest.
+ * is the host's, the same in both images), the new one reads it when
+ * every guest is adopted and again when every guest has been served once
+ * (upgrade_adopted, upgrade_served).
  *
  * The pause is CPU work done while every guest waits for it, on a host
- * whose guests keep its cores busy (a swapping UML guest is a CPU hog):
- * measured with 10 swapping guests on 2 cores, the exec and the adoption
- * took 300-1500 ms at ebbd's normal priority, nearly all of it waiting to
- * run.  So from the exec until every guest is served again ebbd runs at
- * nice UPGRADE_NICE (when it may: root or CAP_SYS_NICE), then goes back to
- * its own priority; a crash restart does the same for its adoption.
+ * whose guests keep its cores busy (a swapping UML guest is a CPU hog),
+ * and ebbd at its normal priority is one runnable task among them.  So
+ * from the exec until every guest is served again ebbd runs at nice
+ * UPGRADE_NICE (when it may: root or CAP_SYS_NICE), then goes back to its
+ * own priority; a crash restart does the same for its adoption.
  *
  * The exec itself tears down the old image's memory: every guest RAM
  * mapping its devices touched and the page store's arena, up to a
- * million page-table entries with 10 swapping guests, 60-120 ms measured.
+ * million page-table entries with 10 swapping guests (exec to the new
+ * image's first log line was 40-200 ms there, on a loaded machine).
  * None of it needs to happen before the new image runs, so a process
  * sharing the old image's memory (clone(CLONE_VM), keep_mm) holds it
  * across the exec and lets go when the exec closes its pipe: the
