@@ -143,6 +143,28 @@ int adopt_scan(struct ebbd *d)
 
 /* ---- device fds held across ebbd's death ----------------------------- */
 
+/* Close the kept fds of guest @name ("guest/<name>/..."), and with @drop
+ * take them from the holder too.  How many. */
+static unsigned close_kept(struct ebbd *d, const char *name, bool drop)
+{
+	char prefix[GUEST_NAME_MAX + 8];
+	size_t n = (size_t)snprintf(prefix, sizeof(prefix), "guest/%s/", name);
+	unsigned closed = 0;
+
+	for (unsigned k = 0; k < d->nkept;) {
+		if (strncmp(d->kept[k].name, prefix, n)) {
+			k++;
+			continue;
+		}
+		if (drop && d->hold)
+			fdhold_drop(d->hold, d->kept[k].name);
+		close(d->kept[k].fd);
+		d->kept[k] = d->kept[--d->nkept];
+		closed++;
+	}
+	return closed;
+}
+
 /* The found guest a hold name belongs to ("guest/<name>/..."), or NULL. */
 static struct found_guest *owner_of(struct ebbd *d, const char *hold_name)
 {
@@ -268,26 +290,13 @@ void adopt_watch(struct ebbd *d)
 		struct found_guest *f = &d->found[i];
 		struct staterec_guest r = { .pid = f->pid,
 					    .start_ticks = f->start_ticks };
-		char prefix[GUEST_NAME_MAX + 8];
-		unsigned closed = 0;
-		size_t n;
+		unsigned closed;
 
 		if (!f->alive || !f->fds || same_process(&r))
 			continue;
 		/* Its RAM file among them: kept, they would keep the dead
 		 * guest's memory allocated for as long as this ebbd runs. */
-		n = (size_t)snprintf(prefix, sizeof(prefix), "guest/%s/", f->name);
-		for (unsigned k = 0; k < d->nkept;) {
-			if (strncmp(d->kept[k].name, prefix, n)) {
-				k++;
-				continue;
-			}
-			if (d->hold)
-				fdhold_drop(d->hold, d->kept[k].name);
-			close(d->kept[k].fd);
-			d->kept[k] = d->kept[--d->nkept];
-			closed++;
-		}
+		closed = close_kept(d, f->name, true);
 		f->alive = false;
 		f->fds = 0;
 		/* Its swapped pages too, and its slot is free again. */
@@ -377,26 +386,11 @@ static int take_kept(void *opaque, const char *name)
 	return -1;
 }
 
-/* An adopted guest's devices own copies of its fds now: ours go (the
- * holder keeps its own, the devices drop them as they go). */
-static void close_kept(struct ebbd *d, const char *name)
-{
-	char prefix[GUEST_NAME_MAX + 8];
-	size_t n = (size_t)snprintf(prefix, sizeof(prefix), "guest/%s/", name);
-
-	for (unsigned k = 0; k < d->nkept;) {
-		if (strncmp(d->kept[k].name, prefix, n)) {
-			k++;
-			continue;
-		}
-		close(d->kept[k].fd);
-		d->kept[k] = d->kept[--d->nkept];
-	}
-}
 
 void adopt_guests(struct ebbd *d)
 {
 	unsigned adopted = 0, left = 0;
+	uint32_t slot[MAX_FOUND];	/* adopted guests' slots (client ids) */
 
 	for (unsigned i = 0; i < d->nfound;) {
 		struct found_guest *f = &d->found[i];
@@ -434,16 +428,17 @@ void adopt_guests(struct ebbd *d)
 		log_info(f->name, "adopted from an earlier ebbd (pid %d) in "
 			 "%llu ms", (int)f->pid,
 			 (unsigned long long)(loop_now_ms() - t0));
-		close_kept(d, f->name);
+		slot[adopted] = f->rec.client_id;
+		/* Its devices own copies now: ours go, the holder's stay. */
+		close_kept(d, f->name, false);
 		d->found[i] = d->found[--d->nfound];
 		adopted++;
 	}
 	/* Every guest adopted (devices watched again): then each serves,
 	 * the requests the dead ebbd left first. */
 	upgrade_adopted(d);
-	for (unsigned i = 0; i < MAX_GUESTS; i++)
-		if (d->slots[i].g && d->slots[i].adopted)
-			guest_resume(d->slots[i].g);
+	for (unsigned i = 0; i < adopted; i++)
+		guest_resume(d->slots[slot[i]].g);
 	d->restart_adopted = adopted;
 	release_orphan_clients(d);
 	if (adopted || left)

@@ -97,7 +97,6 @@ struct slot {
 	 * sees rounded up to pages. */
 	bool tmem_client;
 	bool adopting;		/* slot_adopt runs: charges count already */
-	bool adopted;		/* an earlier ebbd's guest, adopted at start */
 	uint64_t store_bytes;
 	/* Its block devices' backends (owned by the devices in guest.c; valid
 	 * while guest_disk_info() answers for them), for their counters. */

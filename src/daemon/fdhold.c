@@ -46,28 +46,6 @@ static int open_holder(struct fdhold *h, const char *run_dir, const char *exe,
 
 /* ---- systemd's fd store ------------------------------------------------ */
 
-static int sd_put(struct fdhold *h, const char *name, int fd)
-{
-	char msg[64 + HOLD_NAME_MAX];
-	int rc;
-
-	if (!hold_name_valid(name))
-		return -EINVAL;
-	/* systemd polls a stored fd and drops it on POLLHUP/POLLERR unless
-	 * FDPOLL=0: for a device's connection that is right (its guest is
-	 * gone); eventfds and memfds never hang up. */
-	/* The store keeps every fd sent under a name (it merges only
-	 * duplicates of one open file): a replaced fd (a ring's new kick)
-	 * must go first, as the holder's PUT replaces. */
-	snprintf(msg, sizeof(msg), "FDSTOREREMOVE=1\nFDNAME=%s", name);
-	rc = sd_pid_notify(0, 0, msg);
-	if (rc <= 0)
-		return rc < 0 ? rc : -ENOTCONN;
-	snprintf(msg, sizeof(msg), "FDSTORE=1\nFDNAME=%s", name);
-	rc = sd_pid_notify_with_fds(0, 0, msg, &fd, 1);
-	return rc < 0 ? rc : rc == 0 ? -ENOTCONN : 0;
-}
-
 static int sd_drop(struct fdhold *h, const char *name)
 {
 	char msg[64 + HOLD_NAME_MAX];
@@ -77,6 +55,25 @@ static int sd_drop(struct fdhold *h, const char *name)
 		return -EINVAL;
 	snprintf(msg, sizeof(msg), "FDSTOREREMOVE=1\nFDNAME=%s", name);
 	rc = sd_pid_notify(0, 0, msg);
+	return rc < 0 ? rc : rc == 0 ? -ENOTCONN : 0;
+}
+
+static int sd_put(struct fdhold *h, const char *name, int fd)
+{
+	char msg[64 + HOLD_NAME_MAX];
+	int rc;
+
+	/* systemd polls a stored fd and drops it on POLLHUP/POLLERR unless
+	 * FDPOLL=0: for a device's connection that is right (its guest is
+	 * gone); eventfds and memfds never hang up. */
+	/* The store keeps every fd sent under a name (it merges only
+	 * duplicates of one open file): a replaced fd (a ring's new kick)
+	 * must go first, as the holder's PUT replaces. */
+	rc = sd_drop(h, name);
+	if (rc < 0)
+		return rc;
+	snprintf(msg, sizeof(msg), "FDSTORE=1\nFDNAME=%s", name);
+	rc = sd_pid_notify_with_fds(0, 0, msg, &fd, 1);
 	return rc < 0 ? rc : rc == 0 ? -ENOTCONN : 0;
 }
 

@@ -974,7 +974,6 @@ int slot_adopt(struct ebbd *d, const struct staterec_guest *rec,
 	s->over_budget = false;
 	slot_prealloc_set_state(s, PRE_NONE, "adopted");
 	s->adopting = false;
-	s->adopted = true;
 	adopt_claim(d, s, rec);
 	/* Its record on disk is this one already: no write (an fsync is
 	 * milliseconds of device pause). */

@@ -290,32 +290,47 @@ static int tab_reserve(struct zslab *zs)
 	return 0;
 }
 
+/* A slab record of class @ci, on no list and in no table yet, with room
+ * reserved in the table for slab_register. */
+static struct zslab_slab *slab_record(struct zslab *zs, unsigned ci)
+{
+	struct zslab_slab *s;
+
+	if (tab_reserve(zs))
+		return NULL;
+	s = zs_alloc(zs, sizeof(*s));
+	if (!s)
+		return NULL;
+	memset(s, 0, sizeof(*s));
+	s->cls = (uint16_t)ci;
+	s->free_head = ZS_NIL;
+	s->group = -1;
+	return s;
+}
+
+/* Give @s its id and count it: it is one of the allocator's slabs now. */
+static void slab_register(struct zslab *zs, struct zslab_slab *s)
+{
+	s->id = zs->nfree_ids ? zs->free_ids[--zs->nfree_ids] : zs->tab_len++;
+	zs->tab[s->id] = s;
+	zs->st.slabs++;
+	zs->st.slab_bytes += zs->cls[s->cls].slab_bytes;
+}
+
 static int slab_create(struct zslab *zs, unsigned ci, struct zslab_slab **out)
 {
 	struct zslab_class *c = &zs->cls[ci];
-	struct zslab_slab *s;
-	int rc;
+	struct zslab_slab *s = slab_record(zs, ci);
 
-	rc = tab_reserve(zs);
-	if (rc)
-		return rc;
-	s = zs_alloc(zs, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	memset(s, 0, sizeof(*s));
 	s->mem = mem_alloc(zs, c);
 	if (!s->mem) {
 		zs_free(zs, s);
 		return -ENOMEM;
 	}
 	ZS_POISON(s->mem, c->slab_bytes);
-	s->id = zs->nfree_ids ? zs->free_ids[--zs->nfree_ids] : zs->tab_len++;
-	s->cls = (uint16_t)ci;
-	s->free_head = ZS_NIL;
-	s->group = -1;
-	zs->tab[s->id] = s;
-	zs->st.slabs++;
-	zs->st.slab_bytes += c->slab_bytes;
+	slab_register(zs, s);
 	*out = s;
 	return 0;
 }
@@ -479,22 +494,14 @@ int zslab_adopt(struct zslab *zs, void *mem, uint32_t obj_bytes,
 	struct zslab_class *c;
 	unsigned ci, idx;
 	uint16_t link;
-	int rc;
 
 	if (class_exact(zs, obj_bytes, &ci))
 		return -EINVAL;
 	c = &zs->cls[ci];
-	rc = tab_reserve(zs);
-	if (rc)
-		return rc;
-	s = zs_alloc(zs, sizeof(*s));
+	s = slab_record(zs, ci);
 	if (!s)
 		return -ENOMEM;
-	memset(s, 0, sizeof(*s));
 	s->mem = mem;
-	s->cls = (uint16_t)ci;
-	s->group = -1;
-	s->free_head = ZS_NIL;
 	s->fresh = c->nobj;
 	/* Free objects are linked highest first so that allocation hands
 	 * out low indexes first, as a fresh slab would. */
@@ -514,10 +521,7 @@ int zslab_adopt(struct zslab *zs, void *mem, uint32_t obj_bytes,
 		zs_free(zs, s);
 		return -EINVAL;
 	}
-	s->id = zs->nfree_ids ? zs->free_ids[--zs->nfree_ids] : zs->tab_len++;
-	zs->tab[s->id] = s;
-	zs->st.slabs++;
-	zs->st.slab_bytes += c->slab_bytes;
+	slab_register(zs, s);
 	zs->st.objects += s->nused;
 	zs->st.obj_bytes += (uint64_t)s->nused * c->obj_bytes;
 	zs->st.req_bytes += req_bytes;

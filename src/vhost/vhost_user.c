@@ -1457,6 +1457,7 @@ int vu_dev_adopt(struct vu_dev *dev, int session_fd, vu_fd_take take,
 		 void *opaque, char *why)
 {
 	int fds[GUESTMEM_MAX_REGIONS];
+	uint8_t state[VS_DEV_BYTES];
 	struct vsession vs;
 	struct vs_layout *l;
 	struct vu_hdr h;
@@ -1540,12 +1541,12 @@ int vu_dev_adopt(struct vu_dev *dev, int session_fd, vu_fd_take take,
 	/* As a session would have told the device, in the same order; those
 	 * calls forget what a new driver would not have set up yet, so the
 	 * device state is given back as the earlier ebbd left it. */
-	memcpy(dev->no_state, l->dev, VS_DEV_BYTES);
+	memcpy(state, l->dev, VS_DEV_BYTES);
 	if (dev->features && dev->ops->features_set)
 		dev->ops->features_set(dev->opaque, dev->features);
 	if (dev->mem.nregions && dev->ops->mem_table_set)
 		dev->ops->mem_table_set(dev->opaque);
-	memcpy(l->dev, dev->no_state, VS_DEV_BYTES);
+	memcpy(l->dev, state, VS_DEV_BYTES);
 	if (dev->ops->adopted && (rc = dev->ops->adopted(dev->opaque)) < 0) {
 		WHY("the %s device's own state is not valid", dev->ops->type);
 		goto err_dev;
