@@ -68,7 +68,6 @@ struct guest {
 	bool ram_mounted;	/* ram_dir is mounted (ours to detach) */
 	uint64_t huge_mapped_bytes;	/* tick: smaps ShmemPmdMapped */
 	uint64_t intact_blocks, shattered_blocks;	/* last block scan */
-	bool adopted;		/* launched by an earlier ebbd: not our child */
 };
 
 static const char *const state_names[] = {
@@ -332,9 +331,10 @@ static void on_exit_fd(void *opaque, uint32_t events)
 
 	if (r == 0)
 		return;		/* spurious */
-	/* An adopted guest is not our child: the pidfd says it exited, no
-	 * wait status is ours to read. */
-	if (g->adopted)
+	/* A guest adopted after a crash is not our child (after an upgrade
+	 * it still is: the pid stayed): the pidfd says it exited, and there
+	 * is no wait status to read. */
+	if (r < 0)
 		status = 0;
 	/* The kernel process is gone; its helper processes share its
 	 * process group and must not outlive it. */
@@ -350,8 +350,8 @@ static void on_exit_fd(void *opaque, uint32_t events)
 	close_console(g);
 	unmount_ram(g);
 	g->exit_status = status;
-	if (g->adopted)
-		log_info(g->name, "UML exited (adopted: status unknown)");
+	if (r < 0)
+		log_info(g->name, "UML exited (not our child: status unknown)");
 	else
 		log_info(g->name, "UML exited (%s %d)",
 			 WIFEXITED(status) ? "status" : "signal",
@@ -1019,7 +1019,6 @@ int guest_adopt(const struct guest_env *env, const struct guest_config *cfg,
 		return rc;
 	}
 	g->pid = a->pid;
-	g->adopted = true;
 	g->pidfd = -1;
 	if (env->ram_hugepages) {
 		/* Still mounted: the earlier ebbd mounted it, the guest's RAM
@@ -1136,8 +1135,7 @@ void guest_free(struct guest *g)
 		return;
 	if (g->pidfd >= 0) {
 		kill(-g->pid, SIGKILL);
-		if (!g->adopted)	/* else not ours to reap */
-			waitpid(g->pid, NULL, 0);
+		waitpid(g->pid, NULL, 0);	/* ECHILD if not ours */
 		loop_watch_del(g->pid_w);
 		close(g->pidfd);
 	}
