@@ -339,6 +339,8 @@ static int open_services(struct ebbd *d, const struct ebbd_options *o)
  * may be missing after a failed start). */
 static void close_services(struct ebbd *d)
 {
+	bool keep;
+
 	for (unsigned i = 0; i < MAX_GUESTS; i++) {
 		if (d->slots[i].g) {
 			/* A clean exit takes its guests down: no record
@@ -350,9 +352,10 @@ static void close_services(struct ebbd *d)
 		}
 	}
 	/* The page store and claims outlive us only for found guests. */
-	if (d->hold && !adopt_any_alive(d))
+	keep = adopt_any_alive(d);
+	if (d->hold && !keep)
 		fdhold_drop(d->hold, HOLD_STORE);
-	claimshm_close(d, !adopt_any_alive(d));
+	claimshm_close(d, !keep);
 	if (d->held_store_fd >= 0)
 		close(d->held_store_fd);
 	/* Every guest of ours is gone and its fds dropped: the holder may
