@@ -465,6 +465,8 @@ static int cmd_info(void *ctx, json_t *args, json_t **ret, char **err)
 			 "guests", (int)pi.guests);
 	json_object_set_new(*ret, "store",
 			    json_integer((json_int_t)(pi.store_pages * POOL_PAGE_SIZE)));
+	json_object_set_new(*ret, "store_backing",
+			    json_string(d->store_backing ? d->store_backing : "heap"));
 	json_object_set_new(*ret, "pid", json_integer(getpid()));
 	json_object_set_new(*ret, "restart", json_pack(
 		"{s:s, s:i, s:I, s:I, s:I}",

@@ -213,6 +213,7 @@ struct ebbd {
 	char **argv;			/* main's, passed on unchanged */
 	struct loop_timer *upgrade_timer;	/* an accepted upgrade's exec */
 	const char *restart_how;	/* "start" or "upgrade" */
+	const char *store_backing;	/* "huge tmpfs", "memfd" or "heap" */
 	uint64_t upgrade_t0_ns;		/* CLOCK_MONOTONIC before the exec */
 	uint64_t restart_pause_us;	/* exec to every guest adopted */
 	uint64_t restart_served_us;	/* exec to every guest's first pass */

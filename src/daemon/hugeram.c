@@ -6,6 +6,7 @@
 #include "hugeram.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,6 +83,39 @@ int hugeram_mount(const char *dir, uint64_t mem_bytes)
 		return rc;
 	}
 	return 0;
+}
+
+int hugeram_tmpfile(uint64_t limit_bytes)
+{
+	uint64_t size = (limit_bytes + HUGE_BYTES - 1) / HUGE_BYTES * HUGE_BYTES;
+	char why[256], num[32];
+	int fs, mnt, fd, rc;
+
+	if (hugeram_check_host(why, sizeof(why)) < 0)
+		return -EOPNOTSUPP;
+	fs = fsopen("tmpfs", FSOPEN_CLOEXEC);
+	if (fs < 0)
+		return -errno;
+	snprintf(num, sizeof(num), "%" PRIu64, size);
+	if (fsconfig(fs, FSCONFIG_SET_STRING, "source", "ebb-store", 0) < 0 ||
+	    fsconfig(fs, FSCONFIG_SET_STRING, "huge", "always", 0) < 0 ||
+	    fsconfig(fs, FSCONFIG_SET_STRING, "size", num, 0) < 0 ||
+	    fsconfig(fs, FSCONFIG_SET_STRING, "nr_inodes", "4", 0) < 0 ||
+	    fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
+		rc = -errno;
+		close(fs);
+		return rc;
+	}
+	mnt = fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+		      MOUNT_ATTR_NOEXEC);
+	rc = mnt < 0 ? -errno : 0;
+	close(fs);
+	if (rc)
+		return rc;
+	fd = openat(mnt, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	rc = fd < 0 ? -errno : fd;
+	close(mnt);	/* the open file keeps the superblock alive */
+	return rc;
 }
 
 int hugeram_umount(const char *dir)

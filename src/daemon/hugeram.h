@@ -41,6 +41,19 @@ int hugeram_check_host(char *why, size_t n);
 /* Mount a huge-page tmpfs for @mem_bytes of guest RAM at @dir (created).
  * 0 or -errno. */
 int hugeram_mount(const char *dir, uint64_t mem_bytes);
+/*
+ * A new empty file on huge pages that no path names: an O_TMPFILE on a
+ * tmpfs of its own (huge=always, size @limit_bytes rounded up to 2 MiB)
+ * made with the new mount API and never attached anywhere, so nothing
+ * shows in any mount table and the kernel frees it all with the last fd.
+ * A memfd that a shared mapping backs with 2 MiB pages whatever the host's
+ * shmem_enabled default says (short of "deny").  What the page store's
+ * arena lives in: a new process maps it with one page-table entry per
+ * 2 MiB instead of per 4 KiB (docs/restart.md).  The fd (O_CLOEXEC), or
+ * -errno: -EOPNOTSUPP on a host whose tmpfs cannot use huge pages, -EPERM
+ * without CAP_SYS_ADMIN, -ENOSYS on a kernel older than 5.2.
+ */
+int hugeram_tmpfile(uint64_t limit_bytes);
 /* Detach the mount at @dir and remove the directory.  0 or -errno. */
 int hugeram_umount(const char *dir);
 /* Detach every HUGERAM_SOURCE mount under @run_dir; returns how many. */

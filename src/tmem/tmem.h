@@ -321,6 +321,15 @@ struct tmem_shm_report {
 int tmem_store_new_shm(const struct tmem_store_config *cfg,
 		       uint64_t max_bytes, struct tmem_store **out);
 /*
+ * The same with the arena in @fd, an empty regular file the store dups
+ * (the caller keeps its own): ebbd passes a file on a huge-page tmpfs
+ * (hugeram_tmpfile()), whose 2 MiB pages a new process maps 512 at a time
+ * where a memfd's are mapped one by one, which at 300 000 stored pages is
+ * most of what adoption costs.  -EINVAL if @fd is not an empty file.
+ */
+int tmem_store_new_shm_fd(const struct tmem_store_config *cfg,
+			  uint64_t max_bytes, int fd, struct tmem_store **out);
+/*
  * Create a store from the arena in @fd, made by tmem_store_new_shm() in
  * this or an earlier process.  The store dups @fd (the caller keeps its
  * own).  @cfg as for tmem_store_new() except flags, which are the arena's

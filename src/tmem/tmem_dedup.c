@@ -84,6 +84,13 @@ void dd_reserve(struct tmem_store *s, uint64_t nblobs)
 	}
 }
 
+void dd_prefetch(const struct tmem_store *s, uint64_t hash,
+		 const struct tmem_dom *d)
+{
+	if (s->dedup)
+		__builtin_prefetch(&s->dd[dd_slot(s, hash, d)], 1);
+}
+
 static void dd_insert(struct tmem_store *s, uint64_t h, struct blob *b)
 {
 	uint32_t slot = dd_slot(s, b->hash, b->dom);

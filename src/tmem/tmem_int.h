@@ -307,6 +307,11 @@ void blob_unref(struct tmem_store *s, uint64_t h, struct tmem_dom *d);
 void dd_reserve(struct tmem_store *s, uint64_t nblobs);
 void blob_adopt(struct tmem_store *s, uint64_t h, struct tmem_dom *d,
 		uint64_t hash);
+/* Start loading the bucket blob_adopt() will link a blob of @hash in @d
+ * into: the loader asks a few entries ahead, so that the bucket array's
+ * cache misses overlap instead of coming one per page. */
+void dd_prefetch(const struct tmem_store *s, uint64_t hash,
+		 const struct tmem_dom *d);
 void blob_free_deferred(struct tmem_store *s);
 
 /* tmem_index.c */
