@@ -265,7 +265,8 @@ static bool fd_is_memfd(int fd)
  * where the host allows (hugeram_tmpfile): a restarted ebbd then maps
  * it 2 MiB at a time, which halves the adoption pause at 300 000 pages.
  */
-static int open_store(struct ebbd *d, const struct tmem_store_config *tc)
+static int open_store(struct ebbd *d, const struct tmem_store_config *tc,
+		      bool huge)
 {
 	struct tmem_shm_report rep = { 0 };
 	int rc, fd;
@@ -295,7 +296,7 @@ static int open_store(struct ebbd *d, const struct tmem_store_config *tc)
 			"earlier guests' swapped pages are lost; a new store "
 			"replaces it", fdhold_describe(d->hold), strerror(-rc));
 	}
-	fd = hugeram_tmpfile(TMEM_SHM_MAX_BYTES_DEFAULT);
+	fd = huge ? hugeram_tmpfile(TMEM_SHM_MAX_BYTES_DEFAULT) : -ENOTSUP;
 	if (fd >= 0) {
 		rc = tmem_store_new_shm_fd(tc, 0, fd, &d->store);
 		close(fd);
@@ -306,9 +307,10 @@ static int open_store(struct ebbd *d, const struct tmem_store_config *tc)
 		}
 		fd = rc;
 	}
-	log_info(NULL, "page store on 4 KiB pages (a memfd): no huge-page "
-		 "tmpfs for it (%s); a restart takes longer to map it",
-		 strerror(-fd));
+	if (huge)
+		log_info(NULL, "page store on 4 KiB pages (a memfd): no "
+			 "huge-page tmpfs for it (%s); a restart takes longer "
+			 "to adopt it", strerror(-fd));
 	rc = tmem_store_new_shm(tc, 0, &d->store);
 	if (rc < 0)
 		return rc;
@@ -328,7 +330,7 @@ static int open_services(struct ebbd *d, const struct ebbd_options *o)
 	};
 	int rc;
 
-	if ((rc = open_store(d, &tc)) < 0 ||
+	if ((rc = open_store(d, &tc, o->tmem_hugepages)) < 0 ||
 	    (rc = loop_new(&d->loop)) < 0 ||
 	    (rc = pool_create(o->budget_bytes, &d->pool)) < 0) {
 		fprintf(stderr, "ebbd: %s\n", strerror(-rc));

@@ -185,6 +185,17 @@ static int set_policy(struct ebbd_options *o, const char *v, char *why,
 	return 0;
 }
 
+static int set_tmem_hugepages(struct ebbd_options *o, const char *v,
+			      char *why, size_t n)
+{
+	if (strcmp(v, "on") && strcmp(v, "off")) {
+		snprintf(why, n, "not on or off: '%s'", v);
+		return -EINVAL;
+	}
+	o->tmem_hugepages = strcmp(v, "on") == 0;
+	return 0;
+}
+
 /* A watermark of 0 would mean "never short": refused, not defaulted. */
 static int set_watermark(uint64_t *slot, const char *v, char *why, size_t n)
 {
@@ -291,6 +302,10 @@ const struct option_def options_table[] = {
 	  "holding much more than they use (default 0: off)", set_policy_trim },
 	{ "tmem-compressor", "tmem", "compressor", true, "NAME",
 	  "lz4-fast (default), lz4, liblz4 or zstd", set_compressor },
+	{ "tmem-hugepages", "tmem", "hugepages", true, "on|off",
+	  "keep the page store on 2 MiB host pages (default on, where the "
+	  "host allows): a restarted ebbd adopts it about 3x faster",
+	  set_tmem_hugepages },
 	{ "metrics-port", "metrics", "port", true, "PORT",
 	  "serve Prometheus metrics on http://127.0.0.1:PORT/metrics "
 	  "(default 0: off)", set_metrics_port },
@@ -334,6 +349,7 @@ int options_init(struct ebbd_options *o, const char *kernel,
 	 */
 	o->fd_hold = FDHOLD_AUTO;
 	o->policy_on = true;
+	o->tmem_hugepages = true;
 	/* Under systemd, the unit's RuntimeDirectory=, StateDirectory= and
 	 * LogsDirectory= are where the service's files belong (the unit
 	 * shipped with ebb names the same paths as the defaults). */
@@ -448,6 +464,7 @@ void options_print(const struct ebbd_options *o, void *file)
 	else
 		fprintf(f, "# high: twice the low watermark\n");
 	fprintf(f, "trim = %llu\n", (unsigned long long)o->policy_trim_bytes);
-	fprintf(f, "[tmem]\ncompressor = %s\n[metrics]\nport = %u\n",
-		o->comp->name, o->metrics_port);
+	fprintf(f, "[tmem]\ncompressor = %s\nhugepages = %s\n"
+		"[metrics]\nport = %u\n", o->comp->name,
+		o->tmem_hugepages ? "on" : "off", o->metrics_port);
 }

@@ -35,6 +35,7 @@ struct ebbd_options {
 	uint64_t keep_wait_ms;		/* --block-wait, in ms */
 	uint64_t budget_bytes;		/* 0: from the host */
 	const struct pagecomp_ops *comp; /* the tmem store's compressor */
+	bool tmem_hugepages;		/* the store's arena on huge pages */
 	uint64_t discard_below_bytes;	/* 0: no pressure discarding */
 	uint64_t evict_pages_per_sec;	/* 0: no test evictor */
 	unsigned metrics_port;		/* 0: no metrics endpoint */

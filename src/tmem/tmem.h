@@ -280,12 +280,15 @@ int tmem_store_latency(struct tmem_store *s, bool get, const uint64_t *le_ns,
  * counters of calls (puts, gets, ...), latency histograms.
  *
  * Adoption trusts nothing in the memfd: every offset, length, class and
- * checksum is checked, and every page's content is decompressed and
- * compared with its recorded hash.  What fails is dropped and counted in
+ * checksum is checked, and what fails is dropped and counted in
  * tmem_shm_report; a dropped page is simply absent (a persistent get
- * returns -ENOENT), never wrong.  Charges, counts, blob references and the
- * dedup index are recomputed; the charge hook is told each restored
- * client's charge as one unrefusable increase before adoption returns.
+ * returns -ENOENT), never wrong.  A page's content is compared with its
+ * recorded hash at its first get instead of at adoption (which would cost
+ * a decompression per page while every guest waits): if it does not
+ * match, that get returns -EIO, never wrong data.  Charges, counts, blob
+ * references and the dedup index are recomputed; the charge hook is told
+ * each restored client's charge as one unrefusable increase before
+ * adoption returns.
  *
  * Only one process may use a memfd at a time: the caller makes sure the
  * old store's process is gone before adopting.

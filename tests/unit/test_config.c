@@ -72,6 +72,7 @@ static void every_key_sets_its_setting(void **state)
 		"trim = 16M\n"
 		"[tmem]\n"
 		"compressor = zstd\n"
+		"hugepages = off\n"
 		"[metrics]\n"
 		"port = 9188\n", err), 0);
 	assert_string_equal(o->socket, "/s/ctl.sock");
@@ -92,6 +93,7 @@ static void every_key_sets_its_setting(void **state)
 	assert_int_equal(o->policy_high_bytes, 96ull << 20);
 	assert_int_equal(o->policy_trim_bytes, 16ull << 20);
 	assert_ptr_equal(o->comp, &pagecomp_zstd);
+	assert_false(o->tmem_hugepages);
 	assert_int_equal(o->metrics_port, 9188);
 }
 
@@ -105,7 +107,7 @@ static void the_table_has_only_tested_keys(void **state)
 		"guests/ram-dir", "guests/ram-hugepages", "guests/block-wait",
 		"memory/budget", "memory/discard-below", "memory/test-evictor",
 		"policy/mode", "policy/low", "policy/high", "policy/trim",
-		"tmem/compressor", "metrics/port",
+		"tmem/compressor", "tmem/hugepages", "metrics/port",
 	};
 	const unsigned n = sizeof(tested) / sizeof(tested[0]);
 
