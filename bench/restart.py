@@ -26,6 +26,12 @@ it reads back is checked.  Then, one after the other:
 The fd holder is ebb-holder (PID 1 here is not systemd).  At the end every
 pagecheck must report 0 mismatches and every guest must still run: a
 benchmark whose guests lost pages has no numbers worth printing.
+
+The whole scenario runs once per page-store backing (--backings, default
+both, one after the other in this run): the store on 2 MiB host pages
+(`--tmem-hugepages on`, ebbd's default) and in a memfd of 4 KiB pages
+(`off`), so the two columns are measured on the same machine minutes
+apart.  "stored" is the persistent pages in the store at each upgrade.
 """
 import argparse
 import json
@@ -63,20 +69,15 @@ def adopted_all(d, names):
     return set(names) <= running and not gl["found"], gl
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--guests", type=int, default=10)
-    ap.add_argument("--upgrades", type=int, default=20)
-    ap.add_argument("--crashes", type=int, default=10)
-    ap.add_argument("--mem", default="128M")
-    ap.add_argument("--swap", default="256M")
-    ap.add_argument("--work", default="160M")
-    a = ap.parse_args()
+def scenario(a, hugepages):
+    """One run of the workload, upgrades and crashes; lists of times (ms)."""
     names = ["b%d" % i for i in range(a.guests)]
     budget = "%dM" % (a.guests * (size(a.mem) + size(a.swap)) // MiB + 512)
-    d = ebbtest.Ebbd(budget=budget)
+    extra = ["--tmem-hugepages", hugepages]
+    d = ebbtest.Ebbd(budget=budget, extra_args=extra)
     workdir = d.dir
-    upgrades, served, crash_total, crash_adopt = [], [], [], []
+    r = {"pause": [], "served": [], "crash": [], "crash_adopt": [],
+         "stored": [], "backing": d.c.call("info")["store_backing"]}
     try:
         for n in names:
             d.run(n, size(a.mem), swap=size(a.swap))
@@ -85,11 +86,13 @@ def main():
         start_workload(d, names, a.work)
         time.sleep(5)  # every guest swapping
         for _ in range(a.upgrades):
-            r = d.ebbctl("--json", "upgrade")
-            res = json.loads(r.stdout.strip().splitlines()[-1])
+            r["stored"].append(
+                d.c.call("tmem")["total"]["persistent_pages"])
+            out = d.ebbctl("--json", "upgrade")
+            res = json.loads(out.stdout.strip().splitlines()[-1])
             assert res["how"] == "upgrade" and res["adopted"] == a.guests, res
-            upgrades.append(res["pause_us"] / 1000.0)
-            served.append(res["served_us"] / 1000.0)
+            r["pause"].append(res["pause_us"] / 1000.0)
+            r["served"].append(res["served_us"] / 1000.0)
             d.c = d.client()
             time.sleep(1)
         for _ in range(a.crashes):
@@ -97,13 +100,14 @@ def main():
             d.proc.send_signal(signal.SIGKILL)
             d.proc.wait()
             d.logf.close()
-            d = ebbtest.Ebbd(budget=budget, workdir=workdir)
+            d = ebbtest.Ebbd(budget=budget, workdir=workdir, extra_args=extra)
             ok, gl = adopted_all(d, names)
-            crash_total.append((time.monotonic() - t0) * 1000.0)
+            r["crash"].append((time.monotonic() - t0) * 1000.0)
             assert ok, gl
-            crash_adopt.append(d.c.call("info")["restart"]["startup_us"] / 1000.0)
+            r["crash_adopt"].append(
+                d.c.call("info")["restart"]["startup_us"] / 1000.0)
             time.sleep(1)
-        # Every guest must still be right: stop the loops, read the tally.
+        # Every guest must still be right: read the tally.
         bad = []
         for n in names:
             out = d.console(n)
@@ -114,8 +118,7 @@ def main():
             if d.guest(n)["state"] != "running":
                 bad.append((n, "not running"))
         if bad:
-            print("guests lost pages or died: %s" % bad)
-            return 1
+            raise SystemExit("guests lost pages or died: %s" % bad)
     finally:
         for n in names:
             try:
@@ -125,27 +128,54 @@ def main():
                 pass
         d.owns_dir = True
         d.stop()
+    return r
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--guests", type=int, default=10)
+    ap.add_argument("--upgrades", type=int, default=20)
+    ap.add_argument("--crashes", type=int, default=10)
+    ap.add_argument("--mem", default="128M")
+    ap.add_argument("--swap", default="256M")
+    ap.add_argument("--work", default="160M")
+    ap.add_argument("--backings", default="on,off",
+                    help="--tmem-hugepages values to run, in order")
+    a = ap.parse_args()
+    runs = [scenario(a, h) for h in a.backings.split(",")]
+
+    def cell(v, f):
+        return f(v) if v else "-"
 
     print("\n%d guests (%s RAM, %s swap, pagecheck over %s each), fd holder "
-          "ebb-holder\n" % (a.guests, a.mem, a.swap, a.work))
-    print("| what | n | p50 | max |")
-    print("|---|---:|---:|---:|")
-    print("| upgrade: device pause (exec to every guest adopted) | %d | %.1f ms "
-          "| %.1f ms |" % (len(upgrades), statistics.median(upgrades),
-                            max(upgrades)))
-    print("| upgrade: exec to every guest served once | %d | %.1f ms | %.1f ms |"
-          % (len(served), statistics.median(served), max(served)))
-    if crash_total:
-        print("| crash: kill -9 to serving, new process started at once | %d "
-              "| %.1f ms | %.1f ms |" % (len(crash_total),
-                                         statistics.median(crash_total),
-                                         max(crash_total)))
-        print("| crash: of which the adoption (start to served) | %d | %.1f ms "
-              "| %.1f ms |" % (len(crash_adopt), statistics.median(crash_adopt),
-                               max(crash_adopt)))
+          "ebb-holder; every pagecheck pass 0 mismatches\n"
+          % (a.guests, a.mem, a.swap, a.work))
+    print("| what | " + " | ".join("store: %s p50 / max" % r["backing"]
+                                   for r in runs) + " |")
+    print("|---|" + "---:|" * len(runs))
+    rows = [
+        ("pages stored at each upgrade", "stored",
+         lambda v: "%d / %d" % (statistics.median(v), max(v))),
+        ("upgrade: device pause (exec to every guest adopted)", "pause", None),
+        ("upgrade: exec to every guest served once", "served", None),
+        ("crash: kill -9 to serving, new process started at once", "crash",
+         None),
+        ("crash: of which the adoption (start to served)", "crash_adopt",
+         None),
+    ]
+    for label, key, f in rows:
+        f = f or (lambda v: "%.1f / %.1f ms" % (statistics.median(v), max(v)))
+        print("| %s | %s |" % (label, " | ".join(cell(r[key], f)
+                                                  for r in runs)))
+    if len(runs) == 2 and runs[0]["pause"] and runs[1]["pause"]:
+        print("\npause p50 ratio %s / %s: %.2f" % (
+            runs[0]["backing"], runs[1]["backing"],
+            statistics.median(runs[0]["pause"]) /
+            statistics.median(runs[1]["pause"])))
     print("\nreproduce: python3 bench/restart.py --guests %d --upgrades %d "
-          "--crashes %d --mem %s --swap %s --work %s"
-          % (a.guests, a.upgrades, a.crashes, a.mem, a.swap, a.work))
+          "--crashes %d --mem %s --swap %s --work %s --backings %s"
+          % (a.guests, a.upgrades, a.crashes, a.mem, a.swap, a.work,
+             a.backings))
     return 0
 
 

@@ -582,6 +582,12 @@ void slot_record_save(struct ebbd *d, struct slot *s)
 	if (!s->has_rec)
 		return;
 	s->rec.state = rec_state(guest_get_state(s->g));
+	/* The policy's settings as they are now (guest-run's, or the last
+	 * guest-policy or balloon request's). */
+	s->rec.policy_flags = SR_P_SET | (s->pol_manual ? SR_P_MANUAL : 0);
+	s->rec.shares = s->pol_shares;
+	s->rec.policy_min_bytes = s->pol_min_bytes;
+	s->rec.policy_max_bytes = s->pol_max_bytes;
 	rc = staterec_guest_save(d->state_dir, &s->rec);
 	if (rc < 0)
 		log_warn(s->rec.name, "cannot write its state record in %s: %s",

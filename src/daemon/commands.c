@@ -806,6 +806,7 @@ static int cmd_guest_policy(void *ctx, json_t *args, json_t **ret, char **err)
 	s->pol_max_bytes = max;
 	s->pol_shares = (uint32_t)shares;
 	s->pol_manual = false;
+	slot_record_save(d, s);	/* an adopting ebbd keeps them */
 	*ret = policy_guest_json(s);
 	return 0;
 }

@@ -377,7 +377,8 @@ bool adopt_any_alive(const struct ebbd *d);
 /* guest-list's "found": one object per found guest. */
 json_t *adopt_json(const struct ebbd *d);
 /* The slot's record: fill it from the launch (after guest_start), write it
- * (with the pool's) on every change, remove it when the guest is gone.
+ * (with the pool's, and the slot's policy settings) on every change,
+ * remove it when the guest is gone.
  * A write that fails is logged; the guest goes on. */
 void slot_record_init(struct ebbd *d, struct slot *s,
 		      const struct guest_run *r);

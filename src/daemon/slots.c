@@ -964,6 +964,14 @@ int slot_adopt(struct ebbd *d, const struct staterec_guest *rec,
 		goto fail_disks;
 	policy_slot_init(d, s, &r, &procs);
 	free(procs);	/* the process is in its cgroup already */
+	if (rec->policy_flags & SR_P_SET) {
+		/* As last set, not as launched (a version 1 record has only
+		 * the launch's). */
+		s->pol_min_bytes = rec->policy_min_bytes;
+		s->pol_max_bytes = rec->policy_max_bytes;
+		s->pol_shares = rec->shares;
+		s->pol_manual = rec->policy_flags & SR_P_MANUAL;
+	}
 	rc = guest_adopt(&d->env, &cfg, a, &ebbd_guest_events, d, &s->g);
 	if (rc < 0) {
 		s->g = NULL;

@@ -65,6 +65,16 @@ _Static_assert(sizeof(struct sr_guest_disk) == 624, "guest payload layout");
 _Static_assert(offsetof(struct sr_guest_disk, pid) == 96, "guest payload");
 _Static_assert(offsetof(struct sr_guest_disk, cmdline) == 112, "guest payload");
 
+/* Version 2: version 1's payload, then the policy settings. */
+struct sr_guest_disk2 {
+	struct sr_guest_disk v1;
+	uint32_t policy_flags;
+	uint32_t shares;
+	uint64_t policy_min_bytes;
+	uint64_t policy_max_bytes;
+};
+_Static_assert(sizeof(struct sr_guest_disk2) == 648, "guest payload v2");
+
 struct sr_pool_disk {
 	uint64_t budget_bytes;
 	uint64_t next_id;
@@ -76,7 +86,7 @@ _Static_assert(sizeof(struct sr_pool_disk) == 32, "pool payload layout");
 
 size_t staterec_guest_size(void)
 {
-	return sizeof(struct sr_header) + sizeof(struct sr_guest_disk);
+	return sizeof(struct sr_header) + sizeof(struct sr_guest_disk2);
 }
 
 size_t staterec_pool_size(void)
@@ -197,6 +207,28 @@ static int check_guest(const struct sr_guest_disk *p, char *why)
 	return 0;
 }
 
+static int check_policy(const struct sr_guest_disk2 *p, char *why)
+{
+	if (p->policy_flags & ~SR_P_ALL)
+		return bad(why, "unknown policy flags 0x%x",
+			   p->policy_flags & ~SR_P_ALL);
+	if (!(p->policy_flags & SR_P_SET)) {
+		if (p->policy_flags || p->shares || p->policy_min_bytes ||
+		    p->policy_max_bytes)
+			return bad(why, "policy settings without their flag");
+		return 0;
+	}
+	if (p->shares < 1 || p->shares > SR_SHARES_MAX)
+		return bad(why, "shares %u out of range", p->shares);
+	if (p->policy_max_bytes > p->v1.mem_bytes)
+		return bad(why, "policy max %llu above mem",
+			   (unsigned long long)p->policy_max_bytes);
+	if (p->policy_min_bytes > p->v1.mem_bytes)
+		return bad(why, "policy min %llu above mem",
+			   (unsigned long long)p->policy_min_bytes);
+	return 0;
+}
+
 static int check_pool(const struct sr_pool_disk *p, char *why)
 {
 	if (p->budget_bytes == 0 || p->budget_bytes > (1ull << 50))
@@ -218,7 +250,7 @@ static int check_pool(const struct sr_pool_disk *p, char *why)
 
 static uint64_t checksum(const unsigned char *buf, size_t len)
 {
-	unsigned char copy[sizeof(struct sr_header) + sizeof(struct sr_guest_disk)];
+	unsigned char copy[sizeof(struct sr_header) + sizeof(struct sr_guest_disk2)];
 	const size_t off = offsetof(struct sr_header, checksum);
 
 	/* The checksum field counts as zero, so the sum covers the whole
@@ -248,13 +280,17 @@ static int frame(enum staterec_kind kind, const void *payload, size_t plen,
 	return 0;
 }
 
-/* Check the header of @len bytes against @kind and copy the payload out.
- * Order matters: the length before the checksum (which reads it all),
- * the version before the payload (whose layout it decides). */
+/* Check the header of @len bytes against @kind and copy the payload out;
+ * @plen[v] is the payload's size in version v (0: no such version), the
+ * version found goes to *@version.  Order matters: the length before the
+ * checksum (which reads it all), the version before the payload (whose
+ * layout it decides). */
 static int unframe(const void *buf, size_t len, enum staterec_kind kind,
-		   void *payload, size_t plen, char *why)
+		   void *payload, const size_t plen[STATEREC_VERSION + 1],
+		   uint32_t *version, char *why)
 {
 	struct sr_header h;
+	size_t n;
 
 	if (len < sizeof(h))
 		return bad(why, "truncated: %zu bytes, a header is %zu", len,
@@ -262,19 +298,21 @@ static int unframe(const void *buf, size_t len, enum staterec_kind kind,
 	memcpy(&h, buf, sizeof(h));
 	if (memcmp(h.magic, sr_magic, sizeof(sr_magic)))
 		return bad(why, "not an ebbd state record (bad magic)");
-	if (h.version != STATEREC_VERSION)
-		return bad(why, "version %u, this ebbd reads %u", h.version,
-			   STATEREC_VERSION);
+	if (h.version < STATEREC_VERSION_MIN || h.version > STATEREC_VERSION)
+		return bad(why, "version %u, this ebbd reads %u to %u",
+			   h.version, STATEREC_VERSION_MIN, STATEREC_VERSION);
 	if (h.kind != kind)
 		return bad(why, "kind %u, expected %u", h.kind, kind);
-	if (len != sizeof(h) + plen || h.length != len)
+	n = plen[h.version];
+	if (len != sizeof(h) + n || h.length != len)
 		return bad(why, "truncated or extended: %zu bytes, header says "
-			   "%u, expected %zu", len, h.length, sizeof(h) + plen);
+			   "%u, expected %zu", len, h.length, sizeof(h) + n);
 	if (h.reserved)
 		return bad(why, "reserved header field not zero");
 	if (checksum(buf, len) != h.checksum)
 		return bad(why, "checksum mismatch");
-	memcpy(payload, (const char *)buf + sizeof(h), plen);
+	memcpy(payload, (const char *)buf + sizeof(h), n);
+	*version = h.version;
 	return 0;
 }
 
@@ -289,58 +327,80 @@ static void copy_str(char *dst, size_t size, const char *src)
 int staterec_guest_encode(const struct staterec_guest *g, void *buf,
 			  size_t len)
 {
-	struct sr_guest_disk p;
+	struct sr_guest_disk2 p2;
+	struct sr_guest_disk *p = &p2.v1;
 
-	memset(&p, 0, sizeof(p));
+	memset(&p2, 0, sizeof(p2));
 	if (strnlen(g->name, sizeof(g->name)) >= sizeof(g->name) ||
 	    strnlen(g->cmdline, sizeof(g->cmdline)) >= sizeof(g->cmdline) ||
 	    strnlen(g->disk, sizeof(g->disk)) >= sizeof(g->disk))
 		return -EINVAL;
-	copy_str(p.name, sizeof(p.name), g->name);
-	p.state = (uint32_t)g->state;
-	p.flags = g->flags;
-	p.mem_bytes = g->mem_bytes;
-	p.min_bytes = g->min_bytes;
-	p.claim_bytes = g->claim_bytes;
-	p.balloon_target_bytes = g->balloon_target_bytes;
-	p.swap_bytes = g->swap_bytes;
-	p.swap_quota_bytes = g->swap_quota_bytes;
-	p.pool_id = g->pool_id;
-	p.pid = g->pid;
-	p.client_id = g->client_id;
-	p.start_ticks = g->start_ticks;
-	copy_str(p.cmdline, sizeof(p.cmdline), g->cmdline);
-	copy_str(p.disk, sizeof(p.disk), g->disk);
-	if (check_guest(&p, NULL) < 0)
+	copy_str(p->name, sizeof(p->name), g->name);
+	p->state = (uint32_t)g->state;
+	p->flags = g->flags;
+	p->mem_bytes = g->mem_bytes;
+	p->min_bytes = g->min_bytes;
+	p->claim_bytes = g->claim_bytes;
+	p->balloon_target_bytes = g->balloon_target_bytes;
+	p->swap_bytes = g->swap_bytes;
+	p->swap_quota_bytes = g->swap_quota_bytes;
+	p->pool_id = g->pool_id;
+	p->pid = g->pid;
+	p->client_id = g->client_id;
+	p->start_ticks = g->start_ticks;
+	copy_str(p->cmdline, sizeof(p->cmdline), g->cmdline);
+	copy_str(p->disk, sizeof(p->disk), g->disk);
+	p2.policy_flags = g->policy_flags;
+	p2.shares = g->shares;
+	p2.policy_min_bytes = g->policy_min_bytes;
+	p2.policy_max_bytes = g->policy_max_bytes;
+	if (check_guest(p, NULL) < 0 || check_policy(&p2, NULL) < 0)
 		return -EINVAL;
-	return frame(STATEREC_GUEST, &p, sizeof(p), buf, len);
+	return frame(STATEREC_GUEST, &p2, sizeof(p2), buf, len);
 }
+
+static const size_t guest_plen[STATEREC_VERSION + 1] = {
+	[1] = sizeof(struct sr_guest_disk),
+	[2] = sizeof(struct sr_guest_disk2),
+};
+static const size_t pool_plen[STATEREC_VERSION + 1] = {
+	[1] = sizeof(struct sr_pool_disk),
+	[2] = sizeof(struct sr_pool_disk),
+};
 
 int staterec_guest_decode(const void *buf, size_t len,
 			  struct staterec_guest *out, char *why)
 {
-	struct sr_guest_disk p;
-	int rc = unframe(buf, len, STATEREC_GUEST, &p, sizeof(p), why);
+	struct sr_guest_disk2 p2 = { 0 };	/* version 1: policy unset */
+	const struct sr_guest_disk *p = &p2.v1;
+	uint32_t version;
+	int rc = unframe(buf, len, STATEREC_GUEST, &p2, guest_plen, &version,
+			 why);
 
-	if (rc < 0 || (rc = check_guest(&p, why)) < 0)
+	if (rc < 0 || (rc = check_guest(p, why)) < 0 ||
+	    (rc = check_policy(&p2, why)) < 0)
 		return rc;
 	memset(out, 0, sizeof(*out));
 	/* Checked above: each string ends inside its field. */
-	memcpy(out->name, p.name, sizeof(out->name));
-	out->state = (enum staterec_state)p.state;
-	out->flags = p.flags;
-	out->mem_bytes = p.mem_bytes;
-	out->min_bytes = p.min_bytes;
-	out->claim_bytes = p.claim_bytes;
-	out->balloon_target_bytes = p.balloon_target_bytes;
-	out->swap_bytes = p.swap_bytes;
-	out->swap_quota_bytes = p.swap_quota_bytes;
-	out->pool_id = p.pool_id;
-	out->pid = p.pid;
-	out->client_id = p.client_id;
-	out->start_ticks = p.start_ticks;
-	memcpy(out->cmdline, p.cmdline, sizeof(out->cmdline));
-	memcpy(out->disk, p.disk, sizeof(out->disk));
+	memcpy(out->name, p->name, sizeof(out->name));
+	out->state = (enum staterec_state)p->state;
+	out->flags = p->flags;
+	out->mem_bytes = p->mem_bytes;
+	out->min_bytes = p->min_bytes;
+	out->claim_bytes = p->claim_bytes;
+	out->balloon_target_bytes = p->balloon_target_bytes;
+	out->swap_bytes = p->swap_bytes;
+	out->swap_quota_bytes = p->swap_quota_bytes;
+	out->pool_id = p->pool_id;
+	out->pid = p->pid;
+	out->client_id = p->client_id;
+	out->start_ticks = p->start_ticks;
+	memcpy(out->cmdline, p->cmdline, sizeof(out->cmdline));
+	memcpy(out->disk, p->disk, sizeof(out->disk));
+	out->policy_flags = p2.policy_flags;
+	out->shares = p2.shares;
+	out->policy_min_bytes = p2.policy_min_bytes;
+	out->policy_max_bytes = p2.policy_max_bytes;
 	return 0;
 }
 
@@ -362,7 +422,8 @@ int staterec_pool_decode(const void *buf, size_t len,
 			 struct staterec_pool *out, char *why)
 {
 	struct sr_pool_disk p;
-	int rc = unframe(buf, len, STATEREC_POOL, &p, sizeof(p), why);
+	uint32_t version;
+	int rc = unframe(buf, len, STATEREC_POOL, &p, pool_plen, &version, why);
 
 	if (rc < 0 || (rc = check_pool(&p, why)) < 0)
 		return rc;
@@ -456,7 +517,7 @@ static int guests_dir(const char *state_dir, char *buf, size_t len)
 
 int staterec_guest_save(const char *state_dir, const struct staterec_guest *g)
 {
-	unsigned char buf[sizeof(struct sr_header) + sizeof(struct sr_guest_disk)];
+	unsigned char buf[sizeof(struct sr_header) + sizeof(struct sr_guest_disk2)];
 	char dir[512], file[STATEREC_NAME_MAX + 8];
 	int rc;
 
@@ -470,7 +531,7 @@ int staterec_guest_save(const char *state_dir, const struct staterec_guest *g)
 int staterec_guest_load(const char *path, struct staterec_guest *out,
 			char *why)
 {
-	unsigned char buf[sizeof(struct sr_header) + sizeof(struct sr_guest_disk) + 1];
+	unsigned char buf[sizeof(struct sr_header) + sizeof(struct sr_guest_disk2) + 1];
 	size_t n;
 	int rc = read_file(path, buf, sizeof(buf), &n);
 

@@ -16,7 +16,9 @@
  *       16    4 length: bytes of the whole record, header included
  *       20    4 reserved, 0
  *       24    8 checksum: XXH3-64 of the record with this field zeroed
- *       32    - the payload, struct staterec_guest_disk or _pool_disk
+ *       32    - the payload (staterec.c): a guest's is version 1's 624
+ *               bytes, then in version 2 its policy settings (24 bytes);
+ *               a pool's is the same in both
  *
  * A record is hostile input: staterec_decode() checks magic, version,
  * kind, length, checksum and then every field's range, and says in @why
@@ -38,7 +40,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define STATEREC_VERSION	1
+/* Version 2 added the policy settings (max, shares, a policy min, an
+ * operator's balloon).  A version 1 record, written by the ebbd an
+ * upgrade replaces, is still read: its guest gets the policy's defaults
+ * for those, as before. */
+#define STATEREC_VERSION	2
+#define STATEREC_VERSION_MIN	1
 #define STATEREC_NAME_MAX	32	/* = GUEST_NAME_MAX, NUL included */
 #define STATEREC_STR_MAX	256	/* cmdline, disk path: NUL included */
 #define STATEREC_WHY_MAX	160	/* room a caller gives @why */
@@ -69,6 +76,14 @@ enum staterec_state {
 #define SR_F_ALL		((1u << 7) - 1)
 #define STATEREC_CLIENT_MAX	65535	/* highest tmem client id */
 
+/* Policy flags (version 2). */
+#define SR_P_SET		(1u << 0)	/* the policy fields are there
+						 * (not in a version 1 record) */
+#define SR_P_MANUAL		(1u << 1)	/* an operator set the balloon:
+						 * the policy keeps off */
+#define SR_P_ALL		((1u << 2) - 1)
+#define SR_SHARES_MAX		10000u		/* = POLICY_SHARES_MAX */
+
 /* One guest, in memory (decoded and checked). */
 struct staterec_guest {
 	char name[STATEREC_NAME_MAX];	/* a valid guest name */
@@ -89,6 +104,12 @@ struct staterec_guest {
 					 * after boot; 0 with pid 0 */
 	char cmdline[STATEREC_STR_MAX];	/* extra kernel parameters, may be "" */
 	char disk[STATEREC_STR_MAX];	/* data disk image, may be "" */
+	/* The host policy's settings for it as last set (guest-run, then
+	 * guest-policy and balloon); all 0 unless SR_P_SET. */
+	uint32_t policy_flags;		/* SR_P_* */
+	uint32_t shares;		/* 1..SR_SHARES_MAX */
+	uint64_t policy_min_bytes;	/* <= mem */
+	uint64_t policy_max_bytes;	/* <= mem, 0: mem */
 };
 
 /* The pool, in memory. */

@@ -376,6 +376,11 @@ def test_upgrade_twenty_times_during_inflate_and_reporting():
         # g2 swaps 160 MiB of checkable pages through every upgrade.
         d.c.call("guest-exec", name="g2",
                  command="pagecheck write 160M 11 --hold 1 --passes 3")
+        # Policy settings changed after the launch are in the record: the
+        # adopting ebbd keeps them (g1's balloon below is an operator's,
+        # which hands g1 to the operator).
+        d.c.call("guest-policy", name="g2", min=64 * MiB, max=120 * MiB,
+                 shares=300)
         time.sleep(2)
         pauses = []
         for i in range(20):
@@ -397,6 +402,10 @@ def test_upgrade_twenty_times_during_inflate_and_reporting():
                 assert g["state"] == "running", g
         g1 = settle_balloon(d, "g1")
         assert g1["balloon_target"] == 160 * MiB, g1
+        assert g1["policy"]["manual"] is True, g1["policy"]
+        pol = d.guest("g2")["policy"]
+        assert (pol["min"], pol["max"], pol["shares"], pol["manual"]) == \
+            (64 * MiB, 120 * MiB, 300, False), pol
         m = d.wait_console("g2", r"pagecheck: (\d+) pages, (\d+) mismatches", 600)
         assert int(m.group(2)) == 0, m.group(0)
         assert d.guest("g2")["store"] > 0

@@ -43,6 +43,10 @@ static void sample(struct staterec_guest *g)
 	g->start_ticks = 123456;
 	snprintf(g->cmdline, sizeof(g->cmdline), "loglevel=4 ebb.run=true");
 	snprintf(g->disk, sizeof(g->disk), "/srv/base.img");
+	g->policy_flags = SR_P_SET | SR_P_MANUAL;
+	g->shares = 250;
+	g->policy_min_bytes = 96 * MiB;
+	g->policy_max_bytes = 224 * MiB;
 }
 
 /* A fresh directory for one test; removed by rm_dir. */
@@ -175,7 +179,7 @@ static void test_bad_version_and_kind(void **state)
 	struct staterec_guest g;
 	struct staterec_pool p;
 	size_t n = staterec_guest_size();
-	uint32_t v = 2;
+	uint32_t v = STATEREC_VERSION + 1;
 	char why[STATEREC_WHY_MAX];
 
 	(void)state;
@@ -183,7 +187,16 @@ static void test_bad_version_and_kind(void **state)
 	assert_int_equal(staterec_guest_encode(&g, buf, sizeof(buf)), 0);
 	memcpy(buf + 8, &v, 4);
 	reseal(buf, n);
-	expect_refused(buf, n, "version 2, this ebbd reads 1");
+	expect_refused(buf, n, "version 3, this ebbd reads 1 to 2");
+	v = 0;
+	memcpy(buf + 8, &v, 4);
+	reseal(buf, n);
+	expect_refused(buf, n, "version 0, this ebbd reads 1 to 2");
+	/* Version 1 with version 2's length: the length is version 1's. */
+	v = 1;
+	memcpy(buf + 8, &v, 4);
+	reseal(buf, n);
+	expect_refused(buf, n, "truncated or extended");
 	v = STATEREC_VERSION;
 	memcpy(buf + 8, &v, 4);
 	reseal(buf, n);
@@ -265,6 +278,71 @@ static void test_out_of_range_fields(void **state)
 				 -EINVAL);
 		sample(&g);
 		assert_int_equal(staterec_guest_encode(&g, buf, 100), -ENOSPC);
+	}
+}
+
+/* A version 1 record, as the ebbd an upgrade replaces wrote it (its
+ * 624-byte payload, no policy settings), is read: the guest gets the
+ * settings it was launched with. */
+static void test_version_1_still_read(void **state)
+{
+	unsigned char buf[1024];
+	struct staterec_guest g, out;
+	size_t n1 = 32 + 624;
+	uint32_t v = 1, len = (uint32_t)n1;
+	char why[STATEREC_WHY_MAX] = "";
+
+	(void)state;
+	sample(&g);
+	assert_int_equal(staterec_guest_encode(&g, buf, sizeof(buf)), 0);
+	memcpy(buf + 8, &v, 4);
+	memcpy(buf + 16, &len, 4);
+	reseal(buf, n1);
+	assert_int_equal(staterec_guest_decode(buf, n1, &out, why), 0);
+	assert_string_equal(out.name, "web-1");
+	assert_int_equal(out.mem_bytes, 256 * MiB);
+	assert_int_equal(out.min_bytes, 128 * MiB);
+	assert_string_equal(out.disk, "/srv/base.img");
+	assert_int_equal(out.policy_flags, 0);
+	assert_int_equal(out.shares, 0);
+	assert_int_equal(out.policy_min_bytes, 0);
+	assert_int_equal(out.policy_max_bytes, 0);
+}
+
+static void test_policy_fields(void **state)
+{
+	uint64_t more = 300 * MiB, some = 64 * MiB;
+	uint32_t flags, shares;
+
+	(void)state;
+	/* Version 2 payload: policy flags 624, shares 628, min 632, max 640. */
+	flags = 1u << 5;
+	field_refused(624, &flags, 4, "unknown policy flags 0x20");
+	shares = 0;
+	field_refused(628, &shares, 4, "shares 0 out of range");
+	shares = 10001;
+	field_refused(628, &shares, 4, "shares 10001 out of range");
+	field_refused(632, &more, 8, "policy min");
+	field_refused(640, &more, 8, "policy max");
+	/* Without the flag that says they are there, any setting is junk. */
+	flags = 0;
+	field_refused(624, &flags, 4, "policy settings without their flag");
+	{
+		unsigned char buf[1024];
+		struct staterec_guest g, out;
+		size_t n = staterec_guest_size();
+		char why[STATEREC_WHY_MAX];
+
+		sample(&g);
+		g.policy_flags = 0;
+		g.shares = 0;
+		g.policy_min_bytes = g.policy_max_bytes = 0;
+		assert_int_equal(staterec_guest_encode(&g, buf, sizeof(buf)), 0);
+		assert_int_equal(staterec_guest_decode(buf, n, &out, why), 0);
+		assert_int_equal(out.policy_flags, 0);
+		g.policy_min_bytes = some;	/* a setting without the flag */
+		assert_int_equal(staterec_guest_encode(&g, buf, sizeof(buf)),
+				 -EINVAL);
 	}
 }
 
@@ -407,6 +485,8 @@ int main(void)
 		cmocka_unit_test(test_bad_version_and_kind),
 		cmocka_unit_test(test_out_of_range_fields),
 		cmocka_unit_test(test_unknown_state),
+		cmocka_unit_test(test_version_1_still_read),
+		cmocka_unit_test(test_policy_fields),
 		cmocka_unit_test(test_failed_write_keeps_old),
 		cmocka_unit_test(test_pool_record_checked),
 		cmocka_unit_test(test_proc_start_time),
