@@ -22,7 +22,8 @@ from ebbtest import CommandError, Ebbd, MiB, TestFailure
 
 # staterec.h: header, then the guest payload.
 HEADER = struct.Struct("<8sIIIIQ")
-GUEST = struct.Struct("<32sII7QiIQ256s256s")
+# Version 2: version 1's payload, then policy flags, shares, min, max.
+GUEST = struct.Struct("<32sII7QiIQ256s256sIIQQ")
 SR_RUNNING = 2
 
 
@@ -30,12 +31,12 @@ def parse_record(path):
     raw = open(path, "rb").read()
     magic, version, kind, length, _, _ = HEADER.unpack_from(raw, 0)
     assert magic == b"EBBSTATE", magic
-    assert (version, kind) == (1, 1), (version, kind)
+    assert (version, kind) == (2, 1), (version, kind)
     assert length == len(raw) == HEADER.size + GUEST.size, (length, len(raw))
     f = GUEST.unpack_from(raw, HEADER.size)
     return {"name": f[0].rstrip(b"\0").decode(), "state": f[1],
             "mem": f[3], "claim": f[5], "balloon": f[6], "pid": f[10], "client": f[11],
-            "start": f[12]}
+            "start": f[12], "policy_flags": f[15], "shares": f[16]}
 
 
 def start_ticks(pid):
@@ -80,6 +81,8 @@ def test_guest_outlives_kill_9_and_is_reported_not_adopted():
         rec = parse_record(rec_path)
         assert rec["state"] == SR_RUNNING, rec
         assert rec["balloon"] == 96 * MiB, rec
+        # An operator's balloon: set (1) and manual (2) policy flags.
+        assert rec["policy_flags"] == 3 and rec["shares"] > 0, rec
 
         # 1. kill -9 ebbd: the guest lives on, its record stays valid.
         d1.proc.send_signal(signal.SIGKILL)
