@@ -24,7 +24,9 @@
  * FILE is a row of its own: its first n pages.  --shm adds, after each
  * row, the same run on a store whose persistent pages live in a memfd
  * arena (tmem_store_new_shm: blobs in memfd slabs, one key-table entry
- * per page), so the cost of surviving a restart shows side by side.
+ * per page), and again with that arena on ebbd's huge-page tmpfs (what
+ * ebbd runs by default; needs root), so the cost of surviving a restart
+ * shows side by side.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -34,8 +36,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "benchstat.h"
+#include "hugeram.h"
 #include "loop.h"
 #include "tmem.h"
 
@@ -69,7 +73,7 @@ static const struct mix mixes[] = {
 
 struct result {
 	const char *name;
-	const char *store;		/* "heap" or "memfd" */
+	const char *store;		/* store_names[] */
 	const char *comp;		/* compressor's name */
 	size_t pages;
 	uint64_t put_p50, put_p99, get_p50, get_p99;
@@ -285,7 +289,10 @@ static void pollute(void)
 	__asm__ volatile("" : : "r"(pollute_buf) : "memory");
 }
 
-static bool shm_store;		/* --shm: this row's store is a memfd one */
+/* --shm: this row's store is a heap one (0), or a memfd arena (1), or an
+ * arena on ebbd's huge-page tmpfs (2, hugeram_tmpfile, as ebbd runs it) */
+static int shm_store;
+static const char *const store_names[] = { "heap", "memfd", "huge tmpfs" };
 
 static void die(const char *what, int rc)
 {
@@ -301,7 +308,17 @@ static struct tmem_store *store_fill(const struct tmem_store_config *cfg,
 	size_t i;
 	int rc;
 
-	rc = shm_store ? tmem_store_new_shm(cfg, 0, &s) : tmem_store_new(cfg, &s);
+	if (shm_store == 2) {
+		int fd = hugeram_tmpfile(TMEM_SHM_MAX_BYTES_DEFAULT);
+
+		if (fd < 0)
+			die("huge-page tmpfs", fd);
+		rc = tmem_store_new_shm_fd(cfg, 0, fd, &s);
+		close(fd);
+	} else {
+		rc = shm_store ? tmem_store_new_shm(cfg, 0, &s) :
+				 tmem_store_new(cfg, &s);
+	}
 	if (rc)
 		die("store", rc);
 	rc = tmem_client_new(s, 1, "bench", NULL);
@@ -553,7 +570,7 @@ int main(int argc, char **argv)
 {
 	struct tmem_store_config cfg = { .comp = &pagecomp_lz4 };
 	const struct pagecomp_ops *comps[MAX_COMPS];
-	struct result res[(NR_MIXES + MAX_FILES) * MAX_COMPS * 2];
+	struct result res[(NR_MIXES + MAX_FILES) * MAX_COMPS * 3];
 	const char *files[MAX_FILES], *only = NULL;
 	size_t n = 8192, nr = 0, nfiles = 0, ncomps = 0, i, c, sm, nstores = 1;
 	unsigned runs = 3;
@@ -577,7 +594,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[a], "--pollute") && a + 1 < argc)
 			pollute_bytes = strtoul(argv[++a], NULL, 0) << 10;
 		else if (!strcmp(argv[a], "--shm"))
-			nstores = 2;
+			nstores = 3;
 		else if (!strcmp(argv[a], "--pages") && a + 1 < argc &&
 			 nfiles < MAX_FILES)
 			files[nfiles++] = argv[++a];
@@ -588,6 +605,16 @@ int main(int argc, char **argv)
 		usage();
 	if (!ncomps)
 		comps[ncomps++] = &pagecomp_lz4;
+	if (nstores == 3) {
+		int fd = hugeram_tmpfile(TMEM_SHM_MAX_BYTES_DEFAULT);
+
+		if (fd < 0) {
+			fprintf(stderr, "tmem_bench: no huge-page tmpfs (%s): "
+				"no huge tmpfs rows\n", strerror(-fd));
+			nstores = 2;
+		}
+		close(fd);
+	}
 	/* Keep freed memory in the process: the measured pass then reuses
 	 * what the warm-up faulted in.  Without this, glibc may hand slabs
 	 * (64-192 KiB) back to the kernel between passes and the put
@@ -632,7 +659,7 @@ int main(int argc, char **argv)
 				shm_store = sm;
 				run_median(base ? base + 1 : files[i], &cfg, pages,
 					   got, runs, &res[nr]);
-				res[nr++].store = sm ? "memfd" : "heap";
+				res[nr++].store = store_names[sm];
 			}
 		}
 	} else {
@@ -646,7 +673,7 @@ int main(int argc, char **argv)
 				shm_store = sm;
 				run_median(mixes[i].name, &cfg, pages, n, runs,
 					   &res[nr]);
-				res[nr++].store = sm ? "memfd" : "heap";
+				res[nr++].store = store_names[sm];
 			}
 		}
 	}
