@@ -28,6 +28,7 @@
 #include "vhost_user.h"
 
 #define GUEST_TICK_MS	500	/* residency refresh and boot watch period */
+#define SMAPS_IDLE_EVERY 10	/* see guest_refresh_resident */
 
 struct guest;
 
@@ -68,6 +69,9 @@ struct guest {
 	bool ram_mounted;	/* ram_dir is mounted (ours to detach) */
 	uint64_t huge_mapped_bytes;	/* tick: smaps ShmemPmdMapped */
 	uint64_t intact_blocks, shattered_blocks;	/* last block scan */
+	uint64_t scan_ms;	/* when they were taken (loop_now_ms), */
+	uint64_t scan_resident;	/* at these resident bytes */
+	unsigned smaps_idle;	/* coverage reads while it was 0 */
 };
 
 static const char *const state_names[] = {
@@ -245,7 +249,7 @@ static void refresh_blocks(struct guest *g)
  * only disks, whose tables map the same RAM file. */
 int guest_refresh_resident(struct guest *g, uint64_t *out)
 {
-	uint64_t r;
+	uint64_t r, now;
 	int rc = balloon_resident_bytes(g->balloon, &r);
 
 	for (unsigned i = 0; rc == -ENOTCONN && i < g->ndisks; i++) {
@@ -259,16 +263,32 @@ int guest_refresh_resident(struct guest *g, uint64_t *out)
 	}
 	if (rc == 0)
 		g->resident_bytes = r;
-	refresh_blocks(g);
 	/*
-	 * Huge coverage with every residency measurement, not once a tick:
-	 * measured apart, a coverage from before memory went back could read
-	 * above the resident bytes measured after.  smaps_rollup walks the
-	 * UML process's page tables: a few hundred PMDs and the small
-	 * mappings, tens of microseconds.
+	 * The block scan and the huge coverage (guest-list and metrics only)
+	 * cost per page of RAM: the SEEK_DATA walk two syscalls per extent,
+	 * tens of thousands in a swapping guest's file; smaps_rollup walks
+	 * every page table of the UML process.  With 10 swapping guests they
+	 * were a third of ebbd's CPU.  So they are taken at most once per
+	 * half tick (this runs on the guest's tick and on ebbd's accounting
+	 * tick, both GUEST_TICK_MS), and the coverage, while it reads 0 for
+	 * a guest whose RAM is not on a huge tmpfs of its own (usually: the
+	 * host gives that RAM no huge pages), one time in SMAPS_IDLE_EVERY.
+	 * Both are taken again at once when the resident bytes fell since
+	 * (memory went back): from before, they could read above them (a
+	 * coverage of 0 cannot).
 	 */
-	if (g->pid > 0 && g->pidfd >= 0)
+	now = loop_now_ms();
+	if (g->scan_ms && now - g->scan_ms < GUEST_TICK_MS / 2 &&
+	    g->resident_bytes >= g->scan_resident)
+		goto out;
+	g->scan_ms = now;
+	g->scan_resident = g->resident_bytes;
+	refresh_blocks(g);
+	if (g->pid > 0 && g->pidfd >= 0 &&
+	    (g->ram_mounted || g->huge_mapped_bytes ||
+	     g->smaps_idle++ % SMAPS_IDLE_EVERY == 0))
 		hugeram_pmd_mapped_bytes(g->pid, &g->huge_mapped_bytes);
+out:
 	if (out)
 		*out = g->resident_bytes;
 	return rc;
