@@ -35,6 +35,11 @@
  * teardown runs in that process, beside the new image.  The new image
  * reaps it (upgrade_reap).
  *
+ * Pages the balloon keeps waiting for the rest of their 2 MiB block
+ * (hugeblocks) are punched before the exec: their list is in this image's
+ * heap only.  A crash forgets them (they stay allocated until the guest
+ * frees them again).
+ *
  * Refused (with the reason) while a guest is starting (a probe's setup
  * messages carry fds that would die with the old image), while a
  * preallocation worker runs, or without an fd holder.
@@ -191,6 +196,12 @@ static void on_upgrade_timer(void *opaque)
 		free(err);
 		return;
 	}
+	/* 4 KiB pages waiting for the rest of their 2 MiB block are known
+	 * only to this image (hugeblocks' bitmap): given back now, or the
+	 * new one would never punch them. */
+	for (unsigned i = 0; i < MAX_GUESTS; i++)
+		if (d->slots[i].g)
+			balloon_release_waiting(guest_balloon_dev(d->slots[i].g));
 	log_info(NULL, "upgrade: executing %s (pid %d stays)", d->exe_path,
 		 (int)getpid());
 	snprintf(nice, sizeof(nice), "%d", d->nice);

@@ -539,3 +539,89 @@ def test_kill_9_twenty_times_during_heavy_swap_loses_nothing():
                 wait_gone(p)
         d.owns_dir = True
         d.stop()
+
+
+def test_store_backings_adopted_after_kill_9():
+    """The page store's arena is on huge pages by default (a file on a
+    private huge=always tmpfs, so a restart maps it 2 MiB at a time) and
+    in a memfd with --tmem-hugepages off; a kill -9 and a new ebbd adopt
+    either with every page, and info says which it is."""
+    mode = open("/sys/kernel/mm/transparent_hugepage/shmem_enabled").read()
+    default = "memfd" if "[deny]" in mode else "huge tmpfs"
+    for args, want in (([], default), (["--tmem-hugepages", "off"], "memfd")):
+        d = Ebbd(budget="1G", extra_args=args)
+        pid = 0
+        try:
+            d.run("g1", 64 * MiB, swap=128 * MiB)
+            pid = d.guest("g1")["pid"]
+            assert d.c.call("info")["store_backing"] == want
+            d.wait_console("g1", r"ebb-guest: swap on /dev/vd", 30)
+            d.c.call("guest-exec", name="g1",
+                     command="pagecheck write 96M 3 --hold 2 --passes 2")
+            d.wait_until(lambda: d.c.call("tmem")["total"]["persistent_pages"]
+                         > 2000, 60, "pages in the store")
+            d.proc.send_signal(signal.SIGKILL)
+            d.proc.wait()
+            d.logf.close()
+            d = Ebbd(budget="1G", workdir=d.dir, extra_args=args)
+            m = re.search(r"page store adopted: 1 client\(s\), (\d+) persistent "
+                          r"page\(s\); 0 damaged", d.daemon_log())
+            assert m and int(m.group(1)) > 2000, d.daemon_log()
+            assert d.c.call("info")["store_backing"] == want
+            m2 = d.wait_console("g1", r"pagecheck: (\d+) pages, (\d+) mismatches",
+                                120)
+            assert m2.group(2) == "0", m2.group(0)
+            print("  store %s: %s pages adopted after kill -9, pagecheck 0 "
+                  "mismatches" % (want, m.group(1)))
+        finally:
+            if pid and process_alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+                wait_gone(pid)
+            d.owns_dir = True
+            d.stop()
+
+
+def test_upgrade_gives_back_pages_waiting_for_their_block():
+    """With guest RAM on huge pages, 4 KiB pages the balloon frees wait
+    for the rest of their 2 MiB block before the host punches them; which
+    pages wait is known only to the running image.  An upgrade punches
+    them before the exec, so the new image starts with none waiting and
+    the memory is back on the host (not held until the guest frees it
+    again)."""
+    d = Ebbd(budget="1G", extra_args=["--ram-hugepages", "--block-wait", "600"])
+    pid = 0
+    try:
+        # The 4 KiB balloon (ebb's kernel balloons 2 MiB blocks first).
+        d.run("g1", 256 * MiB, cmdline="virtio_balloon.blocks=0")
+        pid = d.guest("g1")["pid"]
+        st, out = d.exec("g1", "memhog 160M --hold 0")
+        assert st == 0, out
+        time.sleep(1.5)
+        d.c.call("balloon", name="g1", target=128 * MiB)
+        d.wait_until(lambda: d.guest("g1")["balloon_actual"] == 128 * MiB, 30,
+                     "balloon at 128 MiB")
+        time.sleep(1.5)
+        before = d.guest("g1")
+        waiting = before["blocks"]["waiting"]
+        assert waiting > 0, before["blocks"]
+        r = d.ebbctl("--json", "upgrade")
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        assert res["how"] == "upgrade" and res["adopted"] == 1, res
+        d.c = d.client()
+        d.wait_until(lambda: d.guest("g1")["resident"] <=
+                     before["resident"] - waiting // 2, 5,
+                     "the waiting pages' memory back on the host")
+        after = d.guest("g1")
+        assert after["blocks"]["waiting"] == 0, after["blocks"]
+        assert after["pid"] == pid
+        st, out = d.exec("g1", "memhog 100M")
+        assert st == 0, out
+        print("  %d KiB waited for their blocks; after the upgrade none "
+              "waits, resident %d -> %d MiB"
+              % (waiting >> 10, before["resident"] >> 20, after["resident"] >> 20))
+    finally:
+        if pid and process_alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+            wait_gone(pid)
+        d.owns_dir = True
+        d.stop()

@@ -5,6 +5,7 @@
  * The SIGKILL test is in test_swapstore_shm.c (it goes through swapstore).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -302,6 +303,57 @@ static void reopen_keeps_persistent_pages(void **state)
 	close(fd);
 }
 
+/* The arena in a file the caller gives (ebbd: one on its huge-page
+ * tmpfs): only an empty regular file is taken; the store keeps its own
+ * dup, and the pages come back from it like from a memfd. */
+static void arena_in_a_given_file(void **state)
+{
+	const struct tmem_oid oid = { { 9, 0, 0 } };
+	struct tmem_shm_report rep;
+	struct tmem_store *s;
+	static uint8_t page[TMEM_PAGE_SIZE], back[TMEM_PAGE_SIZE];
+	uint32_t pool, i;
+	int fd = open("/dev/shm", O_TMPFILE | O_RDWR, 0600), dir, sfd;
+
+	(void)state;
+	assert_true(fd >= 0);
+	dir = open("/dev/shm", O_RDONLY | O_DIRECTORY);
+	assert_true(dir >= 0);
+	assert_int_equal(tmem_store_new_shm_fd(NULL, ARENA_BYTES, dir, &s),
+			 -EINVAL);
+	close(dir);
+	assert_int_equal(tmem_store_new_shm_fd(NULL, ARENA_BYTES, 1000000, &s),
+			 -EINVAL);
+	assert_int_equal(ftruncate(fd, 4096), 0);
+	assert_int_equal(tmem_store_new_shm_fd(NULL, ARENA_BYTES, fd, &s),
+			 -EINVAL);	/* not empty */
+	assert_int_equal(ftruncate(fd, 0), 0);
+	assert_int_equal(tmem_store_new_shm_fd(NULL, ARENA_BYTES, fd, &s), 0);
+	sfd = tmem_store_shm_fd(s);
+	assert_true(sfd >= 0 && sfd != fd);
+	assert_int_equal(tmem_client_new(s, 1, "f", NULL), 0);
+	assert_int_equal(tmem_pool_new(s, 1, TMEM_POOL_PERSISTENT, NULL, &pool),
+			 0);
+	for (i = 0; i < 300; i++) {
+		memset(page, (int)i, sizeof(page));
+		page[i] ^= 0x5a;
+		assert_int_equal(tmem_put(s, 1, pool, &oid, i, page, sizeof(page)),
+				 0);
+	}
+	tmem_store_free(s);	/* the caller's fd keeps the file */
+	assert_int_equal(tmem_store_adopt_shm(fd, NULL, &s, &rep), 0);
+	assert_int_equal(rep.pages, 300);
+	for (i = 0; i < 300; i++) {
+		memset(page, (int)i, sizeof(page));
+		page[i] ^= 0x5a;
+		assert_int_equal(tmem_get(s, 1, pool, &oid, i, back, sizeof(back)),
+				 0);
+		assert_memory_equal(page, back, sizeof(page));
+	}
+	tmem_store_free(s);
+	close(fd);
+}
+
 static void adopt_rejects_non_arenas(void **state)
 {
 	struct tmem_store *s;
@@ -420,6 +472,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(reopen_keeps_persistent_pages),
 		cmocka_unit_test(adopt_rejects_non_arenas),
+		cmocka_unit_test(arena_in_a_given_file),
 		cmocka_unit_test(damaged_arena_never_gives_wrong_pages),
 	};
 
