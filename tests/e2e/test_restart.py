@@ -60,6 +60,16 @@ def wait_gone(pid, timeout=10):
     assert not process_alive(pid), "pid %d did not die" % pid
 
 
+def stop_all(d, *pids):
+    """End of a test: guests outlive ebbd here, so kill them first."""
+    for p in pids:
+        if p and process_alive(p):
+            os.killpg(p, signal.SIGKILL)
+            wait_gone(p)
+    d.owns_dir = True
+    d.stop()
+
+
 def test_guest_outlives_kill_9_and_is_reported_not_adopted():
     """Without an fd holder nothing can be adopted: the guest outlives
     ebbd, the next ebbd reports it and leaves it (and a corrupt record)
@@ -533,12 +543,7 @@ def test_kill_9_twenty_times_during_heavy_swap_loses_nothing():
               "run again, %d pagecheck passes, all 0 mismatches"
               % (pid, stored, reruns, len(passes)))
     finally:
-        for p in (pid, pid2):
-            if p and process_alive(p):
-                os.killpg(p, signal.SIGKILL)
-                wait_gone(p)
-        d.owns_dir = True
-        d.stop()
+        stop_all(d, pid, pid2)
 
 
 def test_store_backings_adopted_after_kill_9():
@@ -574,11 +579,7 @@ def test_store_backings_adopted_after_kill_9():
             print("  store %s: %s pages adopted after kill -9, pagecheck 0 "
                   "mismatches" % (want, m.group(1)))
         finally:
-            if pid and process_alive(pid):
-                os.killpg(pid, signal.SIGKILL)
-                wait_gone(pid)
-            d.owns_dir = True
-            d.stop()
+            stop_all(d, pid)
 
 
 def test_upgrade_gives_back_pages_waiting_for_their_block():
@@ -620,8 +621,4 @@ def test_upgrade_gives_back_pages_waiting_for_their_block():
               "waits, resident %d -> %d MiB"
               % (waiting >> 10, before["resident"] >> 20, after["resident"] >> 20))
     finally:
-        if pid and process_alive(pid):
-            os.killpg(pid, signal.SIGKILL)
-            wait_gone(pid)
-        d.owns_dir = True
-        d.stop()
+        stop_all(d, pid)
