@@ -294,6 +294,12 @@ out:
 	return rc;
 }
 
+void guest_seed_resident(struct guest *g, uint64_t bytes)
+{
+	if (!g->resident_bytes)
+		g->resident_bytes = bytes;
+}
+
 /* A guest runs once its balloon driver is up; another VMM's guest may
  * have no balloon (QEMU has no vhost-user one), so any driver will do. */
 static bool driver_ready(struct guest *g)

@@ -201,6 +201,9 @@ int guest_exec(struct guest *g, const char *command);
 int guest_balloon(struct guest *g, uint64_t target_bytes);
 /* Refresh and return the resident size of the RAM file. */
 int guest_refresh_resident(struct guest *g, uint64_t *out);
+/* What is known of an adopted guest's resident size before its first
+ * measurement (the claims record's): reported until then, not 0. */
+void guest_seed_resident(struct guest *g, uint64_t bytes);
 void guest_get_info(const struct guest *g, struct guest_info *out);
 const char *guest_name(const struct guest *g);
 enum guest_state guest_get_state(const struct guest *g);

@@ -880,9 +880,10 @@ static void adopt_claim(struct ebbd *d, struct slot *s,
 	/* Read before the pool moves: every change records anew. */
 	recorded = claimshm_get(d, client_of(s), rec->pool_id, mem_pages,
 				&out, &tot) == 0;
-	if (recorded)
+	if (recorded) {
 		pool_set_resident(d->pool, s->id, tot, &over);
-	else
+		guest_seed_resident(s->g, tot * POOL_PAGE_SIZE);
+	} else
 		account_guest(d, s);
 	if (pool_guest_info(d->pool, s->id, &gi) < 0)
 		return;
