@@ -150,12 +150,12 @@ def main():
     print("\n%d guests (%s RAM, %s swap, pagecheck over %s each), fd holder "
           "ebb-holder; every pagecheck pass 0 mismatches\n"
           % (a.guests, a.mem, a.swap, a.work))
-    print("| what | " + " | ".join("store: %s p50 / max" % r["backing"]
+    print("| what | " + " | ".join("store: %s p50 / p90 / max" % r["backing"]
                                    for r in runs) + " |")
     print("|---|" + "---:|" * len(runs))
     rows = [
         ("pages stored at each upgrade", "stored",
-         lambda v: "%d / %d" % (statistics.median(v), max(v))),
+         lambda v: "%d / %d / %d" % (statistics.median(v), pct(v, 90), max(v))),
         ("upgrade: device pause (exec to every guest adopted)", "pause", None),
         ("upgrade: exec to every guest served once", "served", None),
         ("crash: kill -9 to serving, new process started at once", "crash",
@@ -164,7 +164,8 @@ def main():
          None),
     ]
     for label, key, f in rows:
-        f = f or (lambda v: "%.1f / %.1f ms" % (statistics.median(v), max(v)))
+        f = f or (lambda v: "%.1f / %.1f / %.1f ms" % (statistics.median(v),
+                                                       pct(v, 90), max(v)))
         print("| %s | %s |" % (label, " | ".join(cell(r[key], f)
                                                   for r in runs)))
     if len(runs) == 2 and runs[0]["pause"] and runs[1]["pause"]:

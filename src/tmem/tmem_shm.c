@@ -888,18 +888,6 @@ static struct tmem_pool *ld_pool(struct loader *L, const struct shm_ent *e)
 	return c->pools[e->pool_id];
 }
 
-/* The page record of @e's key, NULL if none. */
-static struct tmem_page *ld_page(struct loader *L, const struct shm_ent *e,
-				 struct tmem_pool *pool)
-{
-	struct tmem_oid oid;
-	struct tmem_obj *o;
-
-	memcpy(oid.w, e->oid, sizeof(oid.w));
-	o = obj_find(pool, &oid, oid_hash(L->s, &oid));
-	return o ? rt_lookup(o, e->index) : NULL;
-}
-
 /* Step 4 for entry @n. */
 static int ld_entry_a(struct loader *L, uint64_t n)
 {
@@ -911,6 +899,7 @@ static int ld_entry_a(struct loader *L, uint64_t n)
 	struct tmem_oid oid;
 	struct tmem_obj *o;
 	uint32_t idx;
+	uint64_t h;
 	int rc;
 
 	if (!check)
@@ -927,7 +916,12 @@ static int ld_entry_a(struct loader *L, uint64_t n)
 	}
 	if (e->seq > L->m->seq)
 		L->m->seq = e->seq;
-	pg = ld_page(L, e, pool);
+	/* The key's object and page record, if an earlier entry made them
+	 * (the object, for one swap device, nearly always). */
+	memcpy(oid.w, e->oid, sizeof(oid.w));
+	h = oid_hash(s, &oid);
+	o = obj_find(pool, &oid, h);
+	pg = o ? rt_lookup(o, e->index) : NULL;
 	if (pg) {
 		struct shm_ent *other = ent_at(L->m, pg->shm_ent - 1);
 
@@ -944,10 +938,8 @@ static int ld_entry_a(struct loader *L, uint64_t n)
 		pg->shm_ent = n + 1;
 		return 0;
 	}
-	memcpy(oid.w, e->oid, sizeof(oid.w));
-	o = obj_find(pool, &oid, oid_hash(s, &oid));
 	if (!o) {
-		rc = obj_new(s, pool, &oid, oid_hash(s, &oid), &o);
+		rc = obj_new(s, pool, &oid, h, &o);
 		if (rc)
 			return rc;
 	}
