@@ -15,18 +15,14 @@ store held.  To compare two ebbd builds, run this once with each
 """
 import argparse
 import os
-import signal
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
+sys.path.insert(0, HERE)
 import ebbtest  # noqa: E402
-from ebbtest import MiB  # noqa: E402
-
-
-def size(s):
-    return int(float(s[:-1]) * {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[s[-1]])
+import swapload  # noqa: E402
 
 
 def cpu_seconds(pid):
@@ -36,46 +32,25 @@ def cpu_seconds(pid):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--guests", type=int, default=10)
+    swapload.add_arguments(ap)
     ap.add_argument("--warm", type=int, default=40)
     ap.add_argument("--secs", type=int, default=40)
-    ap.add_argument("--mem", default="128M")
-    ap.add_argument("--swap", default="256M")
-    ap.add_argument("--work", default="160M")
     ap.add_argument("--ebbd-args", default="")
     a = ap.parse_args()
     names = ["w%d" % i for i in range(a.guests)]
-    budget = "%dM" % (a.guests * (size(a.mem) + size(a.swap)) // MiB + 512)
-    d = ebbtest.Ebbd(budget=budget, extra_args=a.ebbd_args.split())
+    d = ebbtest.Ebbd(budget=swapload.budget(a.guests, a.mem, a.swap),
+                     extra_args=a.ebbd_args.split())
     try:
-        for n in names:
-            d.run(n, size(a.mem), swap=size(a.swap))
-        for n in names:  # ebb's init swaps onto ebb's swap device itself
-            d.wait_console(n, r"ebb-guest: swap on /dev/vd", 60)
-        for i, n in enumerate(names):
-            d.c.call("guest-exec", name=n,
-                     command="pagecheck write %s %d --hold 1 --passes 100000"
-                     % (a.work, 100 + i))
+        swapload.start(d, names, a.mem, a.swap, a.work)
         time.sleep(a.warm)
         pid = d.proc.pid
         c0, t0 = cpu_seconds(pid), time.monotonic()
         time.sleep(a.secs)
         c1, t1 = cpu_seconds(pid), time.monotonic()
         stored = d.c.call("tmem")["total"]["persistent_pages"]
-        bad = [n for n in names if d.guest(n)["state"] != "running" or any(
-            "pagecheck: pass" in l and not l.endswith(" 0 mismatches")
-            for l in d.console(n).splitlines())]
-        if bad:
-            print("guests lost pages or died: %s" % bad)
-            return 1
+        swapload.check(d, names)
     finally:
-        for n in names:
-            try:
-                os.killpg(d.guest(n)["pid"], signal.SIGKILL)
-            except Exception:
-                pass
-        d.owns_dir = True
-        d.stop()
+        swapload.stop(d, names)
     print("\n| guests swapping | pages stored | ebbd CPU (share of one CPU) |")
     print("|---:|---:|---:|")
     print("| %d | %d | %.1f%% |" % (a.guests, stored, (c1 - c0) / (t1 - t0) * 100))

@@ -43,24 +43,14 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
+sys.path.insert(0, HERE)
 import ebbtest  # noqa: E402
-from ebbtest import MiB  # noqa: E402
-
-
-def size(s):
-    return int(float(s[:-1]) * {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[s[-1]])
+import swapload  # noqa: E402
 
 
 def pct(v, p):
     v = sorted(v)
     return v[min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1))))]
-
-
-def start_workload(d, names, work):
-    for i, n in enumerate(names):
-        d.c.call("guest-exec", name=n,
-                 command="pagecheck write %s %d --hold 1 --passes 100000"
-                 % (work, 100 + i))
 
 
 def adopted_all(d, names):
@@ -72,18 +62,14 @@ def adopted_all(d, names):
 def scenario(a, hugepages):
     """One run of the workload, upgrades and crashes; lists of times (ms)."""
     names = ["b%d" % i for i in range(a.guests)]
-    budget = "%dM" % (a.guests * (size(a.mem) + size(a.swap)) // MiB + 512)
+    budget = swapload.budget(a.guests, a.mem, a.swap)
     extra = ["--tmem-hugepages", hugepages]
     d = ebbtest.Ebbd(budget=budget, extra_args=extra)
     workdir = d.dir
     r = {"pause": [], "served": [], "crash": [], "crash_adopt": [],
          "stored": [], "backing": d.c.call("info")["store_backing"]}
     try:
-        for n in names:
-            d.run(n, size(a.mem), swap=size(a.swap))
-        for n in names:  # ebb's init swaps onto ebb's swap device itself
-            d.wait_console(n, r"ebb-guest: swap on /dev/vd", 60)
-        start_workload(d, names, a.work)
+        swapload.start(d, names, a.mem, a.swap, a.work)
         time.sleep(5)  # every guest swapping
         for _ in range(a.upgrades):
             r["stored"].append(
@@ -107,38 +93,17 @@ def scenario(a, hugepages):
             r["crash_adopt"].append(
                 d.c.call("info")["restart"]["startup_us"] / 1000.0)
             time.sleep(1)
-        # Every guest must still be right: read the tally.
-        bad = []
-        for n in names:
-            out = d.console(n)
-            fails = [l for l in out.splitlines()
-                     if "pagecheck: pass" in l and not l.endswith(" 0 mismatches")]
-            if fails:
-                bad.append((n, fails[:3]))
-            if d.guest(n)["state"] != "running":
-                bad.append((n, "not running"))
-        if bad:
-            raise SystemExit("guests lost pages or died: %s" % bad)
+        swapload.check(d, names)
     finally:
-        for n in names:
-            try:
-                pid = d.guest(n)["pid"]
-                os.killpg(pid, signal.SIGKILL)
-            except Exception:
-                pass
-        d.owns_dir = True
-        d.stop()
+        swapload.stop(d, names)
     return r
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--guests", type=int, default=10)
+    swapload.add_arguments(ap)
     ap.add_argument("--upgrades", type=int, default=20)
     ap.add_argument("--crashes", type=int, default=10)
-    ap.add_argument("--mem", default="128M")
-    ap.add_argument("--swap", default="256M")
-    ap.add_argument("--work", default="160M")
     ap.add_argument("--backings", default="on,off",
                     help="--tmem-hugepages values to run, in order")
     a = ap.parse_args()
